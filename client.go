@@ -1,0 +1,315 @@
+package main
+
+// client.go is the client side of protocol v1, used by the CLI commands and
+// by the tests. Passwords stay in this process: only SCRAM proofs and
+// verifiers are sent.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xdg-go/scram"
+	"github.com/xdg-go/stringprep"
+)
+
+const (
+	// clientDialTimeout bounds connecting and the wait for the greeting; a
+	// server whose queue is full answers BUSY at once, so a longer wait
+	// means something is wrong on the path.
+	clientDialTimeout = 10 * time.Second
+	// clientReplyTimeout bounds the wait for each reply. The server does
+	// only cheap work per command, so this is generous.
+	clientReplyTimeout = 30 * time.Second
+)
+
+var (
+	// ErrServerSignature is returned when the server's SCRAM signature is
+	// wrong: it does not hold this account's verifier, so it may be an
+	// impostor, and nothing it said can be trusted.
+	ErrServerSignature = errors.New("the server's SCRAM signature is wrong: it does not know this account's verifier (possible impostor)")
+	// ErrTooFewIterations is returned for a server asking for fewer than
+	// MinIterations PBKDF2 iterations: that would weaken the verifier.
+	ErrTooFewIterations = errors.New("server asks for too few PBKDF2 iterations")
+	// ErrTooManyIterations is returned for a server asking for more than
+	// the client's cap: a hostile server must not burn the client's CPU.
+	ErrTooManyIterations = errors.New("server asks for more PBKDF2 iterations than this client allows")
+	// ErrNoSCRAM is returned when the server does not offer SCRAM-SHA-256.
+	ErrNoSCRAM = errors.New("server does not offer SCRAM-SHA-256")
+)
+
+// Client is one connection to an authbox server.
+type Client struct {
+	nc    net.Conn
+	r     *bufio.Reader
+	Mechs []string
+	// MaxIterations caps the PBKDF2 work a server may ask of this client.
+	MaxIterations int
+}
+
+// Dial connects and reads the greeting. A BUSY server yields a
+// *ProtoError with code BUSY.
+func Dial(addr string) (*Client, error) {
+	nc, err := net.DialTimeout("tcp", addr, clientDialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), MaxIterations: DefaultConfig().Client.MaxIterations}
+	nc.SetReadDeadline(time.Now().Add(clientDialTimeout))
+	line, err := c.readLine()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if strings.HasPrefix(line, ReplyErr+" ") {
+		nc.Close()
+		_, err := ParseReply(line)
+		return nil, err
+	}
+	c.Mechs, err = ParseGreeting(line)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Close sends QUIT and closes the connection.
+func (c *Client) Close() error {
+	c.nc.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c.nc, CmdQuit+"\n"); err == nil {
+		c.readLine()
+	}
+	return c.nc.Close()
+}
+
+func (c *Client) readLine() (string, error) {
+	line, err := c.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return "", errors.New("server sent a line longer than 4096 bytes")
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return "", errors.New("server closed the connection")
+		}
+		return "", err
+	}
+	return string(TrimEOL(line)), nil
+}
+
+// Do sends one command and reads its reply. An ERR reply is returned as a
+// *ProtoError.
+func (c *Client) Do(words ...string) (Reply, error) {
+	line := strings.Join(words, " ") + "\n"
+	if len(line) > MaxLineBytes {
+		return Reply{}, errors.New("command longer than 4096 bytes")
+	}
+	c.nc.SetDeadline(time.Now().Add(clientReplyTimeout))
+	if _, err := io.WriteString(c.nc, line); err != nil {
+		return Reply{}, err
+	}
+	resp, err := c.readLine()
+	if err != nil {
+		return Reply{}, err
+	}
+	return ParseReply(resp)
+}
+
+// expect checks a reply's word and argument count.
+func expect(r Reply, word string, nargs int) error {
+	if r.Word != word || len(r.Args) != nargs {
+		return fmt.Errorf("unexpected reply from server: %s (wanted %s)", r.Word, word)
+	}
+	return nil
+}
+
+func (c *Client) checkIterations(n int) error {
+	if n < MinIterations {
+		return fmt.Errorf("%w: %d, the minimum is %d", ErrTooFewIterations, n, MinIterations)
+	}
+	if n > c.MaxIterations {
+		return fmt.Errorf("%w: %d, the cap is %d (client.max_iterations)", ErrTooManyIterations, n, c.MaxIterations)
+	}
+	return nil
+}
+
+// scramClient prepares a SCRAM client. The name is PRECIS-normalized (the
+// server's rule); only the password goes through SASLprep, as RFC 5802
+// asks. Errors never quote the password.
+func scramClient(name, password string) (*scram.Client, error) {
+	prepped, err := stringprep.SASLprep.Prepare(password)
+	if err != nil {
+		return nil, errors.New("the password contains characters SASLprep (RFC 4013) does not allow, such as control characters")
+	}
+	return scram.SHA256.NewClientUnprepped(name, prepped, "")
+}
+
+// Verifier computes StoredKey and ServerKey for a password, salt and
+// iteration count (RFC 5802 §3).
+func Verifier(name, password string, salt []byte, iterations int) (stored, server []byte, err error) {
+	sc, err := scramClient(name, password)
+	if err != nil {
+		return nil, nil, err
+	}
+	creds, err := sc.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: iterations})
+	if err != nil {
+		return nil, nil, err
+	}
+	return creds.StoredKey, creds.ServerKey, nil
+}
+
+// sendVerifier answers a SALT reply with a fresh verifier.
+func (c *Client) sendVerifier(r Reply, name, password string) error {
+	if err := expect(r, ReplySalt, 2); err != nil {
+		return err
+	}
+	salt, err := b64.DecodeString(r.Args[0])
+	if err != nil || len(salt) < SaltLen {
+		return errors.New("server sent a malformed or short salt")
+	}
+	it, err := ParseIterations(r.Args[1])
+	if err != nil {
+		return errors.New("server sent a malformed iteration count")
+	}
+	if err := c.checkIterations(it); err != nil {
+		return err
+	}
+	stored, server, err := Verifier(name, password, salt, it)
+	if err != nil {
+		return err
+	}
+	r, err = c.Do(CmdVerifier, EncodeB64(stored), EncodeB64(server))
+	if err != nil {
+		return err
+	}
+	return expect(r, ReplyOK, 0)
+}
+
+// Register creates an account; the password never leaves this process.
+func (c *Client) Register(name, password string) error {
+	name, err := NormalizeUsername(name)
+	if err != nil {
+		return err
+	}
+	r, err := c.Do(CmdRegister, name)
+	if err != nil {
+		return err
+	}
+	return c.sendVerifier(r, name, password)
+}
+
+// Login runs SCRAM-SHA-256 and checks the server's signature.
+func (c *Client) Login(name, password string) error {
+	if !slices.Contains(c.Mechs, MechSCRAM) {
+		return ErrNoSCRAM
+	}
+	name, err := NormalizeUsername(name)
+	if err != nil {
+		return err
+	}
+	sc, err := scramClient(name, password)
+	if err != nil {
+		return err
+	}
+	conv := sc.WithMinIterations(MinIterations).NewConversation()
+	first, err := conv.Step("")
+	if err != nil {
+		return err
+	}
+	r, err := c.Do(CmdAuth, MechSCRAM, EncodeB64([]byte(first)))
+	if err != nil {
+		return err
+	}
+	if err := expect(r, ReplyChallenge, 1); err != nil {
+		return err
+	}
+	serverFirst, err := b64.DecodeString(r.Args[0])
+	if err != nil {
+		return errors.New("server sent a CHALLENGE that is not base64")
+	}
+	sf, err := ParseServerFirst(string(serverFirst))
+	if err != nil {
+		return err
+	}
+	if err := c.checkIterations(sf.Iterations); err != nil {
+		return err
+	}
+	final, err := conv.Step(string(serverFirst))
+	if err != nil {
+		return fmt.Errorf("server's SCRAM challenge rejected: %w", err)
+	}
+	r, err = c.Do(CmdResponse, EncodeB64([]byte(final)))
+	if err != nil {
+		return err
+	}
+	if err := expect(r, ReplyOK, 1); err != nil {
+		return err
+	}
+	serverFinal, err := b64.DecodeString(r.Args[0])
+	if err != nil {
+		return ErrServerSignature
+	}
+	if _, err := conv.Step(string(serverFinal)); err != nil || !conv.Valid() {
+		return ErrServerSignature
+	}
+	return nil
+}
+
+// LoginSeed runs the legacy SEED-SHA256 exchange.
+func (c *Client) LoginSeed(name, password string) error {
+	if !slices.Contains(c.Mechs, MechSeed) {
+		return errors.New("server does not offer SEED-SHA256")
+	}
+	name, err := NormalizeUsername(name)
+	if err != nil {
+		return err
+	}
+	r, err := c.Do(CmdAuth, MechSeed, name)
+	if err != nil {
+		return err
+	}
+	if err := expect(r, ReplyChallenge, 2); err != nil {
+		return err
+	}
+	resp := SeedResponse(r.Args[1], SeedStored(r.Args[0], password))
+	r, err = c.Do(CmdResponse, resp)
+	if err != nil {
+		return err
+	}
+	return expect(r, ReplyOK, 0)
+}
+
+// Passwd replaces the logged-in account's verifier.
+func (c *Client) Passwd(name, newPassword string) error {
+	r, err := c.Do(CmdPasswd)
+	if err != nil {
+		return err
+	}
+	return c.sendVerifier(r, name, newPassword)
+}
+
+// Whoami returns the logged-in name.
+func (c *Client) Whoami() (string, error) {
+	r, err := c.Do(CmdWhoami)
+	if err != nil {
+		return "", err
+	}
+	if err := expect(r, ReplyOK, 1); err != nil {
+		return "", err
+	}
+	return r.Args[0], nil
+}
+
+// Delete removes the logged-in account.
+func (c *Client) Delete() error {
+	r, err := c.Do(CmdDelete)
+	if err != nil {
+		return err
+	}
+	return expect(r, ReplyOK, 0)
+}

@@ -1,0 +1,153 @@
+package main
+
+// config.go reads auth.toml. The file in the repo is embedded and decoded
+// first, so the defaults live in exactly one place and the documented file
+// cannot drift from the code.
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+//go:embed auth.toml
+var defaultConfigTOML string
+
+// Config is auth.toml.
+type Config struct {
+	Listen           string   `toml:"listen"`
+	DB               string   `toml:"db"`
+	Queue            int      `toml:"queue"`
+	Workers          int      `toml:"workers"`
+	Iterations       int      `toml:"iterations"`
+	Mechanisms       []string `toml:"mechanisms"`
+	OpenRegistration bool     `toml:"open_registration"`
+	LineTimeout      Duration `toml:"line_timeout"`
+	SessionTimeout   Duration `toml:"session_timeout"`
+	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
+
+	Client ClientConfig `toml:"client"`
+}
+
+// ClientConfig is the [client] table.
+type ClientConfig struct {
+	Server            string `toml:"server"`
+	MaxIterations     int    `toml:"max_iterations"`
+	MinPasswordLength int    `toml:"min_password_length"`
+	RequireDigit      bool   `toml:"require_digit"`
+	RequireLower      bool   `toml:"require_lower"`
+	RequireUpper      bool   `toml:"require_upper"`
+}
+
+// Duration is a time.Duration written as "10s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration like \"10s\": %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// DefaultConfig returns the embedded auth.toml.
+func DefaultConfig() Config {
+	var c Config
+	if _, err := toml.Decode(defaultConfigTOML, &c); err != nil {
+		panic("embedded auth.toml: " + err.Error())
+	}
+	return c
+}
+
+// LoadConfig returns the defaults overlaid with the file at path, if any.
+// Every error names the file, and the key where there is one.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	if path == "" {
+		return c, c.Validate()
+	}
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return c, fmt.Errorf("config %s: %s", path, perr.Message)
+		}
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks each key's value; errors name the key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("key %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port", c.Listen)
+	}
+	if c.DB == "" {
+		bad("db", "must not be empty")
+	}
+	if c.Queue < 1 || c.Queue > 1<<16 {
+		bad("queue", "must be 1 to 65536, got %d", c.Queue)
+	}
+	if c.Workers < 1 || c.Workers > 1<<16 {
+		bad("workers", "must be 1 to 65536, got %d", c.Workers)
+	}
+	if c.Iterations < MinIterations {
+		bad("iterations", "must be at least %d, got %d", MinIterations, c.Iterations)
+	}
+	if c.Iterations > 1<<31-1 {
+		bad("iterations", "too large: %d", c.Iterations)
+	}
+	if len(c.Mechanisms) == 0 {
+		bad("mechanisms", "must list at least one of %s, %s", MechSCRAM, MechSeed)
+	}
+	for i, m := range c.Mechanisms {
+		if m != MechSCRAM && m != MechSeed {
+			bad("mechanisms", "unknown mechanism %q (known: %s, %s)", m, MechSCRAM, MechSeed)
+		} else if slices.Index(c.Mechanisms, m) != i {
+			bad("mechanisms", "%q is listed twice", m)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"line_timeout", c.LineTimeout}, {"session_timeout", c.SessionTimeout}, {"shutdown_timeout", c.ShutdownTimeout}} {
+		if d.v.Duration <= 0 {
+			bad(d.key, "must be positive, got %s", d.v)
+		}
+	}
+	if c.Client.MaxIterations < MinIterations {
+		bad("client.max_iterations", "must be at least %d, got %d", MinIterations, c.Client.MaxIterations)
+	}
+	if c.Client.MinPasswordLength < 1 {
+		bad("client.min_password_length", "must be at least 1, got %d", c.Client.MinPasswordLength)
+	}
+	return errors.Join(errs...)
+}
+
+// HasMech reports whether a mechanism is enabled.
+func (c *Config) HasMech(m string) bool { return slices.Contains(c.Mechanisms, m) }

@@ -1,0 +1,394 @@
+package main
+
+// protocol.go is the wire format of protocol v1: line framing, commands,
+// replies, the SCRAM message checks the library leaves to us, usernames and
+// the legacy SEED-SHA256 arithmetic. It touches no socket and no file, so
+// everything here can be fuzzed and tested on plain strings.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/secure/precis"
+)
+
+const (
+	// ProtocolVersion is the number in the greeting.
+	ProtocolVersion = 1
+	// MaxLineBytes bounds one line as received, CR and LF included: big
+	// enough for any SCRAM message of a 64-byte name, small enough that a
+	// connection's buffer stays one page.
+	MaxLineBytes = 4096
+	// MaxUsernameBytes bounds a normalized username.
+	MaxUsernameBytes = 64
+	// KeyLen is the size of StoredKey and ServerKey (SHA-256).
+	KeyLen = sha256.Size
+	// MinIterations is the floor the spec sets for PBKDF2 iteration counts;
+	// a client refuses a server that asks for fewer.
+	MinIterations = 4096
+	// SaltLen is the size of every salt the server makes, real or fake.
+	SaltLen = 16
+)
+
+// Mechanism names as they appear in the greeting and in AUTH.
+const (
+	MechSCRAM = "SCRAM-SHA-256"
+	MechSeed  = "SEED-SHA256"
+)
+
+// Commands.
+const (
+	CmdRegister = "REGISTER"
+	CmdVerifier = "VERIFIER"
+	CmdAuth     = "AUTH"
+	CmdResponse = "RESPONSE"
+	CmdPing     = "PING"
+	CmdQuit     = "QUIT"
+	CmdWhoami   = "WHOAMI"
+	CmdPasswd   = "PASSWD"
+	CmdDelete   = "DELETE"
+	CmdLogout   = "LOGOUT"
+)
+
+// Reply words.
+const (
+	ReplyGreeting  = "AUTHBOX"
+	ReplyOK        = "OK"
+	ReplySalt      = "SALT"
+	ReplyChallenge = "CHALLENGE"
+	ReplyErr       = "ERR"
+)
+
+// Error codes, as in the spec's table.
+const (
+	CodeBadCmd   = "BADCMD"
+	CodeBadReq   = "BADREQ"
+	CodeTooLong  = "TOOLONG"
+	CodeBadName  = "BADNAME"
+	CodeExists   = "EXISTS"
+	CodeNoMech   = "NOMECH"
+	CodeAuth     = "AUTH"
+	CodeLocked   = "LOCKED"
+	CodeLimit    = "LIMIT"
+	CodeDenied   = "DENIED"
+	CodeBusy     = "BUSY"
+	CodeTimeout  = "TIMEOUT"
+	CodeInternal = "INTERNAL"
+)
+
+// ProtoError is an error that has a place on the wire. Handlers return it;
+// one function in server.go writes it. Any other error reaches the wire as
+// ERR INTERNAL, its detail only in the log.
+type ProtoError struct {
+	Code string
+	Text string
+	// Close says the server hangs up after writing it.
+	Close bool
+}
+
+func (e *ProtoError) Error() string { return e.Code + " " + e.Text }
+
+// Line is the wire form: "ERR CODE text".
+func (e *ProtoError) Line() string { return FormatReply(ReplyErr, e.Code, e.Text) }
+
+func protoErr(code, format string, args ...any) *ProtoError {
+	return &ProtoError{Code: code, Text: fmt.Sprintf(format, args...)}
+}
+
+// Command is one parsed request line.
+type Command struct {
+	Verb string
+	Args []string
+}
+
+// Errors of framing and parsing.
+var (
+	// ErrLineTooLong is returned when a line exceeds MaxLineBytes.
+	ErrLineTooLong = &ProtoError{Code: CodeTooLong, Text: "line longer than 4096 bytes", Close: true}
+	// ErrEmptyLine is returned for a line with no command word.
+	ErrEmptyLine = &ProtoError{Code: CodeBadCmd, Text: "empty line"}
+)
+
+// TrimEOL removes the LF and one CR before it, as the framing rules allow.
+func TrimEOL(line []byte) []byte {
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	return bytes.TrimSuffix(line, []byte("\r"))
+}
+
+// ParseLine splits one line (without its end of line) into a command word
+// and arguments. It checks only the framing: whether the word is known, and
+// how many arguments it takes, is the state machine's business, because the
+// spec orders state errors before argument errors.
+func ParseLine(line []byte) (Command, error) {
+	if len(line) == 0 {
+		return Command{}, ErrEmptyLine
+	}
+	if !utf8.Valid(line) {
+		return Command{}, protoErr(CodeBadReq, "line is not valid UTF-8")
+	}
+	fields := strings.Split(string(line), " ")
+	return Command{Verb: fields[0], Args: fields[1:]}, nil
+}
+
+// CheckArgs validates the count of a command's arguments and that none is
+// empty (an empty argument means two spaces in a row, or one at the end).
+func CheckArgs(c Command, min, max int) error {
+	n := len(c.Args)
+	if n < min || n > max {
+		if min == max {
+			return protoErr(CodeBadReq, "%s takes %d argument(s), got %d", c.Verb, min, n)
+		}
+		return protoErr(CodeBadReq, "%s takes %d to %d arguments, got %d", c.Verb, min, max, n)
+	}
+	for _, a := range c.Args {
+		if a == "" {
+			return protoErr(CodeBadReq, "arguments are separated by exactly one space")
+		}
+	}
+	return nil
+}
+
+// FormatReply joins a reply word and its arguments into one line with LF.
+func FormatReply(word string, args ...string) string {
+	var b strings.Builder
+	b.WriteString(word)
+	for _, a := range args {
+		if a == "" {
+			continue
+		}
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// Greeting is the first line a served client reads.
+func Greeting(mechs []string) string {
+	return FormatReply(ReplyGreeting, append([]string{strconv.Itoa(ProtocolVersion)}, mechs...)...)
+}
+
+// ParseGreeting returns the mechanisms a greeting offers.
+func ParseGreeting(line string) ([]string, error) {
+	f := strings.Split(line, " ")
+	if len(f) < 3 || f[0] != ReplyGreeting {
+		return nil, fmt.Errorf("not an authbox greeting")
+	}
+	if f[1] != strconv.Itoa(ProtocolVersion) {
+		return nil, fmt.Errorf("server speaks protocol version %q, this client speaks %d", f[1], ProtocolVersion)
+	}
+	return f[2:], nil
+}
+
+// Reply is one parsed server line, as a client sees it.
+type Reply struct {
+	Word string
+	Args []string
+}
+
+// ParseReply splits a server line. An ERR line becomes a *ProtoError
+// carrying the code and the whole text.
+func ParseReply(line string) (Reply, error) {
+	if line == "" {
+		return Reply{}, errors.New("empty reply")
+	}
+	word, rest, _ := strings.Cut(line, " ")
+	if word == ReplyErr {
+		code, text, _ := strings.Cut(rest, " ")
+		return Reply{}, &ProtoError{Code: code, Text: text}
+	}
+	var args []string
+	if rest != "" {
+		args = strings.Split(rest, " ")
+	}
+	return Reply{Word: word, Args: args}, nil
+}
+
+// b64 is the wire encoding of binary values: standard, padded, and strict
+// so that each value has exactly one spelling.
+var b64 = base64.StdEncoding.Strict()
+
+// EncodeB64 encodes a binary value for the wire.
+func EncodeB64(b []byte) string { return b64.EncodeToString(b) }
+
+// DecodeB64 decodes a wire value; failure is ERR BADREQ.
+func DecodeB64(s string) ([]byte, error) {
+	b, err := b64.DecodeString(s)
+	if err != nil {
+		return nil, protoErr(CodeBadReq, "not standard padded base64")
+	}
+	return b, nil
+}
+
+// DecodeKey decodes a base64 StoredKey or ServerKey and checks its length.
+func DecodeKey(s string) ([]byte, error) {
+	b, err := DecodeB64(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) != KeyLen {
+		return nil, protoErr(CodeBadReq, "key must be %d bytes, got %d", KeyLen, len(b))
+	}
+	return b, nil
+}
+
+// ParseIterations reads an iteration count from the wire.
+func ParseIterations(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 || strconv.Itoa(n) != s {
+		return 0, protoErr(CodeBadReq, "iteration count is not a positive decimal number")
+	}
+	return n, nil
+}
+
+// ErrBadName is the reply for a name outside the username rules. Validity
+// is public knowledge, so saying why reveals nothing about who exists.
+var errBadName = func(why string) error { return protoErr(CodeBadName, "%s", why) }
+
+// NormalizeUsername applies the PRECIS UsernameCasePreserved profile
+// (RFC 8265) and the length rule. The result is what is stored and compared.
+func NormalizeUsername(name string) (string, error) {
+	if name == "" {
+		return "", errBadName("username is empty")
+	}
+	n, err := precis.UsernameCasePreserved.String(name)
+	if err != nil {
+		return "", errBadName("username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)")
+	}
+	if len(n) == 0 || len(n) > MaxUsernameBytes {
+		return "", errBadName(fmt.Sprintf("username must be 1 to %d bytes after normalization", MaxUsernameBytes))
+	}
+	return n, nil
+}
+
+// EncodeSaslName escapes a username for a SCRAM message (RFC 5802 §5.1).
+func EncodeSaslName(s string) string {
+	return strings.NewReplacer("=", "=3D", ",", "=2C").Replace(s)
+}
+
+// DecodeSaslName reverses EncodeSaslName; any other use of '=' is invalid.
+func DecodeSaslName(s string) (string, bool) {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '=')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), true
+		}
+		b.WriteString(s[:i])
+		switch {
+		case strings.HasPrefix(s[i:], "=2C"):
+			b.WriteByte(',')
+		case strings.HasPrefix(s[i:], "=3D"):
+			b.WriteByte('=')
+		default:
+			return "", false
+		}
+		s = s[i+3:]
+	}
+}
+
+// ClientFirst is what the server needs from a SCRAM client-first-message
+// before it hands the message to the SCRAM library.
+type ClientFirst struct {
+	Username string // decoded saslname, not yet normalized
+}
+
+// ParseClientFirst checks the parts of client-first-message that protocol
+// v1 restricts further than RFC 5802: the GS2 header must be "n,," or "y,,"
+// (no channel binding, no authzid), and extensions are not supported.
+func ParseClientFirst(msg string) (ClientFirst, error) {
+	var rest string
+	switch {
+	case strings.HasPrefix(msg, "n,,"):
+		rest = msg[3:]
+	case strings.HasPrefix(msg, "y,,"):
+		rest = msg[3:]
+	default:
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM GS2 header must be \"n,,\" or \"y,,\" in protocol v1")
+	}
+	f := strings.Split(rest, ",")
+	if len(f) < 2 || !strings.HasPrefix(f[0], "n=") || !strings.HasPrefix(f[1], "r=") {
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM client-first-message needs n= and r= attributes")
+	}
+	if len(f) > 2 {
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM extensions are not supported")
+	}
+	if !printableNonce(f[1][2:]) {
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce must be printable ASCII without commas")
+	}
+	name, ok := DecodeSaslName(f[0][2:])
+	if !ok {
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM username has '=' not followed by 2C or 3D")
+	}
+	return ClientFirst{Username: name}, nil
+}
+
+func printableNonce(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
+// ServerFirst is what a client checks in server-first-message before it
+// spends PBKDF2 time on it.
+type ServerFirst struct {
+	Salt       []byte
+	Iterations int
+}
+
+// ParseServerFirst reads the salt and iteration count.
+func ParseServerFirst(msg string) (ServerFirst, error) {
+	f := strings.Split(msg, ",")
+	if len(f) < 3 || !strings.HasPrefix(f[0], "r=") || !strings.HasPrefix(f[1], "s=") || !strings.HasPrefix(f[2], "i=") {
+		return ServerFirst{}, errors.New("malformed SCRAM server-first-message")
+	}
+	salt, err := b64.DecodeString(f[1][2:])
+	if err != nil {
+		return ServerFirst{}, errors.New("malformed salt in SCRAM server-first-message")
+	}
+	it, err := ParseIterations(f[2][2:])
+	if err != nil {
+		return ServerFirst{}, errors.New("malformed iteration count in SCRAM server-first-message")
+	}
+	return ServerFirst{Salt: salt, Iterations: it}, nil
+}
+
+// SeedStored is the legacy record value: hex(SHA-256(salt + password)).
+func SeedStored(salt, password string) string {
+	h := sha256.Sum256([]byte(salt + password))
+	return hex.EncodeToString(h[:])
+}
+
+// SeedResponse is the legacy answer: hex(SHA-256(nonce + stored)).
+func SeedResponse(nonce, stored string) string {
+	h := sha256.Sum256([]byte(nonce + stored))
+	return hex.EncodeToString(h[:])
+}
+
+// IsLowerHex reports whether s is exactly n lower-case hex digits.
+func IsLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,339 @@
+package main
+
+// store.go owns every bbolt call. Accounts live in one bucket keyed by the
+// normalized username; a small meta bucket holds the server secret, so a
+// copied db file answers exactly as the original (same fake salts).
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// dbLockTimeout bounds how long Open waits for another process's lock: a
+// second is long enough for a server that is just exiting, short enough that
+// a user running a second server gets a clear error instead of a hang.
+const dbLockTimeout = time.Second
+
+var (
+	bucketUsers = []byte("users")
+	bucketMeta  = []byte("meta")
+	keySecret   = []byte("secret")
+	keySchema   = []byte("schema")
+)
+
+// schemaVersion is written once into the meta bucket; a future layout
+// change bumps it and migrates.
+const schemaVersion = 1
+
+var (
+	// ErrExists is returned when creating an account whose name is taken.
+	ErrExists = errors.New("account exists")
+	// ErrNotFound is returned when an account does not exist.
+	ErrNotFound = errors.New("account not found")
+	// ErrDBLocked is returned when another process holds the db file.
+	ErrDBLocked = errors.New("database is locked by another process")
+	// ErrBadRecord is returned when a stored record cannot be decoded.
+	ErrBadRecord = errors.New("stored record is corrupt or of an unknown version")
+	// ErrBadSchema is returned when the db was written by a newer authbox.
+	ErrBadSchema = errors.New("database schema is newer than this authbox")
+)
+
+// Kind tells how an account proves its password.
+type Kind byte
+
+const (
+	// KindSCRAM holds SCRAM-SHA-256 StoredKey and ServerKey.
+	KindSCRAM Kind = 1
+	// KindLegacy holds the original design's hex(sha256(salt+password)).
+	KindLegacy Kind = 2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindSCRAM:
+		return "scram"
+	case KindLegacy:
+		return "legacy"
+	}
+	return fmt.Sprintf("kind(%d)", byte(k))
+}
+
+// Record is one account. For KindSCRAM, Salt is the binary PBKDF2 salt and
+// StoredKey/ServerKey the RFC 5802 values. For KindLegacy, Salt is the salt
+// text and StoredKey the 32-byte SHA-256 digest; ServerKey is empty and
+// Iterations zero.
+type Record struct {
+	Kind       Kind
+	Locked     bool
+	Iterations int
+	Salt       []byte
+	StoredKey  []byte
+	ServerKey  []byte
+	Created    time.Time
+	Updated    time.Time
+}
+
+// recordVersion is the first byte of every encoded record.
+const recordVersion = 1
+
+const flagLocked = 1 << 0
+
+// Record layout, version 1 (about 110 bytes for a SCRAM account):
+//
+//	version u8 | kind u8 | flags u8 | iterations u32 | created i64 | updated i64
+//	| saltLen u8 | salt | storedLen u8 | storedKey | serverLen u8 | serverKey
+//
+// Times are Unix seconds; byte order is big-endian.
+func (r *Record) marshal() []byte {
+	b := make([]byte, 0, 3+4+16+3+len(r.Salt)+len(r.StoredKey)+len(r.ServerKey))
+	var flags byte
+	if r.Locked {
+		flags |= flagLocked
+	}
+	b = append(b, recordVersion, byte(r.Kind), flags)
+	b = binary.BigEndian.AppendUint32(b, uint32(r.Iterations))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Created.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Updated.Unix()))
+	for _, f := range [][]byte{r.Salt, r.StoredKey, r.ServerKey} {
+		b = append(b, byte(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// unmarshalRecord decodes b, copying every slice: b belongs to a bbolt
+// transaction and is invalid once it ends.
+func unmarshalRecord(b []byte) (Record, error) {
+	if len(b) < 3+4+16+3 || b[0] != recordVersion {
+		return Record{}, ErrBadRecord
+	}
+	r := Record{
+		Kind:       Kind(b[1]),
+		Locked:     b[2]&flagLocked != 0,
+		Iterations: int(binary.BigEndian.Uint32(b[3:])),
+		Created:    time.Unix(int64(binary.BigEndian.Uint64(b[7:])), 0).UTC(),
+		Updated:    time.Unix(int64(binary.BigEndian.Uint64(b[15:])), 0).UTC(),
+	}
+	b = b[23:]
+	for _, f := range []*[]byte{&r.Salt, &r.StoredKey, &r.ServerKey} {
+		if len(b) < 1 || len(b) < 1+int(b[0]) {
+			return Record{}, ErrBadRecord
+		}
+		n := int(b[0])
+		*f = bytes.Clone(b[1 : 1+n])
+		b = b[1+n:]
+	}
+	if len(b) != 0 || (r.Kind != KindSCRAM && r.Kind != KindLegacy) {
+		return Record{}, ErrBadRecord
+	}
+	return r, nil
+}
+
+// Store is the account database.
+type Store struct {
+	db     *bolt.DB
+	path   string
+	secret []byte
+}
+
+// OpenStore opens or creates the db file at path, mode 0600.
+func OpenStore(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: dbLockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%s: %w", path, ErrDBLocked)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketUsers); err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keySchema); v == nil {
+			if err := meta.Put(keySchema, []byte{schemaVersion}); err != nil {
+				return err
+			}
+		} else if len(v) != 1 || v[0] > schemaVersion {
+			return ErrBadSchema
+		}
+		if v := meta.Get(keySecret); len(v) == sha256.Size {
+			s.secret = bytes.Clone(v)
+			return nil
+		}
+		s.secret = make([]byte, sha256.Size)
+		if _, err := rand.Read(s.secret); err != nil {
+			return err
+		}
+		return meta.Put(keySecret, s.secret)
+	})
+}
+
+// Path is the db file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the db file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Get returns the account for a normalized name, or ErrNotFound.
+func (s *Store) Get(name string) (Record, error) {
+	var rec Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketUsers).Get([]byte(name))
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		rec, err = unmarshalRecord(v)
+		return err
+	})
+	return rec, err
+}
+
+// Create adds a new account, durably, or returns ErrExists. It goes through
+// db.Batch so that concurrent registrations share one commit and one fsync.
+func (s *Store) Create(name string, rec Record) error {
+	now := time.Now()
+	rec.Created, rec.Updated = now, now
+	val := rec.marshal()
+	var exists bool
+	// Batch may run the function more than once (after another function in
+	// the batch fails), so it reports through exists rather than an error,
+	// which would force a solo retry.
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		exists = b.Get([]byte(name)) != nil
+		if exists {
+			return nil
+		}
+		return b.Put([]byte(name), val)
+	})
+	if err != nil {
+		return err
+	}
+	if exists {
+		return ErrExists
+	}
+	return nil
+}
+
+// Update replaces an account's record atomically through fn, which sees the
+// current record and returns the new one. It keeps Created and sets Updated.
+func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		v := b.Get([]byte(name))
+		if v == nil {
+			return ErrNotFound
+		}
+		old, err := unmarshalRecord(v)
+		if err != nil {
+			return err
+		}
+		rec, err := fn(old)
+		if err != nil {
+			return err
+		}
+		rec.Created, rec.Updated = old.Created, time.Now()
+		return b.Put([]byte(name), rec.marshal())
+	})
+}
+
+// Delete removes an account, or returns ErrNotFound.
+func (s *Store) Delete(name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		if b.Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+// Count returns the number of accounts.
+func (s *Store) Count() (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketUsers).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// Each calls fn for every account in name order, inside one read
+// transaction; the record it gets is a copy.
+func (s *Store) Each(fn func(name string, rec Record) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			rec, err := unmarshalRecord(v)
+			if err != nil {
+				return fmt.Errorf("account %q: %w", k, err)
+			}
+			return fn(string(k), rec)
+		})
+	})
+}
+
+// Backup writes a consistent copy of the whole db to w while readers and
+// writers carry on.
+func (s *Store) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// BackupFile writes a consistent copy to a new file at path, mode 0600.
+func (s *Store) BackupFile(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.Backup(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return n, err
+}
+
+// FakeSalt derives the stable salt shown for a name that has no account:
+// an HMAC under the server secret, so it differs from name to name, never
+// changes for one name, and cannot be told from a random real salt.
+func (s *Store) FakeSalt(label, name string) []byte {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte(label))
+	m.Write([]byte{0})
+	m.Write([]byte(name))
+	return m.Sum(nil)
+}
