@@ -81,7 +81,10 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return c, fmt.Errorf("config %s: %s", path, perr.Message)
+			if perr.LastKey != "" {
+				return c, fmt.Errorf("config %s: line %d: key %s: %s", path, perr.Position.Line, perr.LastKey, perr.Message)
+			}
+			return c, fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
 		}
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}

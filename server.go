@@ -35,10 +35,11 @@ const (
 	drainTimeout = time.Second
 	// drainLimit bounds what is discarded in that time.
 	drainLimit = 64 << 10
-	// maxProtocolErrors is how many BADCMD/BADREQ replies one connection
-	// gets before the server hangs up: a client that far off is not
-	// speaking the protocol, and each reply costs a worker's time.
-	maxProtocolErrors = 20
+	// maxProtocolErrors is how many BADCMD/BADREQ replies in a row one
+	// connection gets before the server hangs up: a client that far off is
+	// not speaking the protocol (an HTTP request, a port scanner), and each
+	// reply costs a worker's time. Any accepted command resets the count.
+	maxProtocolErrors = 32
 	// acceptBackoffMax caps the pause after a failing Accept (for example
 	// out of file descriptors), as net/http does.
 	acceptBackoffMax = time.Second
@@ -421,6 +422,7 @@ func (c *conn) reply(line string, err error) bool {
 	var pe *ProtoError
 	switch {
 	case err == nil:
+		c.protoErrs = 0
 		return c.write(line)
 	case errors.Is(err, errQuit):
 		c.stats.end = "quit"

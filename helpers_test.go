@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testIterations is the one test-only drop of the KDF work factor: the
+// protocol's minimum, so each PBKDF2 costs about a millisecond.
+const testIterations = MinIterations
+
+// testConfig is the embedded default config with test-friendly values.
+func testConfig(t testing.TB) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Iterations = testIterations
+	cfg.DB = filepath.Join(t.TempDir(), "test.db")
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Workers = 8
+	return cfg
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testServer is a running server on a loopback port.
+type testServer struct {
+	t testing.TB
+	*Server
+	store *Store
+	addr  string
+	logs  *syncBuffer
+	done  chan error
+	once  sync.Once
+}
+
+// startServer opens cfg.DB and serves on 127.0.0.1:0 (or cfg.Listen), and
+// stops everything in t.Cleanup.
+func startServer(t testing.TB, cfg Config) *testServer {
+	t.Helper()
+	store, err := OpenStore(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		store.Close()
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	srv := NewServer(cfg, store, slog.New(slog.NewTextHandler(logs, nil)))
+	ts := &testServer{t: t, Server: srv, store: store, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
+	go func() { ts.done <- srv.Serve(ln) }()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// stop shuts the server down and closes its store; safe to call twice.
+func (ts *testServer) stop() {
+	ts.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ts.Shutdown(ctx)
+		select {
+		case <-ts.done:
+		case <-ctx.Done():
+			ts.t.Errorf("server did not stop within 5s")
+		}
+		ts.store.Close()
+	})
+}
+
+// rawConn is a line-level connection for byte-exact protocol tests.
+type rawConn struct {
+	t  testing.TB
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+// dialRaw connects and returns the connection and its first line.
+func dialRaw(t testing.TB, addr string) (*rawConn, string) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := &rawConn{t: t, nc: nc, r: bufio.NewReader(nc)}
+	return rc, rc.read()
+}
+
+// read returns the next line without its LF, failing the test on timeout.
+func (rc *rawConn) read() string {
+	rc.t.Helper()
+	rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := rc.r.ReadString('\n')
+	if err != nil {
+		rc.t.Fatalf("read: %v (got %q)", err, line)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+// send writes raw bytes.
+func (rc *rawConn) send(s string) {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.nc, s); err != nil {
+		rc.t.Fatalf("write: %v", err)
+	}
+}
+
+// do sends one line and returns the reply line.
+func (rc *rawConn) do(line string) string {
+	rc.t.Helper()
+	rc.send(line + "\n")
+	return rc.read()
+}
+
+// expectClosed checks that the server closes the connection.
+func (rc *rawConn) expectClosed() {
+	rc.t.Helper()
+	rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(rc.r)
+	if err != nil && !isConnReset(err) {
+		rc.t.Fatalf("expected close, got %v after %q", err, b)
+	}
+	if len(b) != 0 {
+		rc.t.Fatalf("expected close, got more data %q", b)
+	}
+}
+
+func isConnReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+// mustRegister registers name with password through the real client.
+func mustRegister(t testing.TB, addr, name, password string) {
+	t.Helper()
+	c, err := Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Register(name, password); err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+}
+
+// login logs in through the real client and returns its error.
+func login(t testing.TB, addr, name, password string) error {
+	t.Helper()
+	c, err := Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.Login(name, password)
+}
+
+// code returns the ERR code of an error, or "".
+func code(err error) string {
+	var pe *ProtoError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
