@@ -295,7 +295,7 @@ func TestErrorCodesKeepServing(t *testing.T) {
 		{"AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice")), "ERR BADREQ "},
 		{"AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=a=zz,r=abc")), "ERR BADREQ "},
 		{"AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=has space,r=abc")), "ERR BADNAME "},
-		{"AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=" + strings.Repeat("x", 65) + ",r=abc")), "ERR BADNAME "},
+		{"AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n="+strings.Repeat("x", 65)+",r=abc")), "ERR BADNAME "},
 		{"REGISTER", "ERR BADREQ "},
 		{"REGISTER a b", "ERR BADREQ "},
 		{"REGISTER  a", "ERR BADREQ "},
