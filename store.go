@@ -239,6 +239,48 @@ func (s *Store) Create(name string, rec Record) error {
 	return nil
 }
 
+// NamedRecord is an account with its normalized name, for bulk writes.
+type NamedRecord struct {
+	Name   string
+	Record Record
+}
+
+// CreateMany writes accounts in one transaction: all of them or, on error,
+// none. An existing name is replaced when replace is set, else left alone
+// and counted in skipped. Created and Updated are set to now unless the
+// record carries its own.
+func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped int, err error) {
+	now := time.Now()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		created, skipped = 0, 0
+		b := tx.Bucket(bucketUsers)
+		// Sorted keys fill bbolt's pages densely; random order leaves them
+		// half empty. Callers that can, sort; this does not reorder.
+		for _, nr := range recs {
+			if !replace && b.Get([]byte(nr.Name)) != nil {
+				skipped++
+				continue
+			}
+			rec := nr.Record
+			if rec.Created.IsZero() {
+				rec.Created = now
+			}
+			if rec.Updated.IsZero() {
+				rec.Updated = now
+			}
+			if err := b.Put([]byte(nr.Name), rec.marshal()); err != nil {
+				return err
+			}
+			created++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return created, skipped, nil
+}
+
 // Update replaces an account's record atomically through fn, which sees the
 // current record and returns the new one. It keeps Created and sets Updated.
 func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
