@@ -55,7 +55,11 @@ type Client struct {
 // Dial connects and reads the greeting. A BUSY server yields a
 // *ProtoError with code BUSY.
 func Dial(addr string) (*Client, error) {
-	nc, err := net.DialTimeout("tcp", addr, clientDialTimeout)
+	return dialWith(&net.Dialer{Timeout: clientDialTimeout}, addr)
+}
+
+func dialWith(d *net.Dialer, addr string) (*Client, error) {
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,13 @@ type Config struct {
 	SessionTimeout   Duration `toml:"session_timeout"`
 	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
 
+	MaxConnsPerSource   int      `toml:"max_conns_per_source"`
+	SourceFailures      int      `toml:"source_failures"`
+	SourceFailureRefill Duration `toml:"source_failure_refill"`
+	UserFailures        int      `toml:"user_failures"`
+	UserFailureRefill   Duration `toml:"user_failure_refill"`
+	ThrottleEntries     int      `toml:"throttle_entries"`
+
 	Client ClientConfig `toml:"client"`
 }
 
@@ -138,10 +145,22 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"line_timeout", c.LineTimeout}, {"session_timeout", c.SessionTimeout}, {"shutdown_timeout", c.ShutdownTimeout}} {
+	}{{"line_timeout", c.LineTimeout}, {"session_timeout", c.SessionTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"source_failure_refill", c.SourceFailureRefill}, {"user_failure_refill", c.UserFailureRefill}} {
 		if d.v.Duration <= 0 {
 			bad(d.key, "must be positive, got %s", d.v)
 		}
+	}
+	for _, k := range []struct {
+		key string
+		v   int
+	}{{"max_conns_per_source", c.MaxConnsPerSource}, {"source_failures", c.SourceFailures}, {"user_failures", c.UserFailures}} {
+		if k.v < 1 || k.v > 1<<20 {
+			bad(k.key, "must be 1 to %d, got %d", 1<<20, k.v)
+		}
+	}
+	if c.ThrottleEntries < 100 || c.ThrottleEntries > 1<<24 {
+		bad("throttle_entries", "must be 100 to %d, got %d", 1<<24, c.ThrottleEntries)
 	}
 	if c.Client.MaxIterations < MinIterations {
 		bad("client.max_iterations", "must be at least %d, got %d", MinIterations, c.Client.MaxIterations)

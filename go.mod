@@ -10,6 +10,7 @@ require (
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/term v0.48.0
 	golang.org/x/text v0.44.0
+	golang.org/x/time v0.16.0
 )
 
 require (

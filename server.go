@@ -54,6 +54,7 @@ type Server struct {
 	cfg   Config
 	store *Store
 	log   *slog.Logger
+	thr   *throttle
 
 	queue    chan net.Conn
 	shutting atomic.Bool
@@ -73,6 +74,7 @@ func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
 		cfg:   cfg,
 		store: store,
 		log:   log,
+		thr:   newThrottle(cfg),
 		queue: make(chan net.Conn, cfg.Queue),
 		conns: make(map[*conn]struct{}),
 	}
@@ -121,9 +123,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		src := sourceKey(nc.RemoteAddr())
+		if !s.thr.connOpen(src) {
+			s.reject(nc, CodeLimit, "too many connections from your address; close some and retry")
+			continue
+		}
 		select {
 		case s.queue <- nc:
 		default:
+			s.thr.connClose(src)
 			s.reject(nc, CodeBusy, "server busy, retry shortly")
 		}
 	}
@@ -151,11 +159,13 @@ func (s *Server) reject(nc net.Conn, code, text string) {
 func (s *Server) worker() {
 	defer s.wg.Done()
 	for nc := range s.queue {
+		src := sourceKey(nc.RemoteAddr())
 		if s.shutting.Load() {
 			s.reject(nc, CodeBusy, "server is shutting down, retry shortly")
-			continue
+		} else {
+			s.serveConn(nc, src)
 		}
-		s.serveConn(nc)
+		s.thr.connClose(src)
 	}
 }
 
@@ -226,6 +236,7 @@ type conn struct {
 	nc      net.Conn
 	r       *bufio.Reader
 	remote  string
+	src     string // sourceKey of remote: the unit of throttling
 	started time.Time
 
 	mu   sync.Mutex // guards idle against Shutdown
@@ -233,6 +244,7 @@ type conn struct {
 
 	user      string   // "" until a successful AUTH
 	pending   exchange // the exchange a SALT or CHALLENGE began
+	attempt   *attempt // the login under way, counted by the throttle
 	protoErrs int
 	stats     connStats
 }
@@ -284,12 +296,13 @@ var (
 	errShutdown = errors.New("shutdown")
 )
 
-func (s *Server) serveConn(nc net.Conn) {
+func (s *Server) serveConn(nc net.Conn, src string) {
 	c := &conn{
 		srv:     s,
 		nc:      nc,
 		r:       bufio.NewReaderSize(nc, MaxLineBytes),
 		remote:  nc.RemoteAddr().String(),
+		src:     src,
 		started: time.Now(),
 	}
 	if !s.track(c) {
@@ -297,6 +310,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	defer func() {
+		c.endAttempt(false)
 		s.untrack(c)
 		nc.Close()
 		s.log.Info("connection closed", "remote", c.remote, "end", c.stats.end,
@@ -384,6 +398,8 @@ func (c *conn) endRead(err error) {
 	case errors.Is(err, errShutdown):
 		c.stats.end = "shutdown"
 		c.write(FormatReply(ReplyErr, CodeBusy, "server is shutting down, retry shortly"))
+		// The client may be sending its next command right now.
+		c.drainAndClose()
 	case errors.As(err, &ne) && ne.Timeout():
 		c.stats.end = "timeout"
 		text := "no complete line within " + c.srv.cfg.LineTimeout.String()
@@ -454,24 +470,21 @@ func (c *conn) handleLine(raw []byte) (string, error) {
 	cmd, err := ParseLine(TrimEOL(raw))
 	if err != nil {
 		c.pending = nil
+		c.endAttempt(false)
 		return "", err
 	}
 	// An exchange continues only with its own continuation; anything else
-	// abandons it and is handled as a fresh command.
+	// abandons it, counting no failure, and is handled as a fresh command.
 	if p := c.pending; p != nil {
 		c.pending = nil
 		if cmd.Verb == p.next() {
-			switch p := p.(type) {
-			case *registerEx:
-				return c.finishRegister(p, cmd)
-			case *passwdEx:
-				return c.finishPasswd(p, cmd)
-			case *scramEx:
-				return c.finishSCRAM(p, cmd)
-			case *seedEx:
-				return c.finishSeed(p, cmd)
-			}
+			reply, err := c.finish(p, cmd)
+			// Every way out of an exchange ends its login attempt; a wrong
+			// proof has already ended it as a failure.
+			c.endAttempt(false)
+			return reply, err
 		}
+		c.endAttempt(false)
 	}
 	authed := c.user != ""
 	switch cmd.Verb {
@@ -515,6 +528,21 @@ func (c *conn) handleLine(raw []byte) (string, error) {
 	default:
 		return "", protoErr(CodeBadCmd, "unknown command")
 	}
+}
+
+// finish runs the continuation of an exchange.
+func (c *conn) finish(p exchange, cmd Command) (string, error) {
+	switch p := p.(type) {
+	case *registerEx:
+		return c.finishRegister(p, cmd)
+	case *passwdEx:
+		return c.finishPasswd(p, cmd)
+	case *scramEx:
+		return c.finishSCRAM(p, cmd)
+	case *seedEx:
+		return c.finishSeed(p, cmd)
+	}
+	return "", fmt.Errorf("unknown exchange %T", p)
 }
 
 func noArgs(cmd Command, reply string) (string, error) {
@@ -674,6 +702,9 @@ func (c *conn) startSCRAM(arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := c.beginAttempt(name); err != nil {
+		return "", err
+	}
 	rec, fake, exists, err := c.lookup(name, KindSCRAM, "scram")
 	if err != nil {
 		return "", err
@@ -725,13 +756,37 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
 }
 
+// beginAttempt asks the throttle whether this source may try to log in as
+// name now.
+func (c *conn) beginAttempt(name string) error {
+	c.endAttempt(false)
+	a, wait := c.srv.thr.begin(c.src, name, time.Now())
+	if a == nil {
+		c.srv.log.Info("login throttled", "remote", c.remote, "user", name, "retry_in", wait)
+		return protoErr(CodeLimit, "too many failed logins from your address; retry in %ds", int(wait.Seconds()))
+	}
+	c.attempt = a
+	return nil
+}
+
+// endAttempt ends the login under way, if any; only a wrong proof counts
+// as a failure.
+func (c *conn) endAttempt(failed bool) {
+	if c.attempt != nil {
+		c.srv.thr.end(c.attempt, failed, time.Now())
+		c.attempt = nil
+	}
+}
+
 func (c *conn) failLogin(name string) (string, error) {
+	c.endAttempt(true)
 	c.stats.failures++
 	c.srv.log.Info("login failed", "remote", c.remote, "user", name)
 	return "", errAuthFailed
 }
 
 func (c *conn) succeedLogin(name string, rec Record, reply string) (string, error) {
+	c.endAttempt(false)
 	if rec.Locked {
 		c.srv.log.Info("login refused: account locked", "remote", c.remote, "user", name)
 		return "", protoErr(CodeLocked, "this account is locked; ask the administrator")
@@ -745,6 +800,9 @@ func (c *conn) succeedLogin(name string, rec Record, reply string) (string, erro
 func (c *conn) startSeed(arg string) (string, error) {
 	name, err := NormalizeUsername(arg)
 	if err != nil {
+		return "", err
+	}
+	if err := c.beginAttempt(name); err != nil {
 		return "", err
 	}
 	rec, fake, exists, err := c.lookup(name, KindLegacy, "seed")

@@ -1,0 +1,573 @@
+package main
+
+// Tests of issue 4: the server under hostile clients. Each fails if its
+// defence is taken out.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dialFrom connects the real client from a chosen loopback address, so one
+// test can play several sources.
+func dialFrom(t testing.TB, addr, localIP string) (*Client, error) {
+	t.Helper()
+	return dialWith(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}, addr)
+}
+
+func loginFrom(t testing.TB, addr, localIP, name, password string) error {
+	t.Helper()
+	c, err := dialFrom(t, addr, localIP)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Login(name, password)
+}
+
+// rawFrom opens a raw connection from a chosen loopback address.
+func rawFrom(t testing.TB, addr, localIP string) (*rawConn, string) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := &rawConn{t: t, nc: nc, r: bufio.NewReader(nc)}
+	return rc, rc.read()
+}
+
+func TestSilentConnectionsFromOneSourceDoNotStallOthers(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Workers = 16
+	cfg.Queue = 8
+	cfg.MaxConnsPerSource = 4
+	cfg.LineTimeout = Duration{time.Minute} // the silent ones are never cut during the test
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+
+	served, limited := 0, 0
+	for range 100 {
+		rc, first := rawFrom(t, ts.addr, "127.0.0.2")
+		switch {
+		case strings.HasPrefix(first, "AUTHBOX 1 "):
+			served++ // stays open and silent
+		case strings.HasPrefix(first, "ERR LIMIT "):
+			limited++
+			rc.expectClosed()
+		default:
+			t.Fatalf("silent connection got %q", first)
+		}
+	}
+	if served != cfg.MaxConnsPerSource || limited != 100-served {
+		t.Fatalf("served %d, limited %d; want %d and the rest", served, limited, cfg.MaxConnsPerSource)
+	}
+	// Another source logs in at once: a worker is free for it.
+	if err := loginFrom(t, ts.addr, "127.0.0.3", "alice", "Secret123"); err != nil {
+		t.Fatalf("login from another source while one source holds silent connections: %v", err)
+	}
+}
+
+func TestGuessingIsThrottled(t *testing.T) {
+	cfg := testConfig(t)
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	mustRegister(t, ts.addr, "bob", "Secret123")
+
+	// 30 rapid wrong guesses from one source, one connection each.
+	var failed, limited int
+	for i := range 30 {
+		err := loginFrom(t, ts.addr, "127.0.0.4", "alice", fmt.Sprintf("Guess%03d", i))
+		switch code(err) {
+		case CodeAuth:
+			if limited > 0 {
+				t.Fatalf("guess %d got AUTH after LIMIT", i+1)
+			}
+			failed++
+		case CodeLimit:
+			limited++
+			if !strings.Contains(err.Error(), "retry in ") {
+				t.Fatalf("LIMIT without a retry time: %v", err)
+			}
+		default:
+			t.Fatalf("guess %d: %v", i+1, err)
+		}
+	}
+	if failed >= 14 || limited == 0 {
+		t.Fatalf("%d guesses were tried before the limit, want fewer than 14", failed)
+	}
+	// Even the right password waits now, from that source...
+	if err := loginFrom(t, ts.addr, "127.0.0.4", "alice", "Secret123"); code(err) != CodeLimit {
+		t.Fatalf("right password from the throttled source: %v", err)
+	}
+	// ...while the account logs in normally from anywhere else.
+	if err := loginFrom(t, ts.addr, "127.0.0.5", "alice", "Secret123"); err != nil {
+		t.Fatalf("login from another source: %v", err)
+	}
+}
+
+func TestGuessingOneUserIsThrottledPerPair(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.SourceFailures = 100 // isolate the (source, user) allowance
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	mustRegister(t, ts.addr, "bob", "Secret123")
+	tries := 0
+	for ; tries < 30; tries++ {
+		if err := loginFrom(t, ts.addr, "127.0.0.6", "alice", "Wrong1234"); code(err) == CodeLimit {
+			break
+		}
+	}
+	if tries != cfg.UserFailures {
+		t.Fatalf("%d guesses at one user before LIMIT, want %d", tries, cfg.UserFailures)
+	}
+	if err := loginFrom(t, ts.addr, "127.0.0.6", "bob", "Secret123"); err != nil {
+		t.Fatalf("another user from the same source: %v", err)
+	}
+}
+
+func TestParallelGuessingPaysForOvershoot(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Workers = 40
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	// 30 connections each take a challenge before any answers; parallel
+	// logins are not refused (a backend may log many users in at once),
+	// but every failure beyond the allowance must be paid for in waiting.
+	const wave = 30
+	var conns []*rawConn
+	var convs []string
+	for range wave {
+		rc, _ := rawFrom(t, ts.addr, "127.0.0.7")
+		reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice,r=abcdefgh")))
+		s1, err := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
+		if err != nil {
+			t.Fatalf("parallel attempt: %q", reply)
+		}
+		conns = append(conns, rc)
+		convs = append(convs, strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r="))
+	}
+	for i, rc := range conns {
+		final := "c=biws,r=" + convs[i] + ",p=" + EncodeB64(make([]byte, 32))
+		if got := rc.do("RESPONSE " + EncodeB64([]byte(final))); !strings.HasPrefix(got, "ERR AUTH ") {
+			t.Fatalf("wrong proof: %q", got)
+		}
+	}
+	err := loginFrom(t, ts.addr, "127.0.0.7", "alice", "Secret123")
+	var secs int
+	if code(err) != CodeLimit {
+		t.Fatalf("after a wave of %d failures: %v", wave, err)
+	}
+	fmt.Sscanf(err.Error()[strings.Index(err.Error(), "retry in ")+len("retry in "):], "%ds", &secs)
+	// The user allowance (5, one per 30 s) is the stricter: 30 failures
+	// leave a debt of 25 units, 26 periods before the next try.
+	if want := (wave - cfg.UserFailures + 1) * int(cfg.UserFailureRefill.Seconds()); secs < want-1 || secs > want {
+		t.Fatalf("retry in %ds after the wave, want about %ds", secs, want)
+	}
+}
+
+func TestThrottleRefillsAndStaysBounded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SourceFailures, cfg.SourceFailureRefill = 3, Duration{10 * time.Second}
+	cfg.UserFailures, cfg.UserFailureRefill = 100, Duration{time.Second}
+	cfg.ThrottleEntries = 1000
+	th := newThrottle(cfg)
+	now := time.Unix(1e9, 0)
+	fail := func(src, user string) time.Duration {
+		a, wait := th.begin(src, user, now)
+		if a != nil {
+			th.end(a, true, now)
+		}
+		return wait
+	}
+	for i := range 3 {
+		if w := fail("10.0.0.1", "u"); w != 0 {
+			t.Fatalf("failure %d refused (%v)", i+1, w)
+		}
+	}
+	if w := fail("10.0.0.1", "u"); w != 10*time.Second {
+		t.Fatalf("4th attempt: wait %v, want 10s", w)
+	}
+	now = now.Add(10 * time.Second)
+	if w := fail("10.0.0.1", "u"); w != 0 {
+		t.Fatalf("after one refill period: wait %v", w)
+	}
+	// A success spends nothing and leaves no state.
+	for range 100 {
+		a, wait := th.begin("10.0.0.2", "u", now)
+		if a == nil {
+			t.Fatalf("successful logins throttled (%v)", wait)
+		}
+		th.end(a, false, now)
+	}
+	if n := th.entries(); n != 2 {
+		t.Fatalf("%d entries after clean logins, want the 2 of 10.0.0.1", n)
+	}
+	// Debt: failures while over the allowance are not possible through
+	// begin, but a parallel wave ends in debt and waits for all of it.
+	for range 5 {
+		th.end(&attempt{src: "10.0.0.3", pair: "10.0.0.3\x00u"}, true, now)
+	}
+	if _, w := th.begin("10.0.0.3", "u", now); w != 30*time.Second {
+		t.Fatalf("after 5 failures with an allowance of 3: wait %v, want 30s", w)
+	}
+	// An attacker cycling through sources and names cannot grow the tables
+	// past their bound.
+	for i := range 50000 {
+		fail(fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), fmt.Sprint("user", i))
+	}
+	if n := th.entries(); n > 2*cfg.ThrottleEntries {
+		t.Fatalf("%d entries, bound is %d", n, 2*cfg.ThrottleEntries)
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"127.0.0.1:5000", "127.0.0.1"},
+		{"[::ffff:127.0.0.1]:5000", "127.0.0.1"},
+		{"[2001:db8:1:2:3:4:5:6]:5000", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:1", "2001:db8:1:2::/64"},
+	} {
+		addr, _ := net.ResolveTCPAddr("tcp", tc.addr)
+		if got := sourceKey(addr); got != tc.want {
+			t.Errorf("sourceKey(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+}
+
+func TestUnknownAndKnownUsersDoTheSameWork(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	rc, _ := dialRaw(t, ts.addr)
+
+	// The full exchange with a wrong password, for a real and a missing
+	// name: the same replies, the same store reads.
+	attempt := func(name string) (challengeShape, final string, gets int64) {
+		before := ts.store.gets.Load()
+		sc, _ := scramClient(name, "Wrong1234")
+		conv := sc.NewConversation()
+		c1, _ := conv.Step("")
+		reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(c1)))
+		s1, err := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
+		if err != nil {
+			t.Fatalf("%s: %q", name, reply)
+		}
+		sf, _ := ParseServerFirst(string(s1))
+		nonceLen := len(strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r="))
+		c2, err := conv.Step(string(s1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		final = rc.do("RESPONSE " + EncodeB64([]byte(c2)))
+		shape := fmt.Sprintf("reply=%d nonce=%d salt=%d iterations=%d", len(reply), nonceLen, len(sf.Salt), sf.Iterations)
+		return shape, final, ts.store.gets.Load() - before
+	}
+	realShape, realFinal, realGets := attempt("alice")
+	ghostShape, ghostFinal, ghostGets := attempt("ghost")
+	if realShape != ghostShape {
+		t.Errorf("challenge differs: real %s, unknown %s", realShape, ghostShape)
+	}
+	if realFinal != ghostFinal {
+		t.Errorf("final reply differs: real %q, unknown %q", realFinal, ghostFinal)
+	}
+	if realGets != 1 || ghostGets != 1 {
+		t.Errorf("store reads: real %d, unknown %d; want 1 each", realGets, ghostGets)
+	}
+}
+
+func TestFloodIsShedQuickly(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Workers = 2
+	cfg.Queue = 2
+	cfg.MaxConnsPerSource = 10000
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	baseline := runtime.NumGoroutine()
+
+	const total, parallel = 3000, 100
+	var greeted, busy, other atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	start := time.Now()
+	for i := range total {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			src := fmt.Sprintf("127.0.1.%d", 1+i%200)
+			d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			nc, err := d.Dial("tcp", ts.addr)
+			if err != nil {
+				other.Add(1)
+				return
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			line, err := bufio.NewReader(nc).ReadString('\n')
+			switch {
+			case strings.HasPrefix(line, "AUTHBOX 1 "):
+				greeted.Add(1)
+				nc.Write([]byte("QUIT\n"))
+			case strings.HasPrefix(line, "ERR BUSY "):
+				busy.Add(1)
+			default:
+				other.Add(1)
+				t.Errorf("flood connection got %q, %v", line, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d connections in %v: %d served, %d BUSY", total, time.Since(start).Round(time.Millisecond), greeted.Load(), busy.Load())
+	if busy.Load() == 0 || greeted.Load()+busy.Load() != total {
+		t.Fatalf("served %d, busy %d, other %d of %d", greeted.Load(), busy.Load(), other.Load(), total)
+	}
+	// Service is normal right after, and the server holds no leftovers:
+	// memory per connection is a goroutine and a 4 KiB buffer, only while
+	// it is queued or served.
+	if err := login(t, ts.addr, "alice", "Secret123"); err != nil {
+		t.Fatalf("login after the flood: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline+5 && time.Now().Before(deadline) {
+		// Connection goroutines exit on their own after the client
+		// closes; there is no event to wait for, so poll gently.
+		<-time.After(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > baseline+5 {
+		t.Fatalf("%d goroutines after the flood, %d before", n, baseline)
+	}
+}
+
+func TestSecretsNeverLogged(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Mechanisms = []string{MechSCRAM, MechSeed}
+	ts := startServer(t, cfg)
+	const pw = "Secret-pass-77"
+	mustRegister(t, ts.addr, "alice", pw)
+	rc, _ := dialRaw(t, ts.addr)
+
+	// A real login over the raw connection, keeping every value that
+	// crossed the wire.
+	sc, _ := scramClient("alice", pw)
+	conv := sc.NewConversation()
+	c1, _ := conv.Step("")
+	reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(c1)))
+	s1, _ := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
+	c2, _ := conv.Step(string(s1))
+	final := rc.do("RESPONSE " + EncodeB64([]byte(c2)))
+	if !strings.HasPrefix(final, "OK ") {
+		t.Fatal(final)
+	}
+	rc.do("PASSWD")
+	rc.do("LOGOUT")
+	seed := rc.do("AUTH SEED-SHA256 alice")
+	rc.do("RESPONSE " + strings.Repeat("0", 64))
+	rc.do("QUIT")
+	ts.stop()
+
+	rec, _ := OpenStoreForTest(t, ts.store.Path()).Get("alice")
+	secrets := []string{pw, EncodeB64(rec.StoredKey), EncodeB64(rec.ServerKey), EncodeB64(rec.Salt)}
+	attr := func(msg, key string) string {
+		for _, f := range strings.Split(msg, ",") {
+			if v, ok := strings.CutPrefix(f, key+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	secrets = append(secrets, attr(string(s1), "r"), attr(c2, "p"), strings.Fields(seed)[2])
+	logs := ts.logs.String()
+	for _, s := range secrets {
+		if s == "" {
+			t.Fatal("a secret was not captured")
+		}
+		if strings.Contains(logs, s) {
+			t.Errorf("the log contains a secret (%d chars)", len(s))
+		}
+	}
+	if !strings.Contains(logs, "user=alice") {
+		t.Fatal("the log did not record the login at all")
+	}
+}
+
+// OpenStoreForTest opens a db file and closes it at cleanup.
+func OpenStoreForTest(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestKill9LosesNoAcknowledgedAccount registers from many clients against
+// the real binary, kills it with SIGKILL mid-storm, and checks that every
+// account that got OK is in the db, which opens cleanly. Several rounds on
+// one file.
+func TestKill9LosesNoAcknowledgedAccount(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	var acked []string
+	for round := range 3 {
+		srv := startServe(t, dir, "--config", cfg)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		var okCount atomic.Int64
+		enough := make(chan struct{})
+		var enoughOnce sync.Once
+		for g := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					name := fmt.Sprintf("r%dg%di%d", round, g, i)
+					c, err := Dial(srv.addr)
+					if err != nil {
+						return // the server is gone
+					}
+					err = c.Register(name, "Secret123")
+					c.nc.Close()
+					if err == nil {
+						mu.Lock()
+						acked = append(acked, name)
+						mu.Unlock()
+						if okCount.Add(1) == 100 {
+							enoughOnce.Do(func() { close(enough) })
+						}
+					}
+				}
+			}()
+		}
+		select {
+		case <-enough:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("round %d: only %d registrations in 2 minutes", round, okCount.Load())
+		}
+		srv.cmd.Process.Signal(syscall.SIGKILL)
+		srv.cmd.Wait()
+		close(stop)
+		wg.Wait()
+
+		s, err := OpenStore(filepath.Join(dir, "authbox.db"))
+		if err != nil {
+			t.Fatalf("round %d: db does not open after kill -9: %v", round, err)
+		}
+		n := 0
+		if err := s.Each(func(string, Record) error { n++; return nil }); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		var missing []string
+		for _, name := range acked {
+			if _, err := s.Get(name); err != nil {
+				missing = append(missing, name)
+			}
+		}
+		s.Close()
+		if len(missing) > 0 {
+			t.Fatalf("round %d: %d acknowledged accounts lost, e.g. %v", round, len(missing), missing[0])
+		}
+		t.Logf("round %d: %d acknowledged, %d in the db", round, len(acked), n)
+	}
+}
+
+// TestSIGTERMUnderLoad stops the real binary while 64 clients log in: each
+// login completes, or fails cleanly with BUSY (or cannot connect at all);
+// none is cut mid-exchange; the db is closed cleanly.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and signals the binary")
+	}
+	dir := t.TempDir()
+	// Slow clients on a loaded CI machine are not what this test is about.
+	cfg := writeConfig(t, dir, "line_timeout = \"2m\"\n")
+	srv := startServe(t, dir, "--config", cfg)
+	mustRegister(t, srv.addr, "alice", "Secret123")
+
+	var ok, busy, refused atomic.Int64
+	enough := make(chan struct{})
+	var enoughOnce sync.Once
+	var bad sync.Map
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := fmt.Sprintf("127.0.2.%d", 1+g%4) // 16 per source, under the cap
+			for {
+				c, err := dialFrom(t, srv.addr, src)
+				if err != nil {
+					var pe *ProtoError
+					if errors.As(err, &pe) && pe.Code != CodeBusy {
+						bad.Store(err.Error(), true)
+					}
+					refused.Add(1)
+					return // connection-level: no exchange began
+				}
+				err = c.Login("alice", "Secret123")
+				c.nc.Close()
+				switch {
+				case err == nil:
+					if ok.Add(1) == 200 {
+						enoughOnce.Do(func() { close(enough) })
+					}
+				case code(err) == CodeBusy:
+					busy.Add(1)
+					return
+				default:
+					bad.Store(err.Error(), true)
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-enough:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("only %d logins in 2 minutes", ok.Load())
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	wg.Wait()
+	<-srv.done
+	err := srv.cmd.Wait()
+	t.Logf("%d logins, %d BUSY at shutdown, %d could not connect", ok.Load(), busy.Load(), refused.Load())
+	bad.Range(func(k, _ any) bool { t.Errorf("unclean failure: %v", k); return true })
+	if t.Failed() {
+		os.WriteFile("/tmp/sigterm.log", []byte(srv.log.String()), 0o644)
+	}
+	if err != nil {
+		t.Fatalf("serve exited with %v\n%s", err, srv.log)
+	}
+	if !strings.Contains(srv.log.String(), "stopped cleanly") {
+		t.Fatalf("no clean stop:\n%s", srv.log)
+	}
+	s := OpenStoreForTest(t, filepath.Join(dir, "authbox.db"))
+	if err := s.Each(func(string, Record) error { return nil }); err != nil {
+		t.Fatalf("db after shutdown: %v", err)
+	}
+	if _, err := s.Get("alice"); err != nil {
+		t.Fatalf("after shutdown: %v", err)
+	}
+}

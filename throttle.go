@@ -1,0 +1,188 @@
+package main
+
+// throttle.go holds the server's defences that keep per-source state: a cap
+// on concurrent connections from one source, and the throttling of failed
+// logins per source and per (source, username), in the spirit of Dovecot's
+// auth penalty. All of its state is bounded in memory.
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// evictFraction is how much of a full failure table one eviction pass
+// frees: a pass scans the whole table, so it must free enough room that
+// passes stay rare even while an attacker fills the table on purpose.
+const evictFraction = 10
+
+// throttle tracks connections and failed logins by source.
+type throttle struct {
+	maxConns   int
+	maxEntries int
+	srcLimit   rate.Limit
+	srcBurst   int
+	userLimit  rate.Limit
+	userBurst  int
+
+	mu      sync.Mutex
+	conns   map[string]int
+	sources map[string]*bucket
+	pairs   map[string]*bucket
+}
+
+// bucket is the failure allowance of one source or (source, user) pair.
+type bucket struct {
+	lim *rate.Limiter
+}
+
+func newThrottle(cfg Config) *throttle {
+	return &throttle{
+		maxConns:   cfg.MaxConnsPerSource,
+		maxEntries: cfg.ThrottleEntries,
+		srcLimit:   rate.Every(cfg.SourceFailureRefill.Duration),
+		srcBurst:   cfg.SourceFailures,
+		userLimit:  rate.Every(cfg.UserFailureRefill.Duration),
+		userBurst:  cfg.UserFailures,
+		conns:      make(map[string]int),
+		sources:    make(map[string]*bucket),
+		pairs:      make(map[string]*bucket),
+	}
+}
+
+// sourceKey is the unit of "one source": an IPv4 address, or an IPv6 /64,
+// since one IPv6 host is normally given a whole /64 and would otherwise
+// have 2^64 fresh addresses to guess from.
+func sourceKey(addr net.Addr) string {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// connOpen counts a new connection from src; false if src is at its cap.
+func (t *throttle) connOpen(src string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns[src] >= t.maxConns {
+		return false
+	}
+	t.conns[src]++
+	return true
+}
+
+// connClose uncounts a connection. The map holds only sources with open
+// connections, so it is bounded by the workers and the queue.
+func (t *throttle) connClose(src string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns[src] <= 1 {
+		delete(t.conns, src)
+	} else {
+		t.conns[src]--
+	}
+}
+
+// attempt is one login under way: the source and (source, user) pair a
+// failure will be charged to.
+type attempt struct {
+	src, pair string
+}
+
+// begin starts a login attempt, or says how long src must wait. It only
+// reads: a source with no failure on record has no state at all, so
+// successful logins, however many and however parallel, cost one map
+// lookup and never wait.
+func (t *throttle) begin(src, user string, now time.Time) (*attempt, time.Duration) {
+	a := &attempt{src: src, pair: src + "\x00" + user}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var wait time.Duration
+	if b := t.sources[a.src]; b != nil {
+		wait = b.wait(now)
+	}
+	if b := t.pairs[a.pair]; b != nil {
+		wait = max(wait, b.wait(now))
+	}
+	if wait > 0 {
+		return nil, wait
+	}
+	return a, 0
+}
+
+// end finishes an attempt. A failure spends one unit of both allowances;
+// past zero it runs into debt, so a source that keeps failing waits longer
+// and longer, as with Dovecot's growing penalty. Attempts under way are not
+// counted, so a wave of parallel guesses can overshoot the burst once (by at
+// most max_conns_per_source), and then pays for every extra guess with
+// another refill period of waiting: the sustained rate stays bounded.
+func (t *throttle) end(a *attempt, failed bool, now time.Time) {
+	if a == nil || !failed {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.bucket(t.sources, a.src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
+	t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
+}
+
+// wait is how long until one more attempt fits the allowance.
+func (b *bucket) wait(now time.Time) time.Duration {
+	need := 1 - b.lim.TokensAt(now)
+	if need <= 0 {
+		return 0
+	}
+	secs := need / float64(b.lim.Limit())
+	return time.Duration(math.Ceil(secs)) * time.Second
+}
+
+// full reports whether a bucket remembers nothing: its whole allowance is
+// back. Such a bucket can be dropped and made anew when needed.
+func (b *bucket) full(now time.Time) bool {
+	return b.lim.TokensAt(now) >= float64(b.lim.Burst())
+}
+
+// bucket returns key's bucket, making room for a new one if the table is
+// full: first by dropping buckets that remember nothing, then by dropping
+// buckets at random (Go's map order) until a tenth of the table is free.
+// Random eviction forgives some penalties under a flood of sources, but
+// keeps memory bounded whatever an attacker does.
+func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burst int, now time.Time) *bucket {
+	if b, ok := m[key]; ok {
+		return b
+	}
+	if len(m) >= t.maxEntries {
+		for k, b := range m {
+			if b.full(now) {
+				delete(m, k)
+			}
+		}
+		target := t.maxEntries - t.maxEntries/evictFraction
+		for k := range m {
+			if len(m) < target {
+				break
+			}
+			delete(m, k)
+		}
+	}
+	b := &bucket{lim: rate.NewLimiter(lim, burst)}
+	m[key] = b
+	return b
+}
+
+// entries is the number of buckets held, for tests and the memory bound.
+func (t *throttle) entries() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.sources) + len(t.pairs)
+}
