@@ -302,6 +302,9 @@ func TestErrorCodesKeepServing(t *testing.T) {
 		{"REGISTER a\u0007", "ERR BADNAME "},
 		{"REGISTER alice", "ERR EXISTS "},
 		{"REGISTER \xff", "ERR BADREQ "},
+		{"WHOAMI \xff", "ERR BADCMD "}, // state before arguments, even bad UTF-8
+		{"AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice,r="+strings.Repeat("A", 3000))), "ERR BADREQ "},
+		{"VERIFIER " + EncodeB64(make([]byte, 32))[:10] + "\r" + EncodeB64(make([]byte, 32))[10:] + " x", "ERR BADCMD "},
 		{"PING", "OK PONG"},
 		{"PING\r", "OK PONG"},
 	}

@@ -178,6 +178,30 @@ func TestParallelGuessingPaysForOvershoot(t *testing.T) {
 	}
 }
 
+func TestProbingNamesThroughRegisterIsThrottled(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	for i := range 20 {
+		mustRegister(t, ts.addr, fmt.Sprint("user", i), "Secret123")
+	}
+	rc, _ := rawFrom(t, ts.addr, "127.0.0.8")
+	exists := 0
+	for i := range 20 {
+		got := rc.do(fmt.Sprint("REGISTER user", i))
+		if strings.HasPrefix(got, "ERR LIMIT ") {
+			break
+		}
+		if !strings.HasPrefix(got, "ERR EXISTS ") {
+			t.Fatal(got)
+		}
+		exists++
+	}
+	if exists != testConfig(t).SourceFailures {
+		t.Fatalf("%d names probed through REGISTER before LIMIT, want %d", exists, testConfig(t).SourceFailures)
+	}
+	// A free name is still registrable from elsewhere.
+	mustRegister(t, ts.addr, "newcomer", "Secret123")
+}
+
 func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.SourceFailures, cfg.SourceFailureRefill = 3, Duration{10 * time.Second}

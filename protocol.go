@@ -35,6 +35,10 @@ const (
 	MinIterations = 4096
 	// SaltLen is the size of every salt the server makes, real or fake.
 	SaltLen = 16
+	// MaxNonceLen bounds a SCRAM client nonce. The server echoes it in its
+	// CHALLENGE, base64 grows it by a third, and that reply must still fit
+	// in one line; real clients send 24 to 32 characters.
+	MaxNonceLen = 512
 )
 
 // Mechanism names as they appear in the greeting and in AUTH.
@@ -124,21 +128,20 @@ func TrimEOL(line []byte) []byte {
 
 // ParseLine splits one line (without its end of line) into a command word
 // and arguments. It checks only the framing: whether the word is known, and
-// how many arguments it takes, is the state machine's business, because the
-// spec orders state errors before argument errors.
+// whether its arguments are well formed, is the state machine's business,
+// because the spec orders state errors before argument errors. (A verb that
+// is not valid UTF-8 is simply an unknown command.)
 func ParseLine(line []byte) (Command, error) {
 	if len(line) == 0 {
 		return Command{}, ErrEmptyLine
-	}
-	if !utf8.Valid(line) {
-		return Command{}, protoErr(CodeBadReq, "line is not valid UTF-8")
 	}
 	fields := strings.Split(string(line), " ")
 	return Command{Verb: fields[0], Args: fields[1:]}, nil
 }
 
-// CheckArgs validates the count of a command's arguments and that none is
-// empty (an empty argument means two spaces in a row, or one at the end).
+// CheckArgs validates the count of a command's arguments, that none is
+// empty (an empty argument means two spaces in a row, or one at the end),
+// and that each is valid UTF-8.
 func CheckArgs(c Command, min, max int) error {
 	n := len(c.Args)
 	if n < min || n > max {
@@ -150,6 +153,9 @@ func CheckArgs(c Command, min, max int) error {
 	for _, a := range c.Args {
 		if a == "" {
 			return protoErr(CodeBadReq, "arguments are separated by exactly one space")
+		}
+		if !utf8.ValidString(a) {
+			return protoErr(CodeBadReq, "argument is not valid UTF-8")
 		}
 	}
 	return nil
@@ -220,6 +226,11 @@ func EncodeB64(b []byte) string { return b64.EncodeToString(b) }
 
 // DecodeB64 decodes a wire value; failure is ERR BADREQ.
 func DecodeB64(s string) ([]byte, error) {
+	// encoding/base64 skips CR and LF even in strict mode; here they would
+	// be a second spelling of the same value.
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, protoErr(CodeBadReq, "not standard padded base64")
+	}
 	b, err := b64.DecodeString(s)
 	if err != nil {
 		return nil, protoErr(CodeBadReq, "not standard padded base64")
@@ -320,6 +331,9 @@ func ParseClientFirst(msg string) (ClientFirst, error) {
 	}
 	if len(f) > 2 {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM extensions are not supported")
+	}
+	if len(f[1]) > 2+MaxNonceLen {
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce longer than %d characters", MaxNonceLen)
 	}
 	if !printableNonce(f[1][2:]) {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce must be printable ASCII without commas")

@@ -569,8 +569,15 @@ func (c *conn) handleRegister(cmd Command) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// "That name is taken" tells an outsider the account exists, so each
+	// such answer is charged to the source like a failed login: probing
+	// names through REGISTER is no faster than through AUTH.
+	if err := c.beginAttempt(name); err != nil {
+		return "", err
+	}
 	switch _, err := c.srv.store.Get(name); {
 	case err == nil:
+		c.endAttempt(true)
 		return "", protoErr(CodeExists, "that username is taken")
 	case !errors.Is(err, ErrNotFound):
 		return "", err
@@ -579,6 +586,7 @@ func (c *conn) handleRegister(cmd Command) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	c.endAttempt(false)
 	c.pending = &registerEx{name: name, salt: salt, iterations: c.srv.cfg.Iterations}
 	return FormatReply(ReplySalt, EncodeB64(salt), fmt.Sprint(c.srv.cfg.Iterations)), nil
 }
@@ -762,8 +770,8 @@ func (c *conn) beginAttempt(name string) error {
 	c.endAttempt(false)
 	a, wait := c.srv.thr.begin(c.src, name, time.Now())
 	if a == nil {
-		c.srv.log.Info("login throttled", "remote", c.remote, "user", name, "retry_in", wait)
-		return protoErr(CodeLimit, "too many failed logins from your address; retry in %ds", int(wait.Seconds()))
+		c.srv.log.Info("throttled", "remote", c.remote, "user", name, "retry_in", wait)
+		return protoErr(CodeLimit, "too many failed attempts from your address; retry in %ds", int(wait.Seconds()))
 	}
 	c.attempt = a
 	return nil
