@@ -5,8 +5,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -593,5 +595,41 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 	if _, err := s.Get("alice"); err != nil {
 		t.Fatalf("after shutdown: %v", err)
+	}
+}
+
+func TestPanicIsRecoveredPerConnection(t *testing.T) {
+	cfg := testConfig(t)
+	// A store with no database behind it panics on the first read: a
+	// stand-in for any bug in a handler.
+	broken := &Store{path: "broken"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	srv := NewServer(cfg, broken, slog.New(slog.NewTextHandler(logs, nil)))
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+
+	for range 3 {
+		rc, _ := dialRaw(t, ln.Addr().String())
+		if got := rc.do("REGISTER alice"); !strings.HasPrefix(got, "ERR INTERNAL ") {
+			t.Fatalf("panicking handler answered %q", got)
+		}
+		rc.expectClosed()
+	}
+	rc, _ := dialRaw(t, ln.Addr().String())
+	if got := rc.do("PING"); got != "OK PONG" {
+		t.Fatalf("server after panics: %q", got)
+	}
+	if l := logs.String(); !strings.Contains(l, "panic serving connection") || !strings.Contains(l, "goroutine ") {
+		t.Fatalf("panic not logged with its stack:\n%s", l)
 	}
 }
