@@ -107,6 +107,7 @@ func TestGuessingIsThrottled(t *testing.T) {
 			t.Fatalf("guess %d: %v", i+1, err)
 		}
 	}
+	t.Logf("%d wrong guesses answered AUTH, then LIMIT", failed)
 	if failed >= 14 || limited == 0 {
 		t.Fatalf("%d guesses were tried before the limit, want fewer than 14", failed)
 	}
