@@ -383,7 +383,7 @@ func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
 		}
 		defer done()
 		fmt.Fprint(t.stderr, prompt)
-		b, err := term.ReadPassword(int(f.Fd()))
+		b, err := readPasswordRestoring(int(f.Fd()), t.stderr)
 		fmt.Fprintln(t.stderr)
 		if err != nil {
 			return "", fail(exitOther, "", "reading the password: %s", err)
@@ -394,6 +394,30 @@ func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
 		return "", fail(exitOther, "", "the password is empty")
 	}
 	return pw, nil
+}
+
+// readPasswordRestoring reads without echo and, if the user interrupts the
+// prompt, puts the terminal back before exiting: otherwise a shell without
+// line editing is left with echo off.
+func readPasswordRestoring(fd int, stderr io.Writer) ([]byte, error) {
+	state, err := term.GetState(fd)
+	if err != nil {
+		return nil, err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	finished := make(chan struct{})
+	defer func() { signal.Stop(sigs); close(finished) }()
+	go func() {
+		select {
+		case <-sigs:
+			term.Restore(fd, state)
+			fmt.Fprintln(stderr)
+			os.Exit(130)
+		case <-finished:
+		}
+	}()
+	return term.ReadPassword(fd)
 }
 
 // newPassword reads a password to set: twice on a terminal, once from
