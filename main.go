@@ -268,6 +268,19 @@ func (cs *clientSetup) dial() (*Client, error) {
 	return c, nil
 }
 
+// login dials and logs in, trying the legacy scheme after a failed SCRAM
+// login (Client.LoginAny). legacy reports an account still to upgrade.
+func (cs *clientSetup) login(password string) (c *Client, legacy bool, err error) {
+	if c, err = cs.dial(); err != nil {
+		return nil, false, err
+	}
+	if legacy, err = c.LoginAny(cs.name, password); err != nil {
+		c.Close()
+		return nil, false, cs.explain(err)
+	}
+	return c, legacy, nil
+}
+
 // explain turns a client-side error into what the user reads.
 func (cs *clientSetup) explain(err error) error {
 	var pe *ProtoError
@@ -340,15 +353,11 @@ func cmdLogin(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := cs.dial()
+	c, legacy, err := cs.login(pw)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	legacy, err := c.LoginAny(cs.name, pw)
-	if err != nil {
-		return cs.explain(err)
-	}
 	if !legacy {
 		fmt.Fprintf(ctx.App.Writer, "logged in as %q on %s; the server proved it holds your verifier\n", cs.name, cs.server)
 		return nil
@@ -376,15 +385,11 @@ func cmdPasswd(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := cs.dial()
+	c, legacy, err := cs.login(old)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	legacy, err := c.LoginAny(cs.name, old)
-	if err != nil {
-		return cs.explain(err)
-	}
 	if err := c.Passwd(cs.name, pw); err != nil {
 		return cs.explain(err)
 	}
@@ -416,14 +421,11 @@ func cmdDelete(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := cs.dial()
+	c, _, err := cs.login(pw)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.LoginAny(cs.name, pw); err != nil {
-		return cs.explain(err)
-	}
 	if err := c.Delete(); err != nil {
 		return cs.explain(err)
 	}

@@ -168,18 +168,7 @@ func TestParseSeedCSVRejections(t *testing.T) {
 		15: `"kim": wrong column count: 4`,
 		16: `not valid CSV`,
 	}
-	got := map[int]string{}
-	for _, r := range res.Rejected {
-		got[r.Line] = r.Reason
-	}
-	for line, w := range want {
-		if !strings.Contains(got[line], w) {
-			t.Errorf("line %d: reason %q, want it to contain %q", line, got[line], w)
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("rejected %v, want lines %v", got, want)
-	}
+	checkRejected(t, res, want)
 	var names []string
 	for _, a := range res.Accounts {
 		names = append(names, a.Name)
@@ -193,6 +182,24 @@ func TestParseSeedCSVRejections(t *testing.T) {
 				t.Errorf("line %d: the reason quotes a hash or salt: %q", r.Line, r.Reason)
 			}
 		}
+	}
+}
+
+// checkRejected checks that exactly the lines in want were rejected, each
+// for a reason that contains want's text.
+func checkRejected(t *testing.T, res ImportResult, want map[int]string) {
+	t.Helper()
+	got := map[int]string{}
+	for _, r := range res.Rejected {
+		got[r.Line] = r.Reason
+	}
+	for line, w := range want {
+		if !strings.Contains(got[line], w) {
+			t.Errorf("line %d: reason %q, want it to contain %q", line, got[line], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("rejected %v, want lines %v", got, want)
 	}
 }
 
@@ -239,17 +246,9 @@ func TestParsePGRejections(t *testing.T) {
 		7: `"bad64": malformed verifier: the salt is not base64`, 8: `"broken": malformed verifier`,
 		11: `"user": duplicate in the file: the name is already on line 1`,
 	}
-	got := map[int]string{}
-	for _, r := range res.Rejected {
-		got[r.Line] = r.Reason
-	}
-	for line, w := range want {
-		if !strings.Contains(got[line], w) {
-			t.Errorf("line %d: reason %q, want it to contain %q", line, got[line], w)
-		}
-	}
-	if len(got) != len(want) || len(res.Accounts) != 2 || res.Accounts[0].Name != "user" || res.Accounts[1].Name != "a,b" {
-		t.Errorf("rejected %v, accepted %+v", got, res.Accounts)
+	checkRejected(t, res, want)
+	if len(res.Accounts) != 2 || res.Accounts[0].Name != "user" || res.Accounts[1].Name != "a,b" {
+		t.Errorf("accepted %+v", res.Accounts)
 	}
 	if res.Lines != 10 {
 		t.Errorf("%d lines counted, want 10 (the blank one is not a record)", res.Lines)
