@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -261,6 +262,9 @@ func adminImport(store *Store, req adminRequest, in io.Reader, out adminOut) err
 		return fail(exitOther, "fix the lines above and import again, or import the other lines with --partial",
 			"nothing imported: %d of %d lines rejected", len(res.Rejected), res.Lines)
 	}
+	// In key order bbolt fills its pages; in file order it leaves them
+	// half empty.
+	slices.SortFunc(res.Accounts, func(a, b NamedRecord) int { return strings.Compare(a.Name, b.Name) })
 	created, skipped, err := store.CreateMany(res.Accounts, req.Replace)
 	if err != nil {
 		return fmt.Errorf("nothing imported: %w", err)
