@@ -288,6 +288,29 @@ func (c *Client) LoginSeed(name, password string) error {
 	return expect(r, ReplyOK, 0)
 }
 
+// LoginAny logs in with SCRAM-SHA-256 and, when that fails with ERR AUTH
+// on a server that offers SEED-SHA256, tries the legacy scheme with the
+// same password on the same connection: an account imported from the
+// original system has only a legacy record, and its user cannot be
+// expected to know. legacy reports that the legacy scheme let the user in;
+// the caller then upgrades the account with Passwd. Unlike SCRAM, the
+// legacy scheme does not prove the server knows the account.
+func (c *Client) LoginAny(name, password string) (legacy bool, err error) {
+	err = c.Login(name, password)
+	var pe *ProtoError
+	if !errors.As(err, &pe) || pe.Code != CodeAuth || !slices.Contains(c.Mechs, MechSeed) {
+		return false, err
+	}
+	switch serr := c.LoginSeed(name, password); {
+	case serr == nil:
+		return true, nil
+	case errors.As(serr, &pe) && pe.Code == CodeAuth:
+		return false, err
+	default:
+		return false, serr
+	}
+}
+
 // Passwd replaces the logged-in account's verifier.
 func (c *Client) Passwd(name, newPassword string) error {
 	r, err := c.Do(CmdPasswd)

@@ -105,8 +105,32 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Flags:        []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag},
 				Action:       cmdLogin,
 			},
+			{
+				Name:         "passwd",
+				Usage:        "change an account's password (current password, then the new one twice; --password-stdin: two lines)",
+				OnUsageError: usageErr,
+				Flags:        []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag},
+				Action:       cmdPasswd,
+			},
+			{
+				Name:         "delete",
+				Usage:        "delete an account, after its password and a confirmation",
+				OnUsageError: usageErr,
+				Flags: []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag,
+					&cli.BoolFlag{Name: "yes", Usage: "do not ask for a confirmation"}},
+				Action: cmdDelete,
+			},
+			{
+				Name:         "pw",
+				Usage:        "print the SCRAM-SHA-256 verifier of a password, as PostgreSQL stores it, for users import --format pg",
+				OnUsageError: usageErr,
+				Flags: []cli.Flag{stdinFlag, configFlag,
+					&cli.IntFlag{Name: "iterations", Usage: "PBKDF2 iterations `N` (default: iterations from the config, 600000)"}},
+				Action: cmdPw,
+			},
 		},
 	}
+	app.Commands = append(app.Commands, adminCommands(usageErr, configFlag)...)
 	return app
 }
 
@@ -155,6 +179,11 @@ func cmdServe(ctx *cli.Context) error {
 	if err != nil {
 		return fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
 	}
+	admin, err := ListenAdmin(store, log)
+	if err != nil {
+		ln.Close()
+		return fail(exitOther, `the admin socket is the db's path plus ".sock": remove what is in the way, or choose another --db (a shorter one if the path is too long for a socket)`, "%s", err)
+	}
 	srv := NewServer(cfg, store, log)
 
 	sigs, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -164,16 +193,22 @@ func cmdServe(ctx *cli.Context) error {
 
 	select {
 	case err := <-served:
+		now := make(chan struct{})
+		close(now)
+		admin.Shutdown(now)
 		return fail(exitOther, "", "server stopped: %s", err)
 	case <-sigs.Done():
 	}
 	log.Info("shutting down", "grace", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 	defer cancel()
+	adminDone := make(chan struct{})
+	go func() { admin.Shutdown(sctx.Done()); close(adminDone) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("grace period over; remaining connections were closed", "err", err)
 	}
 	<-served
+	<-adminDone
 	if err := store.Close(); err != nil {
 		return fail(exitOther, "", "closing %s: %s", cfg.DB, err)
 	}
@@ -233,6 +268,19 @@ func (cs *clientSetup) dial() (*Client, error) {
 	return c, nil
 }
 
+// login dials and logs in, trying the legacy scheme after a failed SCRAM
+// login (Client.LoginAny). legacy reports an account still to upgrade.
+func (cs *clientSetup) login(password string) (c *Client, legacy bool, err error) {
+	if c, err = cs.dial(); err != nil {
+		return nil, false, err
+	}
+	if legacy, err = c.LoginAny(cs.name, password); err != nil {
+		c.Close()
+		return nil, false, cs.explain(err)
+	}
+	return c, legacy, nil
+}
+
 // explain turns a client-side error into what the user reads.
 func (cs *clientSetup) explain(err error) error {
 	var pe *ProtoError
@@ -280,7 +328,7 @@ func cmdRegister(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pw, err := cs.term.newPassword(ctx.Bool("password-stdin"), cs.cfg.Client)
+	pw, err := cs.term.newPassword(ctx.Bool("password-stdin"), cs.cfg.Client, "password")
 	if err != nil {
 		return err
 	}
@@ -305,15 +353,116 @@ func cmdLogin(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := cs.dial()
+	c, legacy, err := cs.login(pw)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.Login(cs.name, pw); err != nil {
+	if !legacy {
+		fmt.Fprintf(ctx.App.Writer, "logged in as %q on %s; the server proved it holds your verifier\n", cs.name, cs.server)
+		return nil
+	}
+	// The same password, now as a SCRAM verifier: the legacy record goes.
+	if err := c.Passwd(cs.name, pw); err != nil {
+		return fail(exitOther, "log in again: the upgrade is tried at every login until it succeeds",
+			"logged in as %q, but upgrading the account to SCRAM-SHA-256 failed: %s", cs.name, cs.explain(err))
+	}
+	fmt.Fprintf(ctx.App.Writer, "logged in as %q on %s; upgraded the account from the legacy scheme to SCRAM-SHA-256\n", cs.name, cs.server)
+	return nil
+}
+
+func cmdPasswd(ctx *cli.Context) error {
+	cs, err := setupClient(ctx)
+	if err != nil {
+		return err
+	}
+	fromStdin := ctx.Bool("password-stdin")
+	old, err := cs.term.password(fromStdin, "current password: ")
+	if err != nil {
+		return err
+	}
+	pw, err := cs.term.newPassword(fromStdin, cs.cfg.Client, "new password")
+	if err != nil {
+		return err
+	}
+	c, legacy, err := cs.login(old)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Passwd(cs.name, pw); err != nil {
 		return cs.explain(err)
 	}
-	fmt.Fprintf(ctx.App.Writer, "logged in as %q on %s; the server proved it holds your verifier\n", cs.name, cs.server)
+	note := ""
+	if legacy {
+		note = "; the account now uses SCRAM-SHA-256"
+	}
+	fmt.Fprintf(ctx.App.Writer, "changed the password of %q on %s%s\n", cs.name, cs.server, note)
+	return nil
+}
+
+func cmdDelete(ctx *cli.Context) error {
+	cs, err := setupClient(ctx)
+	if err != nil {
+		return err
+	}
+	// Asked before the password and before connecting: the server would
+	// time the connection out while a person makes up their mind.
+	if !ctx.Bool("yes") {
+		answer, err := cs.term.readLine(fmt.Sprintf("delete the account %q on %s for good? [y/N] ", cs.name, cs.server))
+		if err != nil {
+			return fail(exitOther, "pass --yes to delete without a confirmation", "cannot ask for a confirmation: %s", err)
+		}
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			return fail(exitOther, "", "not confirmed; the account was not deleted")
+		}
+	}
+	pw, err := cs.term.password(ctx.Bool("password-stdin"), "password: ")
+	if err != nil {
+		return err
+	}
+	c, _, err := cs.login(pw)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Delete(); err != nil {
+		return cs.explain(err)
+	}
+	fmt.Fprintf(ctx.App.Writer, "deleted the account %q on %s\n", cs.name, cs.server)
+	return nil
+}
+
+func cmdPw(ctx *cli.Context) error {
+	if err := noCLIArgs(ctx); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(ctx)
+	if err != nil {
+		return err
+	}
+	it := cfg.Iterations
+	if ctx.IsSet("iterations") {
+		it = ctx.Int("iterations")
+	}
+	if it < MinIterations || it > 1<<31-1 {
+		return fail(exitOther, "clients refuse fewer than 4096", "--iterations must be %d to %d, got %d", MinIterations, 1<<31-1, it)
+	}
+	pw, err := newTerminal(ctx).newPassword(ctx.Bool("password-stdin"), cfg.Client, "password")
+	if err != nil {
+		return err
+	}
+	salt, err := newSalt()
+	if err != nil {
+		return err
+	}
+	// The keys depend on the password, salt and iterations only, not on
+	// the name, so one verifier serves any account.
+	stored, server, err := Verifier("", pw, salt, it)
+	if err != nil {
+		return fail(exitOther, "", "%s", err)
+	}
+	fmt.Fprintln(ctx.App.Writer, FormatPGVerifier(Record{Iterations: it, Salt: salt, StoredKey: stored, ServerKey: server}))
 	return nil
 }
 
@@ -421,9 +570,10 @@ func readPasswordRestoring(fd int, stderr io.Writer) ([]byte, error) {
 }
 
 // newPassword reads a password to set: twice on a terminal, once from
-// stdin, and checks the policy before anything is sent.
-func (t *terminal) newPassword(fromStdin bool, pol ClientConfig) (string, error) {
-	pw, err := t.password(fromStdin, "password: ")
+// stdin, and checks the policy before anything is sent. what names it in
+// the prompts.
+func (t *terminal) newPassword(fromStdin bool, pol ClientConfig, what string) (string, error) {
+	pw, err := t.password(fromStdin, what+": ")
 	if err != nil {
 		return "", err
 	}
@@ -431,7 +581,7 @@ func (t *terminal) newPassword(fromStdin bool, pol ClientConfig) (string, error)
 		return "", err
 	}
 	if !fromStdin {
-		again, err := t.password(false, "password (again): ")
+		again, err := t.password(false, what+" (again): ")
 		if err != nil {
 			return "", err
 		}

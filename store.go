@@ -47,6 +47,9 @@ var (
 	ErrBadRecord = errors.New("stored record is corrupt or of an unknown version")
 	// ErrBadSchema is returned when the db was written by a newer authbox.
 	ErrBadSchema = errors.New("database schema is newer than this authbox")
+	// errUnchanged is returned by an Update function that has nothing to
+	// write, to end the transaction without a commit.
+	errUnchanged = errors.New("record unchanged")
 )
 
 // Kind tells how an account proves its password.
@@ -306,6 +309,23 @@ func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
 		rec.Created, rec.Updated = old.Created, time.Now()
 		return b.Put([]byte(name), rec.marshal())
 	})
+}
+
+// SetLocked locks or unlocks an account, or returns ErrNotFound. It
+// reports whether the flag changed; an account already in that state is
+// left as it is, Updated included.
+func (s *Store) SetLocked(name string, locked bool) (changed bool, err error) {
+	err = s.Update(name, func(rec Record) (Record, error) {
+		if rec.Locked == locked {
+			return rec, errUnchanged
+		}
+		rec.Locked = locked
+		return rec, nil
+	})
+	if errors.Is(err, errUnchanged) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Delete removes an account, or returns ErrNotFound.

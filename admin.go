@@ -1,0 +1,867 @@
+package main
+
+// admin.go is account administration: the `authbox users …` and
+// `authbox backup` commands, and the local admin socket through which they
+// reach a running server. bbolt lets one process hold the db file, so while
+// `authbox serve` runs the commands cannot open it; instead they send their
+// request over a Unix socket beside the db (db path + ".sock", mode 0600:
+// file permissions are the access control, and it is never on TCP). With
+// no server they open the db themselves. Either way the same function,
+// runAdmin, does the work and writes the output, so the two cannot differ.
+//
+// The admin protocol, one request per connection:
+//
+//	client: one JSON line (adminRequest), then for an import the input
+//	        file's bytes; then it half-closes.
+//	server: frames, each a JSON line {"stream":S,"len":N} and N bytes,
+//	        S being "stdout", "stderr" or "file" (the output file of a
+//	        backup or an export, which the client writes); and last one
+//	        JSON line {"end":true,"exit":C,"error":…,"hint":…}.
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+const (
+	// adminDialTimeout bounds connecting to the admin socket. It is local:
+	// a live server answers at once, so a longer wait means none is there.
+	adminDialTimeout = 2 * time.Second
+	// adminIOTimeout bounds each read of a request and each write of a
+	// frame on the server side, so a stuck admin client cannot hold a
+	// goroutine and a read transaction for ever.
+	adminIOTimeout = 30 * time.Second
+	// adminIdleTimeout bounds the client's wait for the next frame: an
+	// import or a backup of a big db does seconds to minutes of work
+	// before it answers; this only catches a server that hung.
+	adminIdleTimeout = 10 * time.Minute
+	// maxAdminRequest bounds the JSON request line (not an import's data).
+	maxAdminRequest = 64 << 10
+	// adminFrameMax is the largest frame written; bigger writes are split.
+	adminFrameMax = 64 << 10
+	// progressMinBytes is the smallest import file that gets a progress
+	// bar: below it the import ends before a bar would be worth drawing.
+	progressMinBytes = 1 << 20
+)
+
+// Admin operations.
+const (
+	opList   = "list"
+	opShow   = "show"
+	opDelete = "delete"
+	opLock   = "lock"
+	opUnlock = "unlock"
+	opImport = "import"
+	opExport = "export"
+	opBackup = "backup"
+)
+
+// adminRequest is one admin command, as sent over the socket.
+type adminRequest struct {
+	Op      string `json:"op"`
+	Name    string `json:"name,omitempty"`
+	JSON    bool   `json:"json,omitempty"`
+	Format  string `json:"format,omitempty"`
+	File    string `json:"file,omitempty"` // as the user wrote it, for messages
+	Replace bool   `json:"replace,omitempty"`
+	Partial bool   `json:"partial,omitempty"`
+}
+
+// adminOut is where an admin command writes: the user's standard output
+// and error, and the output file of a backup or an export.
+type adminOut struct {
+	Stdout, Stderr, File io.Writer
+}
+
+// AdminSocketPath is the admin socket of a db file.
+func AdminSocketPath(db string) string { return db + ".sock" }
+
+// AccountInfo is what `users list` and `users show` tell of an account:
+// never a salt or a key.
+type AccountInfo struct {
+	Name       string    `json:"name"`
+	Kind       string    `json:"kind"`
+	Iterations int       `json:"iterations"`
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+	Locked     bool      `json:"locked"`
+}
+
+func accountInfo(name string, rec Record) AccountInfo {
+	return AccountInfo{Name: name, Kind: rec.Kind.String(), Iterations: rec.Iterations,
+		Created: rec.Created, Updated: rec.Updated, Locked: rec.Locked}
+}
+
+// runAdmin does one admin command against an open store. in is an
+// import's input. Every failure is a *cliError, so that it reaches the
+// user the same way from the socket as from a local run.
+func runAdmin(store *Store, req adminRequest, in io.Reader, out adminOut) error {
+	err := adminOp(store, req, in, out)
+	var ce *cliError
+	if err != nil && !errors.As(err, &ce) {
+		return fail(exitOther, "", "%s", err)
+	}
+	return err
+}
+
+func adminOp(store *Store, req adminRequest, in io.Reader, out adminOut) error {
+	var name string
+	switch req.Op {
+	case opShow, opDelete, opLock, opUnlock:
+		n, err := NormalizeUsername(req.Name)
+		if err != nil {
+			return fail(exitRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username %q", req.Name)
+		}
+		name = n
+	}
+	notFound := func() error {
+		return fail(exitRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
+	}
+	switch req.Op {
+	case opList:
+		var list []AccountInfo
+		err := store.Each(func(name string, rec Record) error {
+			list = append(list, accountInfo(name, rec))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return writeAccounts(out.Stdout, list, req.JSON)
+	case opShow:
+		rec, err := store.Get(name)
+		if errors.Is(err, ErrNotFound) {
+			return notFound()
+		}
+		if err != nil {
+			return err
+		}
+		return writeAccount(out.Stdout, accountInfo(name, rec), req.JSON)
+	case opDelete:
+		err := store.Delete(name)
+		if errors.Is(err, ErrNotFound) {
+			return notFound()
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out.Stdout, "deleted account %q\n", name)
+		return nil
+	case opLock, opUnlock:
+		lock := req.Op == opLock
+		changed, err := store.SetLocked(name, lock)
+		if errors.Is(err, ErrNotFound) {
+			return notFound()
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case changed:
+			fmt.Fprintf(out.Stdout, "%sed account %q\n", req.Op, name)
+		default:
+			fmt.Fprintf(out.Stdout, "account %q was already %sed\n", name, req.Op)
+		}
+		return nil
+	case opImport:
+		return adminImport(store, req, in, out)
+	case opExport:
+		return adminExport(store, req, out)
+	case opBackup:
+		n, err := store.Backup(out.File)
+		if err != nil {
+			return fmt.Errorf("writing the backup: %w", err)
+		}
+		fmt.Fprintf(out.Stdout, "wrote a backup of %d bytes to %s; \"authbox serve --db %s\" serves it\n", n, req.File, req.File)
+		return nil
+	}
+	return fail(exitOther, "", "unknown admin operation %q", req.Op)
+}
+
+func writeAccounts(w io.Writer, list []AccountInfo, asJSON bool) error {
+	if asJSON {
+		if list == nil {
+			list = []AccountInfo{}
+		}
+		return writeJSON(w, list)
+	}
+	if len(list) == 0 {
+		_, err := fmt.Fprintln(w, "no accounts")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tITERATIONS\tCREATED\tUPDATED\tLOCKED")
+	for _, a := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Kind, iterationsText(a.Iterations),
+			timeText(a.Created), timeText(a.Updated), yesNo(a.Locked))
+	}
+	return tw.Flush()
+}
+
+func writeAccount(w io.Writer, a AccountInfo, asJSON bool) error {
+	if asJSON {
+		return writeJSON(w, a)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "name\t%s\nkind\t%s\niterations\t%s\ncreated\t%s\nupdated\t%s\nlocked\t%s\n", a.Name, a.Kind,
+		iterationsText(a.Iterations), timeText(a.Created), timeText(a.Updated), yesNo(a.Locked))
+	return tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func iterationsText(n int) string {
+	if n == 0 {
+		return "-" // a legacy record: one SHA-256, no PBKDF2
+	}
+	return fmt.Sprint(n)
+}
+
+func timeText(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// adminImport parses the whole input first, so that a bad line stops the
+// import before anything is written, then writes every account in one
+// transaction.
+func adminImport(store *Store, req adminRequest, in io.Reader, out adminOut) error {
+	res, err := ParseImport(req.Format, in)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", req.File, err)
+	}
+	for _, r := range res.Rejected {
+		fmt.Fprintf(out.Stderr, "%s:%d: %s\n", req.File, r.Line, r.Reason)
+	}
+	if len(res.Rejected) > 0 && !req.Partial {
+		return fail(exitOther, "fix the lines above and import again, or import the other lines with --partial",
+			"nothing imported: %d of %d lines rejected", len(res.Rejected), res.Lines)
+	}
+	// In key order bbolt fills its pages; in file order it leaves them
+	// half empty.
+	slices.SortFunc(res.Accounts, func(a, b NamedRecord) int { return strings.Compare(a.Name, b.Name) })
+	created, skipped, err := store.CreateMany(res.Accounts, req.Replace)
+	if err != nil {
+		return fmt.Errorf("nothing imported: %w", err)
+	}
+	fmt.Fprintf(out.Stdout, "imported %d, skipped %d (name exists), rejected %d\n", created, skipped, len(res.Rejected))
+	if skipped > 0 && !req.Replace {
+		fmt.Fprintf(out.Stderr, "authbox: hint: existing accounts were left as they are; --replace overwrites them\n")
+	}
+	if created > 0 && req.Format == FormatSeedCSV {
+		fmt.Fprintf(out.Stderr, "authbox: hint: legacy accounts can log in only while the server's mechanisms include %q (auth.toml); each is upgraded to SCRAM at its first login\n", MechSeed)
+	}
+	return nil
+}
+
+// adminExport writes every SCRAM account as a PostgreSQL verifier line.
+// Legacy accounts have no verifier to write: they get one at their first
+// login, so they are counted and left out.
+func adminExport(store *Store, req adminRequest, out adminOut) error {
+	if req.Format != FormatPG {
+		return fail(exitOther, "export writes --format pg", "cannot export in format %q", req.Format)
+	}
+	w := bufio.NewWriter(out.File)
+	var n, legacy int
+	err := store.Each(func(name string, rec Record) error {
+		if rec.Kind != KindSCRAM {
+			legacy++
+			return nil
+		}
+		n++
+		_, err := w.WriteString(FormatPGLine(name, rec))
+		return err
+	})
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", req.File, err)
+	}
+	fmt.Fprintf(out.Stdout, "exported %d accounts to %s\n", n, req.File)
+	if legacy > 0 {
+		fmt.Fprintf(out.Stdout, "left out %d legacy accounts: they have no SCRAM verifier until their first login\n", legacy)
+	}
+	return nil
+}
+
+// AdminServer answers admin commands on the socket beside the db while
+// `authbox serve` holds the db.
+type AdminServer struct {
+	store *Store
+	log   *slog.Logger
+	path  string
+	ln    net.Listener
+	wg    sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// ListenAdmin creates the admin socket beside the store's db file, mode
+// 0600, and serves it until Shutdown. A socket file left by a server that
+// died is replaced: the caller holds the db, so no live server owns it.
+func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	path := AdminSocketPath(store.Path())
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, adminDialTimeout); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another process answers on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale %s: %w", path, err)
+		}
+		log.Info("removed a stale admin socket", "path", path)
+	}
+	if max := len(syscall.RawSockaddrUnix{}.Path) - 1; len(path) > max {
+		return nil, fmt.Errorf("cannot create the admin socket %s: the path is %d bytes, and a Unix socket's may have %d", path, len(path), max)
+	}
+	// The umask makes the socket 0600 from its first moment: a chmod
+	// after bind would leave a window. Serve runs this before it starts
+	// any other goroutine that creates files.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the admin socket %s: %s", path, errText(err))
+	}
+	a := &AdminServer{store: store, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
+	a.wg.Add(1)
+	go a.serve()
+	log.Info("admin socket", "path", path)
+	return a, nil
+}
+
+// Path is the socket's path.
+func (a *AdminServer) Path() string { return a.path }
+
+func (a *AdminServer) serve() {
+	defer a.wg.Done()
+	for {
+		c, err := a.ln.Accept()
+		if err != nil {
+			return // closed by Shutdown; a Unix listener has no other failure worth a retry
+		}
+		a.mu.Lock()
+		a.conns[c] = struct{}{}
+		a.wg.Add(1)
+		a.mu.Unlock()
+		go func() {
+			defer a.wg.Done()
+			a.handle(c)
+			a.mu.Lock()
+			delete(a.conns, c)
+			a.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// Shutdown stops accepting, removes the socket file, and waits for the
+// commands under way until done is closed; then it cuts them.
+func (a *AdminServer) Shutdown(done <-chan struct{}) {
+	a.ln.Close() // a listening Unix socket made by Listen unlinks its file
+	finished := make(chan struct{})
+	go func() { a.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return
+	case <-done:
+	}
+	a.mu.Lock()
+	for c := range a.conns {
+		c.Close()
+	}
+	a.mu.Unlock()
+	<-finished
+}
+
+// deadlineConn refreshes the deadline before each read and write, so a
+// long transfer that keeps moving is not cut, and a stuck peer is.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineConn) Read(p []byte) (int, error) {
+	d.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Read(p)
+}
+
+func (d deadlineConn) Write(p []byte) (int, error) {
+	d.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Write(p)
+}
+
+func (a *AdminServer) handle(nc net.Conn) {
+	// A bug in one admin command must not take the logins down with it.
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.Error("panic in an admin command", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	c := deadlineConn{nc, adminIOTimeout}
+	r := bufio.NewReaderSize(c, 4096)
+	line, err := readAdminLine(r)
+	if err != nil {
+		if !errors.Is(err, io.EOF) { // a bare connect is a liveness probe
+			a.log.Warn("admin request unreadable", "err", err)
+		}
+		return
+	}
+	var req adminRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		a.log.Warn("admin request unreadable", "err", err)
+		return
+	}
+	who := []any{"op", req.Op}
+	if req.Name != "" {
+		who = append(who, "user", req.Name)
+	}
+	a.log.Info("admin", who...)
+	w := bufio.NewWriterSize(c, adminFrameMax+256)
+	fw := &frameWriter{w: w}
+	err = runAdmin(a.store, req, r, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
+	end := adminEnd{End: true}
+	var ce *cliError
+	if errors.As(err, &ce) {
+		end.Exit, end.Error, end.Hint = ce.code, ce.msg, ce.hint
+		a.log.Info("admin failed", append(who, "err", ce.msg)...)
+	}
+	if fw.err == nil {
+		b, _ := json.Marshal(end)
+		w.Write(append(b, '\n'))
+		w.Flush()
+	}
+}
+
+// readAdminLine reads the request line, bounded by maxAdminRequest.
+func readAdminLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		part, err := r.ReadSlice('\n')
+		line = append(line, part...)
+		if len(line) > maxAdminRequest {
+			return nil, errors.New("admin request line too long")
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+			return nil, err
+		}
+		return line, nil
+	}
+}
+
+// adminFrame heads a frame of output; adminEnd ends the reply.
+type adminFrame struct {
+	Stream string `json:"stream"`
+	Len    int    `json:"len"`
+}
+
+type adminEnd struct {
+	End   bool   `json:"end"`
+	Exit  int    `json:"exit"`
+	Error string `json:"error,omitempty"`
+	Hint  string `json:"hint,omitempty"`
+}
+
+// frameWriter turns the writes of runAdmin's streams into frames on one
+// connection, in the order they happen.
+type frameWriter struct {
+	w   *bufio.Writer
+	err error
+}
+
+type frameStream struct {
+	fw   *frameWriter
+	name string
+}
+
+func (fw *frameWriter) stream(name string) io.Writer { return &frameStream{fw: fw, name: name} }
+
+func (s *frameStream) Write(p []byte) (int, error) {
+	fw := s.fw
+	if fw.err != nil {
+		return 0, fw.err
+	}
+	for done := 0; done < len(p); {
+		chunk := p[done:min(len(p), done+adminFrameMax)]
+		hdr, _ := json.Marshal(adminFrame{Stream: s.name, Len: len(chunk)})
+		if _, err := fw.w.Write(append(hdr, '\n')); err != nil {
+			fw.err = err
+			return done, err
+		}
+		if _, err := fw.w.Write(chunk); err != nil {
+			fw.err = err
+			return done, err
+		}
+		done += len(chunk)
+	}
+	return len(p), nil
+}
+
+// adminClient runs an admin command the way the situation allows: through
+// the running server's admin socket, or else on the db file itself.
+type adminClient struct {
+	db  string
+	out adminOut
+}
+
+func newAdminClient(ctx *cli.Context) (*adminClient, error) {
+	cfg, err := loadConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db := ctx.String("db")
+	if db == "" {
+		db = cfg.DB
+	}
+	return &adminClient{db: db, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
+}
+
+// run sends req to the server if one answers on the socket, else opens
+// the db. in is an import's input; mayCreate lets an import start a new db.
+func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error {
+	sock := AdminSocketPath(ac.db)
+	nc, err := net.DialTimeout("unix", sock, adminDialTimeout)
+	if err == nil {
+		defer nc.Close()
+		return ac.remote(nc.(*net.UnixConn), req, in)
+	}
+	if _, err := os.Stat(ac.db); errors.Is(err, os.ErrNotExist) && !mayCreate {
+		return fail(exitOther, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
+	}
+	store, err := OpenStore(ac.db)
+	if errors.Is(err, ErrDBLocked) {
+		return fail(exitOther, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
+			"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
+	}
+	if err != nil {
+		return fail(exitOther, "check the path and its permissions", "%s", err)
+	}
+	err = runAdmin(store, req, in, ac.out)
+	if cerr := store.Close(); err == nil && cerr != nil {
+		return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
+	}
+	return err
+}
+
+// remote sends one request over the admin socket and plays its frames
+// back to the user's streams and the output file.
+func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) error {
+	b, _ := json.Marshal(req)
+	c := deadlineConn{nc, adminIdleTimeout}
+	// The request goes out while the replies come in, so that neither side
+	// can block the other with a full socket buffer.
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Write(append(b, '\n'))
+		if err == nil && in != nil {
+			_, err = io.Copy(c, in)
+		}
+		nc.CloseWrite()
+		sent <- err
+	}()
+	r := bufio.NewReader(c)
+	lost := func(err error) error {
+		nc.Close() // ends the sender too
+		if serr := <-sent; serr != nil && !errors.Is(serr, net.ErrClosed) {
+			err = serr
+		}
+		return fail(exitOther, "see the server's log", "the server's admin socket failed mid-command: %s", err)
+	}
+	for {
+		line, err := readAdminLine(r)
+		if err != nil {
+			return lost(err)
+		}
+		var f struct {
+			adminFrame
+			adminEnd
+		}
+		if err := json.Unmarshal(line, &f); err != nil {
+			return lost(err)
+		}
+		if f.End {
+			<-sent // the server hangs up after the end, which ends the copy
+			if f.Exit != exitOK {
+				return &cliError{code: f.Exit, msg: f.Error, hint: f.Hint}
+			}
+			return nil
+		}
+		var dst io.Writer
+		switch f.Stream {
+		case "stdout":
+			dst = ac.out.Stdout
+		case "stderr":
+			dst = ac.out.Stderr
+		case "file":
+			dst = ac.out.File
+		}
+		if dst == nil || f.Len < 0 {
+			return lost(fmt.Errorf("unexpected frame %q", f.Stream))
+		}
+		if _, err := io.CopyN(dst, r, int64(f.Len)); err != nil {
+			return lost(err)
+		}
+	}
+}
+
+// adminCommands are `authbox users …` and `authbox backup`.
+func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Command {
+	dbFlag := &cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config, authbox.db)"}
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
+	formatFlag := &cli.StringFlag{Name: "format", Usage: "`FORMAT` of the file: seed-csv (the original system's USERS table) or pg (PostgreSQL SCRAM verifiers)"}
+	sub := func(name, args, usage string, action cli.ActionFunc, flags ...cli.Flag) *cli.Command {
+		return &cli.Command{Name: name, ArgsUsage: args, Usage: usage, OnUsageError: usageErr,
+			Flags: append([]cli.Flag{dbFlag, configFlag}, flags...), Action: action}
+	}
+	nameOp := func(op string) cli.ActionFunc {
+		return func(ctx *cli.Context) error {
+			name, err := oneArg(ctx, "NAME")
+			if err != nil {
+				return err
+			}
+			return adminAction(ctx, adminRequest{Op: op, Name: name, JSON: ctx.Bool("json")}, nil)
+		}
+	}
+	return []*cli.Command{
+		{
+			Name:            "users",
+			HideHelpCommand: true,
+			Usage:           "list and manage accounts, import and export them (through the running server, or on the db file)",
+			OnUsageError:    usageErr,
+			Subcommands: []*cli.Command{
+				sub("list", "", "list every account", func(ctx *cli.Context) error {
+					if err := noCLIArgs(ctx); err != nil {
+						return err
+					}
+					return adminAction(ctx, adminRequest{Op: opList, JSON: ctx.Bool("json")}, nil)
+				}, jsonFlag),
+				sub("show", "NAME", "show one account", nameOp(opShow), jsonFlag),
+				sub("delete", "NAME", "delete an account", nameOp(opDelete)),
+				sub("lock", "NAME", "lock an account: a right password then gets ERR LOCKED", nameOp(opLock)),
+				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
+				sub("import", "FILE", "create accounts from a file (all or nothing)", cmdUsersImport, formatFlag,
+					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
+					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected"}),
+				sub("export", "FILE", "write every SCRAM account to a new file as PostgreSQL verifiers", cmdUsersExport,
+					&cli.StringFlag{Name: "format", Value: FormatPG, Usage: "`FORMAT` of the file: pg (PostgreSQL SCRAM verifiers), the only one"}),
+			},
+		},
+		sub("backup", "FILE", "write a consistent copy of the db to a new file, while the server keeps serving", cmdBackup),
+	}
+}
+
+// oneArg returns the single positional argument. urfave/cli stops reading
+// flags at the first argument, so a flag after it is called out.
+func oneArg(ctx *cli.Context, what string) (string, error) {
+	var path []string
+	for _, c := range ctx.Lineage() {
+		if c.Command != nil && c.Command.Name != "" && c.Command.Name != ctx.App.Name {
+			path = append([]string{c.Command.Name}, path...)
+		}
+	}
+	usage := `run "authbox ` + strings.Join(path, " ") + ` --help" for usage`
+	switch {
+	case ctx.NArg() == 0:
+		return "", fail(exitOther, usage, "missing %s", what)
+	case ctx.NArg() > 1:
+		return "", fail(exitOther, "flags go before "+what+"; "+usage, "unexpected argument %q after %s", ctx.Args().Get(1), what)
+	}
+	return ctx.Args().First(), nil
+}
+
+func adminAction(ctx *cli.Context, req adminRequest, in io.Reader) error {
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	return ac.run(req, in, false)
+}
+
+func cmdUsersImport(ctx *cli.Context) error {
+	path, err := oneArg(ctx, "FILE")
+	if err != nil {
+		return err
+	}
+	format := ctx.String("format")
+	if format != FormatSeedCSV && format != FormatPG {
+		return fail(exitOther, "say what the file holds: --format seed-csv (the original system's USERS table) or --format pg (PostgreSQL verifiers)",
+			"missing or unknown --format %q", format)
+	}
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fail(exitOther, "", "cannot read %s: %s", path, errText(err))
+	}
+	defer f.Close()
+	var in io.Reader = f
+	bar := newProgress(ctx.App.ErrWriter)
+	if fi, err := f.Stat(); err == nil && fi.Size() >= progressMinBytes {
+		in = bar.reading(f, fi.Size(), "reading "+path)
+	}
+	ac.out.Stdout, ac.out.Stderr = bar.clearing(ac.out.Stdout), bar.clearing(ac.out.Stderr)
+	defer bar.stop()
+	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial")}
+	return ac.run(req, in, true)
+}
+
+func cmdUsersExport(ctx *cli.Context) error {
+	if f := ctx.String("format"); f != FormatPG {
+		return fail(exitOther, "export writes --format pg", "cannot export in format %q", f)
+	}
+	return withOutputFile(ctx, adminRequest{Op: opExport, Format: FormatPG})
+}
+
+func cmdBackup(ctx *cli.Context) error {
+	return withOutputFile(ctx, adminRequest{Op: opBackup})
+}
+
+// withOutputFile runs a command that writes a new file: created before
+// anything else happens (0600: it holds verifiers), never over an existing
+// one, synced, and removed if the command fails.
+func withOutputFile(ctx *cli.Context, req adminRequest) error {
+	path, err := oneArg(ctx, "FILE")
+	if err != nil {
+		return err
+	}
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fail(exitOther, "choose a new file name: it never overwrites a file", "%s exists", path)
+	}
+	if err != nil {
+		return fail(exitOther, "", "cannot create %s: %s", path, errText(err))
+	}
+	req.File = path
+	ac.out.File = f
+	err = ac.run(req, nil, false)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		var ce *cliError
+		if !errors.As(err, &ce) {
+			err = fail(exitOther, "", "writing %s: %s", path, err)
+		}
+	}
+	return err
+}
+
+// progress is an import's progress bar, drawn only when standard error is
+// a terminal: first the bytes read, then a spinner while the accounts are
+// written. Any output clears it first.
+type progress struct {
+	mu  sync.Mutex
+	w   io.Writer
+	on  bool
+	bar *progressbar.ProgressBar
+}
+
+func newProgress(w io.Writer) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, on: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+func (p *progress) reading(r io.Reader, size int64, what string) io.Reader {
+	if !p.on {
+		return r
+	}
+	p.bar = progressbar.NewOptions64(size, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(), progressbar.OptionFullWidth())
+	return &progressReader{r: r, p: p}
+}
+
+type progressReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (pr *progressReader) Read(b []byte) (int, error) {
+	n, err := pr.r.Read(b)
+	pr.p.mu.Lock()
+	defer pr.p.mu.Unlock()
+	if pr.p.bar != nil {
+		pr.p.bar.Add(n)
+		if errors.Is(err, io.EOF) {
+			pr.p.bar.Finish()
+			pr.p.bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(pr.p.w),
+				progressbar.OptionSetDescription("writing accounts"), progressbar.OptionClearOnFinish(),
+				progressbar.OptionSpinnerType(14), progressbar.OptionSetRenderBlankState(true))
+		}
+	}
+	return n, err
+}
+
+// stop clears the bar, if one is drawn.
+func (p *progress) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		p.bar.Finish()
+		p.bar.Clear()
+		p.bar = nil
+	}
+}
+
+type clearingWriter struct {
+	p *progress
+	w io.Writer
+}
+
+func (p *progress) clearing(w io.Writer) io.Writer {
+	if !p.on {
+		return w
+	}
+	return &clearingWriter{p: p, w: w}
+}
+
+func (c *clearingWriter) Write(b []byte) (int, error) {
+	c.p.stop()
+	return c.w.Write(b)
+}

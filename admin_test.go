@@ -1,0 +1,739 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// seedConfig is a test config that also offers the legacy mechanism, as a
+// server does while its imported users are being upgraded.
+const seedConfig = `mechanisms = ["SCRAM-SHA-256", "SEED-SHA256"]` + "\n"
+
+// mustCLI runs the binary and fails the test unless it exits with code.
+func mustCLI(t *testing.T, code int, dir, stdin string, args ...string) result {
+	t.Helper()
+	r := runCLI(t, dir, stdin, nil, args...)
+	if r.code != code {
+		t.Fatalf("authbox %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func writeFile(t testing.TB, path, body string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop ends a served process with SIGTERM and checks it stopped cleanly.
+func (p *serveProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	if err := p.cmd.Wait(); err != nil || !strings.Contains(p.log.String(), "stopped cleanly") {
+		t.Fatalf("serve did not stop cleanly: %v\n%s", err, p.log)
+	}
+}
+
+// dbKind reads an account's kind straight from a db no server holds.
+func dbKind(t *testing.T, db, name string) Kind {
+	t.Helper()
+	s, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec, err := s.Get(name)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return rec.Kind
+}
+
+var timeRE = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
+
+// TestUsersCommandsSameOnlineAndOffline runs every admin command twice on
+// two copies of one db: through a running server's admin socket, and on
+// the file with no server. What the user sees must be the same.
+func TestUsersCommandsSameOnlineAndOffline(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, seedConfig)
+	on, off := filepath.Join(dir, "on"), filepath.Join(dir, "off")
+	os.Mkdir(on, 0o700)
+	os.Mkdir(off, 0o700)
+	users := []legacyUser{newLegacyUser(t, "alice", "Alice-pw1"), newLegacyUser(t, "bob", "Bob-pw1"), newLegacyUser(t, "émile", "Émile-pw1")}
+	writeFile(t, filepath.Join(dir, "users.csv"), legacyCSV(users))
+	writeFile(t, filepath.Join(dir, "rfc.pg"), "user,"+rfcPGVerifier+"\n")
+	base := []string{"--db", "authbox.db", "--config", "../auth.toml"}
+	with := func(args ...string) []string {
+		// Flags go between the command words and the positional argument.
+		i := 1
+		if args[0] == "users" {
+			i = 2
+		}
+		return append(append(append([]string{}, args[:i]...), base...), args[i:]...)
+	}
+	r := mustCLI(t, 0, on, "", with("users", "import", "--format", "seed-csv", "../users.csv")...)
+	if r.stdout != "imported 3, skipped 0 (name exists), rejected 0\n" {
+		t.Fatalf("import: %+v", r)
+	}
+	mustCLI(t, 0, on, "", with("users", "import", "--format", "pg", "../rfc.pg")...)
+	copyFile(t, filepath.Join(on, "authbox.db"), filepath.Join(off, "authbox.db"))
+	srv := startServe(t, on, "--config", "../auth.toml")
+
+	cases := []struct {
+		args []string
+		code int
+		want string // in stdout or stderr
+	}{
+		{[]string{"users", "list"}, 0, "alice  legacy  -"},
+		{[]string{"users", "list", "--json"}, 0, `"kind": "scram"`},
+		{[]string{"users", "show", "alice"}, 0, "kind        legacy"},
+		{[]string{"users", "show", "--json", "user"}, 0, `"iterations": 4096`},
+		{[]string{"users", "show", "nobody"}, 1, `no account named "nobody"`},
+		{[]string{"users", "show", "has space"}, 1, `invalid username "has space"`},
+		{[]string{"users", "show", "alice", "--json"}, 2, "flags go before NAME"},
+		{[]string{"users", "lock", "bob"}, 0, `locked account "bob"`},
+		{[]string{"users", "lock", "bob"}, 0, `account "bob" was already locked`},
+		{[]string{"users", "unlock", "bob"}, 0, `unlocked account "bob"`},
+		{[]string{"users", "unlock", "bob"}, 0, `account "bob" was already unlocked`},
+		{[]string{"users", "lock", "émile"}, 0, `locked account "émile"`},
+		{[]string{"users", "lock", "nobody"}, 1, `no account named "nobody"`},
+		{[]string{"users", "delete", "alice"}, 0, `deleted account "alice"`},
+		{[]string{"users", "delete", "alice"}, 1, `no account named "alice"`},
+		{[]string{"users", "export", "--format", "pg", "export.pg"}, 0, "exported 1 accounts to export.pg\nleft out 2 legacy accounts"},
+		{[]string{"users", "export", "--format", "pg", "export.pg"}, 2, "export.pg exists"},
+		{[]string{"users", "export", "--format", "csv", "other.pg"}, 2, `cannot export in format "csv"`},
+		{[]string{"backup", "backup.db"}, 0, "wrote a backup of "},
+		{[]string{"backup", "backup.db"}, 2, "backup.db exists"},
+		{[]string{"users", "import", "--format", "pg", "../rfc.pg"}, 0, "imported 0, skipped 1 (name exists), rejected 0"},
+		{[]string{"users", "import", "--format", "pg", "--replace", "../rfc.pg"}, 0, "imported 1, skipped 0 (name exists), rejected 0"},
+		{[]string{"users", "import", "--format", "pg", "missing.pg"}, 2, "cannot read missing.pg"},
+		{[]string{"users", "list"}, 0, "émile  legacy  -"},
+	}
+	for i, tc := range cases {
+		online := mustCLI(t, tc.code, on, "", with(tc.args...)...)
+		offline := mustCLI(t, tc.code, off, "", with(tc.args...)...)
+		if !strings.Contains(online.stdout+online.stderr, tc.want) {
+			t.Errorf("%v: output does not contain %q:\n%s%s", tc.args, tc.want, online.stdout, online.stderr)
+		}
+		// The first commands run before anything changed: exact. Later
+		// ones may print an update time that fell in another second.
+		a, b := online.stdout+"|"+online.stderr, offline.stdout+"|"+offline.stderr
+		if i > 3 {
+			a, b = timeRE.ReplaceAllString(a, "TIME"), timeRE.ReplaceAllString(b, "TIME")
+		}
+		if a != b {
+			t.Errorf("%v differs:\nthrough the server:\n%s\non the file:\n%s", tc.args, a, b)
+		}
+	}
+	// The server did the online half: its log has every request, and the
+	// file was its own all along (an offline run could not have opened it).
+	for _, op := range []string{"list", "show", "lock", "unlock", "delete", "export", "backup", "import"} {
+		if !strings.Contains(srv.log.String(), "msg=admin op="+op) {
+			t.Errorf("the server's log has no admin %s:\n%s", op, srv.log)
+		}
+	}
+	// Files written through the server are the user's: 0600, same bytes.
+	for _, f := range []string{"export.pg", "backup.db"} {
+		fi, err := os.Stat(filepath.Join(on, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v", f, fi, err)
+		}
+	}
+	exOn, _ := os.ReadFile(filepath.Join(on, "export.pg"))
+	exOff, _ := os.ReadFile(filepath.Join(off, "export.pg"))
+	if string(exOn) != "user,"+rfcPGVerifier+"\n" || string(exOn) != string(exOff) {
+		t.Errorf("exports:\n%s\n%s", exOn, exOff)
+	}
+	if _, err := os.Stat(filepath.Join(on, "other.pg")); err == nil {
+		t.Error("a failed export left its file behind")
+	}
+	// The backups hold the state at their time: alice deleted, émile locked.
+	srv.stop(t)
+	for _, d := range []string{on, off} {
+		r := mustCLI(t, 0, d, "", "users", "list", "--json", "--db", "backup.db")
+		var list []AccountInfo
+		if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for _, a := range list {
+			got += fmt.Sprintf("%s:%s:%v ", a.Name, a.Kind, a.Locked)
+		}
+		if got != "bob:legacy:false user:scram:false émile:legacy:true " {
+			t.Errorf("%s backup holds %s", d, got)
+		}
+	}
+}
+
+// TestLegacyUsersUpgradeOnLogin is the migration from the original system:
+// its USERS table as sqlite3 prints it, imported, then logged into with
+// `authbox login`, which upgrades each account to SCRAM on first use.
+func TestLegacyUsersUpgradeOnLogin(t *testing.T) {
+	dir := t.TempDir()
+	seedCfg := writeConfig(t, dir, seedConfig)
+	scramCfg := filepath.Join(dir, "scram.toml")
+	writeFile(t, scramCfg, fmt.Sprintf("iterations = %d\n", testIterations))
+	pw := map[string]string{"alice": "Alice-pw1", "émile": "Émile-pw1", "o'brien": "short", "a,b": "Comma-pw1", "dave": "Dave-pw1", "erin": "Erin-pw1"}
+	var users []legacyUser
+	for _, name := range []string{"alice", "émile", "o'brien", "a,b", "dave", "erin"} {
+		users = append(users, newLegacyUser(t, name, pw[name]))
+	}
+	csv := legacyCSV(users)
+	if !strings.Contains(csv, `"émile",`) || !strings.Contains(csv, `"a,b",`) {
+		t.Fatalf("the CSV is not quoted as sqlite3 quotes:\n%s", csv)
+	}
+	writeFile(t, filepath.Join(dir, "users.csv"), csv)
+	r := mustCLI(t, 0, dir, "", "users", "import", "--format", "seed-csv", "users.csv")
+	if r.stdout != "imported 6, skipped 0 (name exists), rejected 0\n" {
+		t.Fatalf("import: %+v", r)
+	}
+	db := filepath.Join(dir, "authbox.db")
+
+	// Without SEED-SHA256 a legacy user cannot log in: the server must
+	// offer it while the migration lasts.
+	srv := startServe(t, dir, "--config", scramCfg)
+	r = mustCLI(t, 1, dir, "Alice-pw1\n", "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+	srv.stop(t)
+
+	srv = startServe(t, dir, "--config", seedCfg)
+	server := "--server=" + srv.addr
+	// A wrong password fails as any wrong password does and upgrades nothing.
+	r = mustCLI(t, 1, dir, "Alice-pw2\n", "login", server, "--user", "alice", "--password-stdin")
+	if !strings.Contains(r.stderr, "login failed: wrong username or password") {
+		t.Fatalf("wrong password: %+v", r)
+	}
+	for _, name := range []string{"alice", "émile", "o'brien", "a,b"} {
+		r = mustCLI(t, 0, dir, pw[name]+"\n", "login", server, "--user", name, "--password-stdin")
+		if r.stdout != fmt.Sprintf("logged in as %q on %s; upgraded the account from the legacy scheme to SCRAM-SHA-256\n", name, srv.addr) {
+			t.Fatalf("first login of %s: %+v", name, r)
+		}
+		r = mustCLI(t, 0, dir, "", "users", "show", "--json", name)
+		var a AccountInfo
+		if err := json.Unmarshal([]byte(r.stdout), &a); err != nil || a.Kind != "scram" || a.Iterations != testIterations {
+			t.Fatalf("%s after the upgrade: %+v %v", name, a, err)
+		}
+		// From now on it is a plain SCRAM login, with the server's proof.
+		r = mustCLI(t, 0, dir, pw[name]+"\n", "login", server, "--user", name, "--password-stdin")
+		if !strings.Contains(r.stdout, "the server proved it holds your verifier") {
+			t.Fatalf("second login of %s: %+v", name, r)
+		}
+	}
+	// A legacy user may also change the password first: that upgrades too.
+	r = mustCLI(t, 0, dir, "Dave-pw1\nDave-New-pw2\n", "passwd", server, "--user", "dave", "--password-stdin")
+	if !strings.Contains(r.stdout, `changed the password of "dave"`) || !strings.Contains(r.stdout, "the account now uses SCRAM-SHA-256") {
+		t.Fatalf("passwd of a legacy user: %+v", r)
+	}
+	mustCLI(t, 0, dir, "Dave-New-pw2\n", "login", server, "--user", "dave", "--password-stdin")
+	// Or delete the account.
+	mustCLI(t, 0, dir, "Erin-pw1\n", "delete", server, "--user", "erin", "--password-stdin", "--yes")
+	mustCLI(t, 1, dir, "Erin-pw1\n", "login", server, "--user", "erin", "--password-stdin")
+
+	logs := srv.log.String()
+	srv.stop(t)
+	for _, u := range users {
+		for _, secret := range []string{u.password, u.salt, pw[u.login]} {
+			if strings.Contains(logs, secret) {
+				t.Errorf("the server's log holds a secret of %s", u.login)
+			}
+		}
+	}
+	for _, name := range []string{"alice", "émile", "o'brien", "a,b", "dave"} {
+		if k := dbKind(t, db, name); k != KindSCRAM {
+			t.Errorf("%s is still %v in the db", name, k)
+		}
+	}
+}
+
+// TestLoginAnyFallsBackToSeed is the client's side of the legacy upgrade,
+// and its price: one wrong password is two failed logins while SEED-SHA256
+// is offered.
+func TestLoginAnyFallsBackToSeed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Mechanisms = []string{MechSCRAM, MechSeed}
+	ts := startServer(t, cfg)
+	u := newLegacyUser(t, "alice", "Alice-pw1")
+	rec, err := LegacyRecord(u.password, u.salt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.store.Create("alice", rec); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.LoginAny("alice", "Wrong-pw1"); code(err) != CodeAuth {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if n := strings.Count(ts.logs.String(), `msg="login failed"`); n != 2 {
+		t.Errorf("one wrong password logged %d failed logins, want 2 (SCRAM, then SEED)", n)
+	}
+	legacy, err := c.LoginAny("alice", "Alice-pw1")
+	if err != nil || !legacy {
+		t.Fatalf("legacy login: %v %v", legacy, err)
+	}
+	if err := c.Passwd("alice", "Alice-pw1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ts.store.Get("alice"); got.Kind != KindSCRAM {
+		t.Fatalf("after PASSWD the record is %v", got.Kind)
+	}
+	c.Do(CmdLogout)
+	if legacy, err := c.LoginAny("alice", "Alice-pw1"); err != nil || legacy {
+		t.Fatalf("after the upgrade: %v %v", legacy, err)
+	}
+
+	// A server without SEED-SHA256 gets one SCRAM attempt and no more.
+	cfg2 := testConfig(t)
+	ts2 := startServer(t, cfg2)
+	ts2.store.Create("bob", rec)
+	c2, err := Dial(ts2.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := c2.LoginAny("bob", "Alice-pw1"); code(err) != CodeAuth {
+		t.Fatalf("legacy user without SEED: %v", err)
+	}
+	if n := strings.Count(ts2.logs.String(), `msg="login failed"`); n != 1 {
+		t.Errorf("%d failed logins logged, want 1", n)
+	}
+}
+
+// TestImportRejectsBadLines: each bad line is named with its number and
+// reason, and without --partial nothing at all is imported.
+func TestImportRejectsBadLines(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, "")
+	a, b, c := newLegacyUser(t, "alice", "Alice-pw1"), newLegacyUser(t, "bob", "Bob-pw1"), newLegacyUser(t, "carol", "Carol-pw1")
+	body := legacyCSV([]legacyUser{a}) +
+		"mallory," + b.password + "\n" + // 2: two columns
+		legacyCSV([]legacyUser{b}) + // 3: ok
+		"trent," + strings.Repeat("g", 64) + "," + b.salt + "\n" + // 4: not hex
+		`"has space",` + c.password + "," + c.salt + "\n" + // 5: bad name
+		legacyCSV([]legacyUser{{login: "alice", password: c.password, salt: c.salt}}) // 6: duplicate
+	writeFile(t, filepath.Join(dir, "users.csv"), body)
+	wantErr := "users.csv:2: \"mallory\": wrong column count: 2, want 3 (login,password,salt)\n" +
+		"users.csv:4: \"trent\": password hash is not hex\n" +
+		"users.csv:5: \"has space\": bad name: username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)\n" +
+		"users.csv:6: \"alice\": duplicate in the file: the name is already on line 1\n"
+
+	check := func(where string) {
+		t.Helper()
+		r := mustCLI(t, 2, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "users.csv")
+		if r.stdout != "" || r.stderr != wantErr+"authbox: error: nothing imported: 4 of 6 lines rejected\n"+
+			"authbox: hint: fix the lines above and import again, or import the other lines with --partial\n" {
+			t.Fatalf("%s: %+v", where, r)
+		}
+		if r := mustCLI(t, 0, dir, "", "users", "list", "--config", "auth.toml"); r.stdout != "no accounts\n" {
+			t.Fatalf("%s: half imported: %+v", where, r)
+		}
+	}
+	check("offline")
+	srv := startServe(t, dir, "--config", "auth.toml")
+	check("online")
+
+	r := mustCLI(t, 0, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "--partial", "users.csv")
+	if r.stdout != "imported 2, skipped 0 (name exists), rejected 4\n" || !strings.HasPrefix(r.stderr, wantErr) ||
+		!strings.Contains(r.stderr, `authbox: hint: legacy accounts can log in only while the server's mechanisms include "SEED-SHA256"`) {
+		t.Fatalf("--partial: %+v", r)
+	}
+	r = mustCLI(t, 0, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "--partial", "users.csv")
+	if r.stdout != "imported 0, skipped 2 (name exists), rejected 4\n" || !strings.Contains(r.stderr, "--replace overwrites them") {
+		t.Fatalf("again: %+v", r)
+	}
+	r = mustCLI(t, 0, dir, "", "users", "list", "--config", "auth.toml")
+	if !strings.Contains(r.stdout, "alice  legacy") || !strings.Contains(r.stdout, "bob    legacy") || strings.Count(r.stdout, "\n") != 3 {
+		t.Fatalf("after --partial: %s", r.stdout)
+	}
+	srv.stop(t)
+}
+
+// TestExportImportBetweenServers moves accounts from one running server
+// to another as PostgreSQL verifiers; the passwords work on the second.
+func TestExportImportBetweenServers(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	cfgA := writeConfig(t, dirA, seedConfig)
+	cfgB := writeConfig(t, dirB, "")
+	writeFile(t, filepath.Join(dirA, "legacy.csv"), legacyCSV([]legacyUser{newLegacyUser(t, "old", "Old-pw1")}))
+	mustCLI(t, 0, dirA, "", "users", "import", "--format", "seed-csv", "legacy.csv")
+	srvA := startServe(t, dirA, "--config", cfgA)
+	srvB := startServe(t, dirB, "--config", cfgB)
+	names := []string{"alice", "bob", "a,b", "Ünïcode"}
+	for _, n := range names {
+		mustCLI(t, 0, dirA, "Pass-"+n+"-1\n", "register", "--server", srvA.addr, "--user", n, "--password-stdin")
+	}
+	export := filepath.Join(dirA, "accounts.pg")
+	r := mustCLI(t, 0, dirA, "", "users", "export", "--format", "pg", export)
+	if r.stdout != fmt.Sprintf("exported 4 accounts to %s\nleft out 1 legacy accounts: they have no SCRAM verifier until their first login\n", export) {
+		t.Fatalf("export: %+v", r)
+	}
+	body, _ := os.ReadFile(export)
+	for _, secret := range []string{"Pass-"} {
+		if strings.Contains(string(body), secret) {
+			t.Fatal("the export holds a password")
+		}
+	}
+	r = mustCLI(t, 0, dirB, "", "users", "import", "--format", "pg", export)
+	if r.stdout != "imported 4, skipped 0 (name exists), rejected 0\n" {
+		t.Fatalf("import on B: %+v", r)
+	}
+	for _, n := range names {
+		r = mustCLI(t, 0, dirB, "Pass-"+n+"-1\n", "login", "--server", srvB.addr, "--user", n, "--password-stdin")
+		if !strings.Contains(r.stdout, "the server proved it holds your verifier") {
+			t.Fatalf("%s on B: %+v", n, r)
+		}
+	}
+	mustCLI(t, 1, dirB, "Wrong-pw-1\n", "login", "--server", srvB.addr, "--user", "alice", "--password-stdin")
+	mustCLI(t, 1, dirB, "Old-pw1\n", "login", "--server", srvB.addr, "--user", "old", "--password-stdin")
+	if !strings.Contains(srvB.log.String(), "msg=admin op=import") || !strings.Contains(srvA.log.String(), "msg=admin op=export") {
+		t.Fatal("export or import did not go through the running servers")
+	}
+}
+
+// TestImportRFC7677Verifier: the RFC's user/pencil, as PostgreSQL would
+// hold it, imported and logged into with the real client.
+func TestImportRFC7677Verifier(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	srv := startServe(t, dir, "--config", cfg)
+	writeFile(t, filepath.Join(dir, "pg.txt"), "user,"+rfcPGVerifier+"\n")
+	r := mustCLI(t, 0, dir, "", "users", "import", "--format", "pg", "pg.txt")
+	if r.stdout != "imported 1, skipped 0 (name exists), rejected 0\n" {
+		t.Fatalf("import: %+v", r)
+	}
+	r = mustCLI(t, 0, dir, "pencil\n", "login", "--server", srv.addr, "--user", "user", "--password-stdin")
+	if !strings.Contains(r.stdout, `logged in as "user"`) || !strings.Contains(r.stdout, "the server proved it holds your verifier") {
+		t.Fatalf("login: %+v", r)
+	}
+	mustCLI(t, 1, dir, "pen\n", "login", "--server", srv.addr, "--user", "user", "--password-stdin")
+}
+
+func TestLockUnlock(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, seedConfig)
+	writeFile(t, filepath.Join(dir, "legacy.csv"), legacyCSV([]legacyUser{newLegacyUser(t, "old", "Old-pw1")}))
+	writeFile(t, filepath.Join(dir, "pg.txt"), "alice,"+rfcPGVerifier+"\n")
+	mustCLI(t, 0, dir, "", "users", "import", "--format", "seed-csv", "legacy.csv")
+	mustCLI(t, 0, dir, "", "users", "import", "--format", "pg", "pg.txt")
+	// Locked with no server running; the server then refuses the login.
+	mustCLI(t, 0, dir, "", "users", "lock", "alice")
+	mustCLI(t, 0, dir, "", "users", "lock", "old")
+	srv := startServe(t, dir, "--config", cfg)
+	login := func(code int, name, pw string) result {
+		return mustCLI(t, code, dir, pw+"\n", "login", "--server", srv.addr, "--user", name, "--password-stdin")
+	}
+	if r := login(1, "alice", "pencil"); !strings.Contains(r.stderr, `account "alice" is locked`) {
+		t.Fatalf("locked: %+v", r)
+	}
+	if r := login(1, "alice", "wrong"); !strings.Contains(r.stderr, "login failed: wrong username or password") {
+		t.Fatalf("locked, wrong password: %+v", r)
+	}
+	// A locked legacy account is refused too, and not upgraded.
+	if r := login(1, "old", "Old-pw1"); !strings.Contains(r.stderr, `account "old" is locked`) {
+		t.Fatalf("locked legacy: %+v", r)
+	}
+	if r := mustCLI(t, 0, dir, "", "users", "show", "old"); !strings.Contains(r.stdout, "kind        legacy") || !strings.Contains(r.stdout, "locked      yes") {
+		t.Fatalf("locked legacy account changed: %s", r.stdout)
+	}
+	// Unlocked through the running server.
+	mustCLI(t, 0, dir, "", "users", "unlock", "alice")
+	login(0, "alice", "pencil")
+	mustCLI(t, 0, dir, "", "users", "lock", "alice")
+	login(1, "alice", "pencil")
+	// passwd keeps the flag.
+	mustCLI(t, 0, dir, "", "users", "unlock", "old")
+	login(0, "old", "Old-pw1")
+	if r := mustCLI(t, 0, dir, "", "users", "show", "old"); !strings.Contains(r.stdout, "kind        scram") || !strings.Contains(r.stdout, "locked      no") {
+		t.Fatalf("after upgrade: %s", r.stdout)
+	}
+}
+
+// TestBackupUnderLoad takes a backup through the running server while
+// clients register and log in, then serves the backup.
+func TestBackupUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	srv := startServe(t, dir, "--config", cfg)
+	const pw = "Load-pw-1"
+	for i := range 10 {
+		mustRegister(t, srv.addr, fmt.Sprintf("pre%d", i), pw)
+	}
+
+	var mu sync.Mutex
+	var registered []string
+	progress := make(chan struct{}, 1000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := Dial(srv.addr)
+				if err != nil {
+					t.Errorf("dial under load: %v", err)
+					return
+				}
+				name := fmt.Sprintf("load%d-%d", g, i)
+				err = c.Register(name, pw)
+				if err == nil {
+					err = c.Login(fmt.Sprintf("pre%d", i%10), pw)
+				}
+				c.Close()
+				if err != nil {
+					t.Errorf("under load: %v", err)
+					return
+				}
+				mu.Lock()
+				registered = append(registered, name)
+				mu.Unlock()
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	for range 20 { // the load is running
+		<-progress
+	}
+	mu.Lock()
+	before := append([]string(nil), registered...)
+	mu.Unlock()
+	r := mustCLI(t, 0, dir, "", "backup", "backup.db")
+	for range 20 { // and still running after the backup
+		<-progress
+	}
+	close(stop)
+	wg.Wait()
+	if !strings.HasPrefix(r.stdout, "wrote a backup of ") || !strings.Contains(r.stdout, `"authbox serve --db backup.db" serves it`) {
+		t.Fatalf("backup: %+v", r)
+	}
+	if !strings.Contains(srv.log.String(), "msg=admin op=backup") {
+		t.Fatal("the backup did not go through the server")
+	}
+
+	restored := startServe(t, dir, "--config", cfg, "--db", "backup.db")
+	for _, name := range append(before, "pre0", "pre9") {
+		if err := login(t, restored.addr, name, pw); err != nil {
+			t.Errorf("%s on the restored server: %v", name, err)
+		}
+	}
+	// Every account in the backup is whole, including those registered
+	// while it was taken.
+	r = mustCLI(t, 0, dir, "", "users", "list", "--json", "--db", "backup.db")
+	var list []AccountInfo
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) < len(before)+10 {
+		t.Fatalf("%d accounts in the backup, want at least %d: %v", len(list), len(before)+10, err)
+	}
+	for _, a := range list {
+		if err := login(t, restored.addr, a.Name, pw); err != nil {
+			t.Errorf("%s from the backup: %v", a.Name, err)
+		}
+	}
+}
+
+func TestPasswdAndDeleteCLI(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	srv := startServe(t, dir, "--config", cfg)
+	server := "--server=" + srv.addr
+	do := func(code int, stdin string, args ...string) result {
+		return mustCLI(t, code, dir, stdin, append(args, server, "--user", "alice", "--password-stdin")...)
+	}
+	do(0, "Old-pass1\n", "register")
+
+	r := do(0, "Old-pass1\nNew-pass2\n", "passwd")
+	if r.stdout != fmt.Sprintf("changed the password of \"alice\" on %s\n", srv.addr) {
+		t.Fatalf("passwd: %+v", r)
+	}
+	do(1, "Old-pass1\n", "login")
+	do(0, "New-pass2\n", "login")
+	if r := do(1, "Old-pass1\nOther-pass3\n", "passwd"); !strings.Contains(r.stderr, "wrong username or password") {
+		t.Fatalf("passwd with a wrong current password: %+v", r)
+	}
+	if r := do(2, "New-pass2\nweak\n", "passwd"); !strings.Contains(r.stderr, "the password is too weak") || strings.Contains(r.stderr, "weak\n") {
+		t.Fatalf("passwd to a weak password: %+v", r)
+	}
+	if r := do(2, "New-pass2\n", "passwd"); !strings.Contains(r.stderr, "no password on standard input") {
+		t.Fatalf("passwd with one line: %+v", r)
+	}
+	do(0, "New-pass2\n", "login") // none of the failures changed it
+
+	// No terminal to confirm on, and no --yes: nothing happens.
+	if r := do(2, "New-pass2\n", "delete"); !strings.Contains(r.stderr, "cannot ask for a confirmation") || !strings.Contains(r.stderr, "--yes") {
+		t.Fatalf("delete without --yes: %+v", r)
+	}
+	do(1, "Wrong-pass9\n", "delete", "--yes")
+	do(0, "New-pass2\n", "login")
+	r = do(0, "New-pass2\n", "delete", "--yes")
+	if r.stdout != fmt.Sprintf("deleted the account \"alice\" on %s\n", srv.addr) {
+		t.Fatalf("delete: %+v", r)
+	}
+	do(1, "New-pass2\n", "login")
+	if r := mustCLI(t, 0, dir, "", "users", "list"); r.stdout != "no accounts\n" {
+		t.Fatalf("after delete: %s", r.stdout)
+	}
+	// The name is free again.
+	do(0, "Third-pass3\n", "register")
+}
+
+func TestPwCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	r := mustCLI(t, 0, dir, "Provision-pw1\n", "pw", "--config", cfg, "--password-stdin")
+	v := strings.TrimSuffix(r.stdout, "\n")
+	rec, err := ParsePGVerifier(v)
+	if err != nil || rec.Iterations != testIterations || len(rec.Salt) != SaltLen {
+		t.Fatalf("pw printed %q: %+v %v", r.stdout, rec, err)
+	}
+	if stored, _, _ := Verifier("", "Provision-pw1", rec.Salt, rec.Iterations); EncodeB64(stored) != EncodeB64(rec.StoredKey) {
+		t.Fatal("the verifier does not match the password")
+	}
+	if r2 := mustCLI(t, 0, dir, "Provision-pw1\n", "pw", "--config", cfg, "--password-stdin"); r2.stdout == r.stdout {
+		t.Fatal("two verifiers of one password share a salt")
+	}
+	if r := mustCLI(t, 0, dir, "Provision-pw1\n", "pw", "--iterations", "5000", "--password-stdin"); !strings.HasPrefix(r.stdout, "SCRAM-SHA-256$5000:") {
+		t.Fatalf("--iterations: %+v", r)
+	}
+	mustCLI(t, 2, dir, "Provision-pw1\n", "pw", "--iterations", "100", "--password-stdin")
+	mustCLI(t, 2, dir, "weak\n", "pw", "--config", cfg, "--password-stdin")
+	mustCLI(t, 2, dir, "", "pw", "--config", cfg) // no terminal
+	// What it prints provisions an account.
+	writeFile(t, filepath.Join(dir, "new.pg"), "carl,"+v+"\n")
+	mustCLI(t, 0, dir, "", "users", "import", "--format", "pg", "new.pg")
+	srv := startServe(t, dir, "--config", cfg)
+	mustCLI(t, 0, dir, "Provision-pw1\n", "login", "--server", srv.addr, "--user", "carl", "--password-stdin")
+}
+
+func TestAdminSocketLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	db := filepath.Join(dir, "authbox.db")
+	sock := db + ".sock"
+	if r := mustCLI(t, 2, dir, "", "users", "list"); !strings.Contains(r.stderr, "no database at authbox.db") {
+		t.Fatalf("no db: %+v", r)
+	}
+	if _, err := os.Stat(db); err == nil {
+		t.Fatal("users list created a db")
+	}
+
+	srv := startServe(t, dir, "--config", cfg)
+	fi, err := os.Lstat(sock)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket: %v %v", fi, err)
+	}
+	srv.stop(t)
+	if _, err := os.Lstat(sock); err == nil {
+		t.Fatal("the admin socket is still there after a clean stop")
+	}
+
+	// A server that died leaves its socket: nobody answers on it, so the
+	// commands open the db, and the next server replaces it.
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	mustCLI(t, 0, dir, "", "users", "list")
+	srv = startServe(t, dir, "--config", cfg)
+	if !strings.Contains(srv.log.String(), "removed a stale admin socket") {
+		t.Fatalf("stale socket not replaced:\n%s", srv.log)
+	}
+	mustCLI(t, 0, dir, "", "users", "list")
+	if !strings.Contains(srv.log.String(), "msg=admin op=list") {
+		t.Fatal("users list did not use the new socket")
+	}
+	srv.stop(t)
+
+	// Something else holds the db and answers on no socket.
+	s, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mustCLI(t, 2, dir, "", "users", "list")
+	s.Close()
+	if !strings.Contains(r.stderr, "database authbox.db is locked by another process, and no authbox server answers on its admin socket authbox.db.sock") {
+		t.Fatalf("locked db: %+v", r)
+	}
+
+	// A file that is not a socket is not removed: the server refuses.
+	writeFile(t, sock, "mine")
+	r = runCLI(t, dir, "", nil, "serve", "--config", cfg, "--listen", "127.0.0.1:0")
+	if r.code != 2 || !strings.Contains(r.stderr, "authbox.db.sock exists and is not a socket") {
+		t.Fatalf("serve over a regular file: %+v", r)
+	}
+	if b, _ := os.ReadFile(sock); string(b) != "mine" {
+		t.Fatal("the file was touched")
+	}
+}
+
+// TestAdminSocketSpeaksFrames checks the admin protocol as documented in
+// admin.go, byte by byte, on an in-process server.
+func TestAdminSocketSpeaksFrames(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	admin, err := ListenAdmin(ts.store, nil)
+	if err == nil {
+		t.Cleanup(func() { admin.Shutdown(nil) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	nc, err := net.Dial("unix", admin.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, `{"op":"show","name":"alice","json":true}`+"\n")
+	nc.(*net.UnixConn).CloseWrite()
+	reply, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, rest, _ := strings.Cut(string(reply), "\n")
+	var f adminFrame
+	if err := json.Unmarshal([]byte(head), &f); err != nil || f.Stream != "stdout" || f.Len > len(rest) {
+		t.Fatalf("first frame %q: %v", head, err)
+	}
+	var a AccountInfo
+	if err := json.Unmarshal([]byte(rest[:f.Len]), &a); err != nil || a.Name != "alice" || a.Kind != "scram" {
+		t.Fatalf("payload %q: %v", rest[:f.Len], err)
+	}
+	if end := rest[f.Len:]; end != `{"end":true,"exit":0}`+"\n" {
+		t.Fatalf("end %q", end)
+	}
+}
