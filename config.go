@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"slices"
 	"strings"
@@ -87,13 +88,19 @@ func LoadConfig(path string) (Config, error) {
 	md, err := toml.DecodeFile(path, &c)
 	if err != nil {
 		var perr toml.ParseError
+		var patherr *fs.PathError
+		if errors.As(err, &patherr) {
+			return c, fmt.Errorf("config %s: %w", path, patherr.Err)
+		}
 		if errors.As(err, &perr) {
 			if perr.LastKey != "" {
 				return c, fmt.Errorf("config %s: line %d: key %s: %s", path, perr.Position.Line, perr.LastKey, perr.Message)
 			}
 			return c, fmt.Errorf("config %s: line %d: %s", path, perr.Position.Line, perr.Message)
 		}
-		return c, fmt.Errorf("config %s: %w", path, err)
+		// The TOML decoder's own type errors read "toml: line N (last
+		// key K): ..."; the file name says where already.
+		return c, fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))

@@ -213,7 +213,7 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	th := newThrottle(cfg)
 	now := time.Unix(1e9, 0)
 	fail := func(src, user string) time.Duration {
-		a, wait := th.begin(src, user, now)
+		a, wait, _ := th.begin(src, user, now)
 		if a != nil {
 			th.end(a, true, now)
 		}
@@ -233,7 +233,7 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	}
 	// A success spends nothing and leaves no state.
 	for range 100 {
-		a, wait := th.begin("10.0.0.2", "u", now)
+		a, wait, _ := th.begin("10.0.0.2", "u", now)
 		if a == nil {
 			t.Fatalf("successful logins throttled (%v)", wait)
 		}
@@ -247,7 +247,7 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	for range 5 {
 		th.end(&attempt{src: "10.0.0.3", pair: "10.0.0.3\x00u"}, true, now)
 	}
-	if _, w := th.begin("10.0.0.3", "u", now); w != 30*time.Second {
+	if _, w, _ := th.begin("10.0.0.3", "u", now); w != 30*time.Second {
 		t.Fatalf("after 5 failures with an allowance of 3: wait %v, want 30s", w)
 	}
 	// An attacker cycling through sources and names cannot grow the tables

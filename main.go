@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -63,12 +64,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	serverFlag := &cli.StringFlag{Name: "server", Usage: "server `ADDR` (default: client.server from the config, 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
-	userFlag := &cli.StringFlag{Name: "user", Usage: "username (asked for when missing)"}
-	stdinFlag := &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input instead of the terminal"}
-	configFlag := &cli.StringFlag{Name: "config", Usage: "read settings from `FILE` (auth.toml)"}
-	usageErr := func(_ *cli.Context, err error, _ bool) error {
-		return fail(exitOther, `run "authbox --help" for usage`, "%s", err)
+	serverFlag := &cli.StringFlag{Name: "server", Usage: "server `HOST:PORT` (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
+	userFlag := &cli.StringFlag{Name: "user", Usage: "username `NAME` (asked for when missing)"}
+	stdinFlag := &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input instead of the terminal", DisableDefaultText: true}
+	configFlag := &cli.StringFlag{Name: "config", Usage: "read settings from `FILE`, in the format of auth.toml (default: the built-in defaults)"}
+	usageErr := func(ctx *cli.Context, err error, _ bool) error {
+		msg := err.Error()
+		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+			msg = "unknown flag --" + strings.TrimPrefix(f, "-")
+		}
+		return fail(exitOther, helpHint(ctx), "%s", msg)
 	}
 	app := &cli.App{
 		Name:            "authbox",
@@ -79,6 +84,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		HideHelpCommand: true,
 		OnUsageError:    usageErr,
 		ExitErrHandler:  func(*cli.Context, error) {},
+		// With no command, say so on standard error; a bare "authbox" in a
+		// script is a mistake, not a request for help.
+		Action: func(ctx *cli.Context) error {
+			if ctx.NArg() > 0 {
+				return fail(exitOther, `run "authbox --help" for the commands`, "unknown command %q", ctx.Args().First())
+			}
+			cli.ShowAppHelp(&cli.Context{Context: ctx.Context, App: &cli.App{Name: ctx.App.Name, Usage: ctx.App.Usage, Commands: ctx.App.Commands, Writer: ctx.App.ErrWriter, HideHelpCommand: true}})
+			return fail(exitOther, "", "no command given")
+		},
 		Commands: []*cli.Command{
 			{
 				Name:         "serve",
@@ -134,6 +148,14 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
+// helpHint points at the help of the command at hand.
+func helpHint(ctx *cli.Context) string {
+	if ctx != nil && ctx.Command != nil && ctx.Command.Name != "" {
+		return `run "authbox ` + ctx.Command.FullName() + ` --help" for usage`
+	}
+	return `run "authbox --help" for usage`
+}
+
 func noCLIArgs(ctx *cli.Context) error {
 	if ctx.NArg() > 0 {
 		return fail(exitOther, `run "authbox `+ctx.Command.Name+` --help" for usage`, "unexpected argument %q", ctx.Args().First())
@@ -143,6 +165,9 @@ func noCLIArgs(ctx *cli.Context) error {
 
 func loadConfig(ctx *cli.Context) (Config, error) {
 	cfg, err := LoadConfig(ctx.String("config"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, fail(exitOther, "check the path given to --config; without --config the built-in defaults apply", "%s", err)
+	}
 	if err != nil {
 		return cfg, fail(exitOther, "fix the file, or compare it with the documented defaults in auth.toml", "%s", err)
 	}
@@ -165,20 +190,24 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	log := slog.New(slog.NewTextHandler(ctx.App.ErrWriter, nil))
 
+	// Listen first: a server that cannot listen must not leave a new empty
+	// db file behind.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
+	}
+	defer ln.Close()
+
 	store, err := OpenStore(cfg.DB)
 	if errors.Is(err, ErrDBLocked) {
 		return fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
 			"database %s is locked by another process", cfg.DB)
 	}
 	if err != nil {
-		return fail(exitOther, "check the path and its permissions", "%s", err)
+		return fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
 	}
 	defer store.Close()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
-	}
 	admin, err := ListenAdmin(store, log)
 	if err != nil {
 		ln.Close()
@@ -244,11 +273,20 @@ func setupClient(ctx *cli.Context) (*clientSetup, error) {
 	}
 	cs := &clientSetup{cfg: cfg, server: ctx.String("server"), term: newTerminal(ctx)}
 	if cs.server == "" {
+		if ctx.IsSet("server") {
+			return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886", "--server is empty")
+		}
 		cs.server = cfg.Client.Server
+	}
+	if _, _, err := net.SplitHostPort(cs.server); err != nil {
+		return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886 (from --server, AUTHBOX_SERVER or client.server)", "invalid server address %q", cs.server)
 	}
 	name := ctx.String("user")
 	if name == "" {
 		if name, err = cs.term.readLine("username: "); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, fail(exitOther, "give the name with --user", "no username given")
+			}
 			return nil, fail(exitOther, "give the name with --user", "cannot ask for a username: %s", err)
 		}
 	}
@@ -256,6 +294,26 @@ func setupClient(ctx *cli.Context) (*clientSetup, error) {
 		return nil, fail(exitRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username")
 	}
 	return cs, nil
+}
+
+// preflight checks, before the user types a password, that the server
+// answers and, for a registration, that the name is free: nobody should
+// type a password twice to learn the server is down. It holds no
+// connection open while the user types, since the server would time it out.
+func (cs *clientSetup) preflight(register bool) error {
+	c, err := cs.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if !register {
+		return nil
+	}
+	// REGISTER then QUIT abandons the exchange: nothing is created.
+	if _, err := c.Do(CmdRegister, cs.name); err != nil {
+		return cs.explain(err)
+	}
+	return nil
 }
 
 // dial connects and reads the greeting, turning failures into messages.
@@ -294,7 +352,7 @@ func (cs *clientSetup) explain(err error) error {
 	case errors.Is(err, ErrTooFewIterations), errors.Is(err, ErrTooManyIterations):
 		return fail(exitOther, "the server's iterations setting is out of the range this client accepts", "%s", err)
 	case errors.As(err, &oe) && oe.Op == "dial":
-		return fail(exitOther, `is "authbox serve" running there? the address comes from --server or AUTHBOX_SERVER`, "cannot reach %s: %s", cs.server, errText(err))
+		return fail(exitOther, `is "authbox serve" running there? the address comes from --server, else AUTHBOX_SERVER, else client.server in --config`, "cannot reach %s: %s", cs.server, errText(err))
 	case errors.As(err, &ne) && ne.Timeout():
 		return fail(exitOther, "the server or the network is slow or stuck; try again", "no answer from %s in time", cs.server)
 	}
@@ -312,11 +370,11 @@ func explainCode(pe *ProtoError, name string) error {
 	case CodeBadName:
 		return fail(exitRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "the server rejected the username: %s", pe.Text)
 	case CodeDenied:
-		return fail(exitOther, "ask the server's administrator", "the server refused: %s", pe.Text)
+		return fail(exitOther, "ask the server's administrator to create your account", "%s", pe.Text)
 	case CodeBusy:
 		return fail(exitOther, "try again in a moment", "the server is busy: %s", pe.Text)
 	case CodeLimit:
-		return fail(exitOther, "wait before trying again", "too many attempts: %s", pe.Text)
+		return fail(exitOther, "", "%s", pe.Text)
 	case CodeTimeout:
 		return fail(exitOther, "try again", "the server timed out the connection: %s", pe.Text)
 	}
@@ -326,6 +384,9 @@ func explainCode(pe *ProtoError, name string) error {
 func cmdRegister(ctx *cli.Context) error {
 	cs, err := setupClient(ctx)
 	if err != nil {
+		return err
+	}
+	if err := cs.preflight(true); err != nil {
 		return err
 	}
 	pw, err := cs.term.newPassword(ctx.Bool("password-stdin"), cs.cfg.Client, "password")
@@ -347,6 +408,9 @@ func cmdRegister(ctx *cli.Context) error {
 func cmdLogin(ctx *cli.Context) error {
 	cs, err := setupClient(ctx)
 	if err != nil {
+		return err
+	}
+	if err := cs.preflight(false); err != nil {
 		return err
 	}
 	pw, err := cs.term.password(ctx.Bool("password-stdin"), "password: ")
@@ -592,6 +656,23 @@ func (t *terminal) newPassword(fromStdin bool, pol ClientConfig, what string) (s
 	return pw, nil
 }
 
+// policyText describes the whole policy, for the hint.
+func policyText(pol ClientConfig) string {
+	parts := []string{fmt.Sprintf("at least %d characters", pol.MinPasswordLength)}
+	for _, c := range []struct {
+		on   bool
+		what string
+	}{{pol.RequireDigit, "a digit"}, {pol.RequireLower, "a lower-case letter"}, {pol.RequireUpper, "an upper-case letter"}} {
+		if c.on {
+			parts = append(parts, c.what)
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
 // checkPolicy applies the password policy; the message never quotes the
 // password.
 func checkPolicy(pw string, pol ClientConfig) error {
@@ -610,7 +691,11 @@ func checkPolicy(pw string, pol ClientConfig) error {
 		missing = append(missing, "an upper-case letter")
 	}
 	if len(missing) > 0 {
-		return fail(exitOther, "the policy is set in the [client] table of auth.toml", "the password is too weak: it needs %s", strings.Join(missing, ", "))
+		list := strings.Join(missing, ", ")
+		if n := len(missing); n > 1 {
+			list = strings.Join(missing[:n-1], ", ") + " and " + missing[n-1]
+		}
+		return fail(exitOther, "choose a password with "+policyText(pol), "the password is too weak: it needs %s", list)
 	}
 	return nil
 }

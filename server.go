@@ -563,7 +563,8 @@ func (c *conn) handleRegister(cmd Command) (string, error) {
 		return "", err
 	}
 	if !c.srv.cfg.OpenRegistration {
-		return "", protoErr(CodeDenied, "registration is closed on this server; ask its administrator")
+		c.srv.log.Info("registration refused: registration is closed", "remote", c.remote)
+		return "", protoErr(CodeDenied, "registration is closed on this server")
 	}
 	name, err := NormalizeUsername(cmd.Args[0])
 	if err != nil {
@@ -578,6 +579,7 @@ func (c *conn) handleRegister(cmd Command) (string, error) {
 	switch _, err := c.srv.store.Get(name); {
 	case err == nil:
 		c.endAttempt(true)
+		c.srv.log.Info("registration refused: name taken", "remote", c.remote, "user", name)
 		return "", protoErr(CodeExists, "that username is taken")
 	case !errors.Is(err, ErrNotFound):
 		return "", err
@@ -768,9 +770,12 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 // name now.
 func (c *conn) beginAttempt(name string) error {
 	c.endAttempt(false)
-	a, wait := c.srv.thr.begin(c.src, name, time.Now())
+	a, wait, perUser := c.srv.thr.begin(c.src, name, time.Now())
 	if a == nil {
 		c.srv.log.Info("throttled", "remote", c.remote, "user", name, "retry_in", wait)
+		if perUser {
+			return protoErr(CodeLimit, "too many failed attempts for this username from your address; retry in %ds", int(wait.Seconds()))
+		}
 		return protoErr(CodeLimit, "too many failed attempts from your address; retry in %ds", int(wait.Seconds()))
 	}
 	c.attempt = a

@@ -99,25 +99,27 @@ type attempt struct {
 	src, pair string
 }
 
-// begin starts a login attempt, or says how long src must wait. It only
-// reads: a source with no failure on record has no state at all, so
-// successful logins, however many and however parallel, cost one map
-// lookup and never wait.
-func (t *throttle) begin(src, user string, now time.Time) (*attempt, time.Duration) {
-	a := &attempt{src: src, pair: src + "\x00" + user}
+// begin starts a login attempt, or says how long src must wait and
+// whether it is the (source, user) allowance that ran out. It only reads: a
+// source with no failure on record has no state at all, so successful
+// logins, however many and however parallel, cost one map lookup and never
+// wait.
+func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time.Duration, perUser bool) {
+	a = &attempt{src: src, pair: src + "\x00" + user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var wait time.Duration
 	if b := t.sources[a.src]; b != nil {
 		wait = b.wait(now)
 	}
 	if b := t.pairs[a.pair]; b != nil {
-		wait = max(wait, b.wait(now))
+		if w := b.wait(now); w > wait {
+			wait, perUser = w, true
+		}
 	}
 	if wait > 0 {
-		return nil, wait
+		return nil, wait, perUser
 	}
-	return a, 0
+	return a, 0, false
 }
 
 // end finishes an attempt. A failure spends one unit of both allowances;
