@@ -105,6 +105,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Flags:        []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag},
 				Action:       cmdLogin,
 			},
+			benchCommand(usageErr),
 		},
 	}
 	return app
