@@ -101,7 +101,7 @@ precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
 			&cli.IntFlag{Name: "conc", Value: 32, Usage: "`C` concurrent clients"},
 			&cli.DurationFlag{Name: "duration", Value: 10 * time.Second, Usage: "measured run time"},
 			&cli.DurationFlag{Name: "warmup", Value: time.Second, Usage: "unmeasured run time before it"},
-			&cli.BoolFlag{Name: "reuse", Usage: "keep one connection per client (AUTH, RESPONSE, LOGOUT) instead of one connection per operation"},
+			&cli.BoolFlag{Name: "reuse", Usage: "keep one connection per client (AUTH, RESPONSE, LOGOUT) instead of a new connection per operation (greeting, AUTH, RESPONSE, QUIT)"},
 			&cli.IntFlag{Name: "sources", Usage: "spread connections over `N` loopback source addresses 127.0.0.1, 127.0.0.2, … (default: one per 16 clients; loopback servers only)"},
 			&cli.BoolFlag{Name: "no-setup", Usage: "do not register or check the bench accounts first (they come from \"bench populate\")"},
 			&cli.BoolFlag{Name: "bare", Usage: "the server is the bare reference server of the benchmarks: do the same client work but do not check its (fake) SCRAM signatures"},
@@ -464,6 +464,19 @@ func (b *bench) simple(c *benchConn, cmd string) error {
 	return nil
 }
 
+// quit sends QUIT and reads the server's goodbye.
+func (b *bench) quit(c *benchConn) error {
+	c.buf = append(append(c.buf[:0], CmdQuit...), '\n')
+	line, err := c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	if line != ReplyOK+" BYE" {
+		return fmt.Errorf("%w to QUIT: %.40q", ErrBenchReply, line)
+	}
+	return nil
+}
+
 // register runs REGISTER and VERIFIER. With keys nil it derives a real
 // verifier from the server's salt, so that the account can log in.
 func (b *bench) register(c *benchConn, name string, keys *benchKeys) error {
@@ -640,6 +653,14 @@ func (b *bench) worker(w int, st *workerStats) {
 					err = b.simple(c, CmdLogout)
 				}
 			}
+		}
+		if err == nil && !b.o.reuse {
+			// As "authbox login" does: QUIT, so that the server closes
+			// first and the TIME_WAIT state stays on its side. When the
+			// client closes first, tens of thousands of loopback ports in
+			// TIME_WAIT make each connect() search for a free port, and
+			// the load generator measures the kernel's port search.
+			err = b.quit(c)
 		}
 		if err != nil || !b.o.reuse {
 			if c != nil {
