@@ -142,6 +142,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "iterations", Usage: "PBKDF2 iterations `N` (default: iterations from the config, 600000)"}},
 				Action: cmdPw,
 			},
+			benchCommand(usageErr),
 		},
 	}
 	app.Commands = append(app.Commands, adminCommands(usageErr, configFlag)...)

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# bench.sh reproduces every figure in BENCHMARKS.md on this machine: it
+# builds authbox and the bare reference server, runs them as separate
+# processes on loopback, drives both with "authbox bench" alternately
+# (authbox, bare, authbox, bare, ...) and prints medians of per-round
+# ratios. Server and load generator share the machine.
+#
+#   ./bench.sh                 # everything (about 15 minutes on 2 cores)
+#   ./bench.sh logins million  # only some sections
+#
+# Sections: logins million register burst syscalls cli gobench.
+# Knobs: ROUNDS (5), DUR (5s per run), OUT (results dir, default a temp dir).
+# Needs Linux (/proc) and python3 for the summaries; strace for the
+# "syscalls" section (apt-get install -y strace). CI never runs this.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROUNDS=${ROUNDS:-5}
+DUR=${DUR:-5s}
+OUT=${OUT:-$(mktemp -d /tmp/authbox-bench.XXXXXX)}
+mkdir -p "$OUT"
+sections=${*:-logins million register burst syscalls cli gobench}
+echo "results in $OUT"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+go build -o "$OUT/authbox" .
+go test -c -o "$OUT/bare.test" .
+AB="$OUT/authbox"
+printf 'iterations = 4096\n' >"$OUT/auth.toml"
+
+# start_authbox DB: runs "authbox serve" on a free port; sets SRV_ADDR, SRV_PID.
+start_authbox() {
+	local log="$OUT/serve.$RANDOM.log"
+	"$AB" serve --config "$OUT/auth.toml" --listen 127.0.0.1:0 --db "$1" 2>"$log" &
+	SRV_PID=$!
+	pids+=("$SRV_PID")
+	for _ in $(seq 100); do
+		SRV_ADDR=$(sed -n 's/.*msg=listening addr=\([^ ]*\).*/\1/p' "$log")
+		[ -n "$SRV_ADDR" ] && return 0
+		sleep 0.1
+	done
+	echo "serve did not start: $(cat "$log")" >&2
+	exit 1
+}
+
+# start_bare: runs the bare reference server; sets BARE_ADDR, BARE_PID.
+start_bare() {
+	local log="$OUT/bare.$RANDOM.log"
+	AUTHBOX_BARE_ADDR=127.0.0.1:0 "$OUT/bare.test" -test.run '^TestBareServer$' -test.timeout 0 >"$log" 2>&1 &
+	BARE_PID=$!
+	pids+=("$BARE_PID")
+	for _ in $(seq 100); do
+		BARE_ADDR=$(sed -n 's/^bare server listening on //p' "$log")
+		[ -n "$BARE_ADDR" ] && return 0
+		sleep 0.1
+	done
+	echo "bare server did not start: $(cat "$log")" >&2
+	exit 1
+}
+
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# run TAG ARGS...: one bench run, its JSON report appended to results.jsonl.
+run() {
+	local tag=$1
+	shift
+	"$AB" bench --json --duration "$DUR" "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["tag"]=sys.argv[1]; print(json.dumps(r))' "$tag" >>"$OUT/results.jsonl"
+}
+
+# summary A B: medians over rounds of B/A and A/B ratios for tags A and B.
+summary() {
+	python3 - "$OUT/results.jsonl" "$1" "$2" <<'EOF'
+import json, statistics, sys
+path, a, b = sys.argv[1:]
+rows = [json.loads(l) for l in open(path)]
+A = [r for r in rows if r["tag"] == a]
+B = [r for r in rows if r["tag"] == b]
+n = min(len(A), len(B))
+def med(xs): return statistics.median(xs) if xs else float("nan")
+rate = [A[i]["ops_per_sec"] / B[i]["ops_per_sec"] for i in range(n) if B[i]["ops_per_sec"]]
+cpu = [A[i]["server_cpu_us_per_op"] / B[i]["server_cpu_us_per_op"] for i in range(n) if B[i].get("server_cpu_us_per_op")]
+errs = sum(r["errors"] for r in A + B)
+print(f"{a} vs {b}: {n} rounds")
+print(f"  ops/s       {a}: median {med([r['ops_per_sec'] for r in A]):.0f}   {b}: median {med([r['ops_per_sec'] for r in B]):.0f}   ratio median {med(rate):.3f} (per round: {' '.join(f'{x:.2f}' for x in rate)})")
+if cpu:
+    print(f"  server cpu  {a}: median {med([r['server_cpu_us_per_op'] for r in A]):.1f}us/op   {b}: median {med([r['server_cpu_us_per_op'] for r in B]):.1f}us/op   ratio median {med(cpu):.3f} (per round: {' '.join(f'{x:.2f}' for x in cpu)})")
+print(f"  p99 ms      {a}: median {med([r['latency_ms']['p99'] for r in A]):.2f}   {b}: median {med([r['latency_ms']['p99'] for r in B]):.2f}   errors in all runs: {errs}")
+EOF
+}
+
+has() { [[ " $sections " == *" $1 "* ]]; }
+
+if has logins; then
+	echo "== logins: authbox vs bare, alternating, $ROUNDS rounds of $DUR"
+	"$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
+	start_authbox "$OUT/k.db"
+	start_bare
+	for r in $(seq "$ROUNDS"); do
+		for conc in 32 64; do
+			for reuse in "" --reuse; do
+				run "authbox-c$conc$reuse" --server "$SRV_ADDR" --pid "$SRV_PID" --no-setup --users 1000 --conc "$conc" $reuse
+				run "bare-c$conc$reuse" --server "$BARE_ADDR" --pid "$BARE_PID" --bare --no-setup --users 1000 --conc "$conc" $reuse
+			done
+		done
+		echo "round $r done"
+	done
+	for t in c32 c64 c32--reuse c64--reuse; do summary "authbox-$t" "bare-$t"; done
+	stop "$SRV_PID"
+	stop "$BARE_PID"
+fi
+
+if has million; then
+	echo "== 1,000,000 accounts vs 1,000, alternating"
+	/usr/bin/time -f "populate: %e s wall, %M KiB max RSS" "$AB" bench populate --db "$OUT/m.db" --users 1000000 --iterations 4096
+	[ -f "$OUT/k.db" ] || "$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
+	start_authbox "$OUT/m.db"
+	M_ADDR=$SRV_ADDR M_PID=$SRV_PID
+	start_authbox "$OUT/k.db"
+	K_ADDR=$SRV_ADDR K_PID=$SRV_PID
+	for r in $(seq "$ROUNDS"); do
+		run "accounts-1M" --server "$M_ADDR" --pid "$M_PID" --no-setup --users 1000000 --conc 64
+		run "accounts-1k" --server "$K_ADDR" --pid "$K_PID" --no-setup --users 1000 --conc 64
+	done
+	summary accounts-1M accounts-1k
+	stop "$M_PID"
+	stop "$K_PID"
+	ls -l "$OUT/m.db" | awk '{printf "db with 1,000,000 accounts: %d bytes, %.0f bytes per account\n", $5, $5/1000000}'
+fi
+
+if has register; then
+	echo "== registrations at 64 clients (server iterations 4096)"
+	start_authbox "$OUT/reg.db"
+	for r in $(seq "$ROUNDS"); do
+		run "register-c64" --server "$SRV_ADDR" --pid "$SRV_PID" --mode register --conc 64
+		run "register-c1" --server "$SRV_ADDR" --pid "$SRV_PID" --mode register --conc 1
+	done
+	summary register-c64 register-c1
+	stop "$SRV_PID"
+	echo "-- store only: Store.Create (db.Batch) vs one transaction and fsync per account"
+	go test -run '^$' -bench 'BenchmarkRegister/batch=.*/conc=64' -benchtime 3000x -count 3 . | tee "$OUT/register.bench" | grep Benchmark
+fi
+
+if has burst; then
+	echo "== 10,000-connection burst: server RSS"
+	[ -f "$OUT/k.db" ] || "$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
+	start_authbox "$OUT/k.db"
+	"$AB" bench --server "$SRV_ADDR" --pid "$SRV_PID" --no-setup --users 1000 --conc 10000 --duration 5s --settle 10s | tee "$OUT/burst.txt"
+	stop "$SRV_PID"
+fi
+
+if has syscalls; then
+	echo "== syscalls per login (strace -c -f on the server process)"
+	[ -f "$OUT/k.db" ] || "$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
+	start_authbox "$OUT/k.db"
+	start_bare
+	for who in authbox bare; do
+		if [ $who = authbox ]; then pid=$SRV_PID addr=$SRV_ADDR extra=--no-setup; else pid=$BARE_PID addr=$BARE_ADDR extra="--bare --no-setup"; fi
+		for reuse in "" --reuse; do
+			strace -c -f -p "$pid" -o "$OUT/strace.$who$reuse.txt" &
+			st=$!
+			sleep 1
+			"$AB" bench --json --server "$addr" $extra --users 1000 --conc 32 --duration 3s --warmup 0 $reuse >"$OUT/strace.$who$reuse.json"
+			kill -INT $st
+			wait $st || true
+			python3 - "$OUT/strace.$who$reuse.txt" "$OUT/strace.$who$reuse.json" "$who$reuse" <<'EOF'
+import json, sys
+txt, js, who = sys.argv[1:]
+r = json.load(open(js))
+# Logins that finished after the measured window still made syscalls:
+# divide by all logins the server served, measured window or not.
+done = r["ops"] + r["errors"]
+calls = {}
+for line in open(txt):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        calls[f[-1]] = int(f[3])
+total = sum(calls.values())
+top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
+print(f"{who}: {total/done:.1f} syscalls per login over {done} logins: " + ", ".join(f"{k} {v/done:.2f}" for k, v in top))
+EOF
+		done
+	done
+	stop "$SRV_PID"
+	stop "$BARE_PID"
+fi
+
+if has cli; then
+	echo "== authbox login: share of wall time in PBKDF2 (600000 iterations)"
+	go test -run '^$' -bench 'BenchmarkCLILogin' -benchtime 8x . | grep Benchmark
+fi
+
+if has gobench; then
+	echo "== Go benchmarks"
+	go test -run '^$' -bench 'LoginHandler|LoginClient|StoreGet|ParseLine' -benchmem -count 3 . | tee "$OUT/go.bench" | grep Benchmark
+fi

@@ -1,0 +1,605 @@
+package main
+
+// bench_test.go holds the bare reference server, the tests of "authbox
+// bench", and the Go benchmarks of the login path, the store and the line
+// parser. BENCHMARKS.md says how each figure is made.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/pbkdf2"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// bareLines are the bare reference server's replies: byte for byte the
+// sizes of authbox's (32-character nonces on both sides, a 16-byte salt, a
+// 32-byte signature), fixed once, so that serving them costs no crypto.
+type bareLines struct {
+	greeting, challenge, final, salt, ok, pong, bye, badcmd []byte
+}
+
+func newBareLines(iterations int) *bareLines {
+	nonce := strings.Repeat("A", 64) // client's 32 + server's 32 characters
+	salt := EncodeB64(make([]byte, SaltLen))
+	serverFirst := "r=" + nonce + ",s=" + salt + ",i=" + strconv.Itoa(iterations)
+	return &bareLines{
+		greeting:  []byte(Greeting([]string{MechSCRAM})),
+		challenge: []byte(FormatReply(ReplyChallenge, EncodeB64([]byte(serverFirst)))),
+		final:     []byte(FormatReply(ReplyOK, EncodeB64([]byte("v="+EncodeB64(make([]byte, KeyLen)))))),
+		salt:      []byte(FormatReply(ReplySalt, salt, strconv.Itoa(iterations))),
+		ok:        []byte(FormatReply(ReplyOK)),
+		pong:      []byte(FormatReply(ReplyOK, "PONG")),
+		bye:       []byte(FormatReply(ReplyOK, "BYE")),
+		badcmd:    []byte(FormatReply(ReplyErr, CodeBadCmd, "unknown command")),
+	}
+}
+
+// reply is the bare server's whole protocol: the command word picks a
+// fixed line.
+func (bl *bareLines) reply(line []byte) (out []byte, quit bool) {
+	word := line
+	if i := bytes.IndexAny(line, " \r\n"); i >= 0 {
+		word = line[:i]
+	}
+	switch string(word) {
+	case CmdAuth:
+		return bl.challenge, false
+	case CmdResponse:
+		return bl.final, false
+	case CmdRegister, CmdPasswd:
+		return bl.salt, false
+	case CmdVerifier, CmdLogout:
+		return bl.ok, false
+	case CmdPing:
+		return bl.pong, false
+	case CmdQuit:
+		return bl.bye, true
+	}
+	return bl.badcmd, false
+}
+
+// serveBare is the bare reference server: a goroutine per connection that
+// reads a line and writes a fixed line, with no deadline, no crypto, no
+// store and no log. It is the physical limit of this protocol's TCP work
+// on a machine, what authbox's figures are measured against.
+func serveBare(ln net.Listener, bl *bareLines) error {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer nc.Close()
+			if _, err := nc.Write(bl.greeting); err != nil {
+				return
+			}
+			r := bufio.NewReaderSize(nc, MaxLineBytes)
+			for {
+				line, err := r.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				out, quit := bl.reply(line)
+				if _, err := nc.Write(out); err != nil || quit {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// TestBareServer runs the bare reference server as its own process, so that
+// its CPU time can be read from /proc like the real server's:
+//
+//	go test -c -o bare.test && AUTHBOX_BARE_ADDR=127.0.0.1:0 ./bare.test -test.run '^TestBareServer$' -test.timeout 0
+//
+// It prints "bare server listening on ADDR" and serves until killed.
+// AUTHBOX_BARE_ITERATIONS sets the iteration count it announces (4096).
+func TestBareServer(t *testing.T) {
+	addr := os.Getenv("AUTHBOX_BARE_ADDR")
+	if addr == "" {
+		t.Skip("set AUTHBOX_BARE_ADDR=127.0.0.1:0 to run the bare reference server until killed")
+	}
+	iters := testIterations
+	if v := os.Getenv("AUTHBOX_BARE_ITERATIONS"); v != "" {
+		var err error
+		if iters, err = strconv.Atoi(v); err != nil || iters < MinIterations {
+			t.Fatalf("AUTHBOX_BARE_ITERATIONS=%q: want a count of at least %d", v, MinIterations)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("bare server listening on %s\n", ln.Addr())
+	t.Fatal(serveBare(ln, newBareLines(iters)))
+}
+
+// startBare runs the bare server in this process until the test ends.
+func startBare(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { serveBare(ln, newBareLines(testIterations)); close(done) }()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// benchJSON runs "authbox bench ... --json" and decodes its report.
+func benchJSON(t *testing.T, dir string, args ...string) benchReport {
+	t.Helper()
+	r := runCLI(t, dir, "", nil, append([]string{"bench", "--json", "--warmup", "0"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("bench %v: %+v", args, r)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bench --json output %q: %v", r.stdout, err)
+	}
+	return rep
+}
+
+func TestBenchLoginAndRegister(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, testConfig(t))
+
+	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "12", "--conc", "4", "--duration", "300ms")
+	if rep.Mode != "login" || rep.Ops == 0 || rep.Errors != 0 || rep.Iterations != testIterations || rep.Conc != 4 {
+		t.Fatalf("login run: %+v", rep)
+	}
+	if rep.LatencyMs["p50"].(float64) <= 0 || rep.LatencyMs["max"].(float64) < rep.LatencyMs["p99"].(float64) {
+		t.Fatalf("latencies: %v", rep.LatencyMs)
+	}
+	for _, name := range []string{"bench0", "bench11"} {
+		if _, err := ts.store.Get(name); err != nil {
+			t.Fatalf("setup did not register %s: %v", name, err)
+		}
+	}
+	if n, _ := ts.store.Count(); n != 12 {
+		t.Fatalf("%d accounts after setup of 12", n)
+	}
+	// A second run finds the accounts and logs in as them; the text report
+	// is what a user reads.
+	r := runCLI(t, dir, "", nil, "bench", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
+	if r.code != 0 {
+		t.Fatalf("reuse run: %+v", r)
+	}
+	for _, want := range []string{"one connection per client", "server iterations: 4096", "logins:", "errors:       none", "latency:      p50 ", "server cpu:", "server rss:"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if r.stderr != "" {
+		t.Errorf("progress went to a stderr that is not a terminal: %q", r.stderr)
+	}
+
+	rep = benchJSON(t, dir, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
+	if rep.Mode != "register" || rep.Ops == 0 || rep.Errors != 0 {
+		t.Fatalf("register run: %+v", rep)
+	}
+	// Registrations under way when the run ends complete but are not
+	// counted in the run.
+	if n, _ := ts.store.Count(); n < 12+int(rep.Ops) {
+		t.Fatalf("%d accounts after %d registrations", n, rep.Ops)
+	}
+}
+
+func TestBenchBareServer(t *testing.T) {
+	dir := t.TempDir()
+	addr := startBare(t)
+	rep := benchJSON(t, dir, "--server", addr, "--bare", "--users", "5", "--conc", "2", "--duration", "200ms")
+	if rep.Ops == 0 || rep.Errors != 0 || rep.Iterations != testIterations || !rep.Bare {
+		t.Fatalf("bare run: %+v", rep)
+	}
+	// Without --bare the client checks the server's nonce and signature,
+	// and the bare server's replayed lines fail.
+	rep = benchJSON(t, dir, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 {
+		t.Fatalf("checked run against the bare server: %+v", rep)
+	}
+}
+
+func TestBenchSourcesAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, testConfig(t))
+	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "3", "--conc", "6", "--sources", "3", "--duration", "200ms")
+	if rep.Sources != 3 || rep.Errors != 0 {
+		t.Fatalf("sources run: %+v", rep)
+	}
+	for _, src := range []string{"remote=127.0.0.1:", "remote=127.0.0.2:", "remote=127.0.0.3:"} {
+		if !strings.Contains(ts.logs.String(), src) {
+			t.Errorf("no connection from %s in the server log", src)
+		}
+	}
+	// An unknown bench user: logins fail with the server's code.
+	rep = benchJSON(t, dir, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
+	if rep.ErrorsByCode[CodeAuth] == 0 {
+		t.Fatalf("logins as users that do not exist: %+v", rep)
+	}
+
+	r := runCLI(t, dir, "", nil, "bench", "--mode", "bogus")
+	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: --mode must be login or register") || !strings.Contains(r.stderr, "authbox: hint: ") {
+		t.Fatalf("bad mode: %+v", r)
+	}
+	r = runCLI(t, dir, "", nil, "bench", "--server", "192.0.2.1:7886", "--sources", "4")
+	if r.code != 2 || !strings.Contains(r.stderr, "--sources needs a loopback") {
+		t.Fatalf("sources on a remote server: %+v", r)
+	}
+	r = runCLI(t, dir, "", nil, "bench", "--server", "127.0.0.1:1", "--duration", "100ms")
+	if r.code != 2 || !strings.Contains(r.stderr, "bench setup:") || !strings.Contains(r.stderr, "connection refused") {
+		t.Fatalf("no server: %+v", r)
+	}
+}
+
+// TestBenchHostileServer checks that a server that greets and then never
+// answers, or never greets, cannot make the bench hang: every wait has a
+// deadline.
+func TestBenchHostileServer(t *testing.T) {
+	dir := t.TempDir()
+	for _, greet := range []bool{true, false} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns sync.WaitGroup
+		go func() {
+			for {
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					defer conns.Done()
+					defer nc.Close()
+					if greet {
+						io.WriteString(nc, "AUTHBOX 1 SCRAM-SHA-256\n")
+					}
+					io.Copy(io.Discard, nc) // reads, never answers
+				}()
+			}
+		}()
+		start := time.Now()
+		rep := benchJSON(t, dir, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "500ms", "--timeout", "150ms")
+		ln.Close()
+		conns.Wait()
+		if rep.Ops != 0 || rep.ErrorsByCode["timeout"] == 0 {
+			t.Fatalf("greet=%v: %+v", greet, rep)
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Fatalf("greet=%v: bench took %v against a silent server", greet, d)
+		}
+	}
+}
+
+func TestBenchPopulate(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pop.db")
+	r := runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "2500", "--iterations", "4096")
+	if r.code != 0 || !strings.Contains(r.stdout, "wrote 2500 bench accounts (bench0..bench2499, 4096 iterations)") ||
+		!strings.Contains(r.stdout, "bytes per bench account") {
+		t.Fatalf("populate: %+v", r)
+	}
+	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "3000", "--iterations", "4096")
+	if r.code != 0 || !strings.Contains(r.stdout, "wrote 500 bench accounts") || !strings.Contains(r.stdout, "2500 already there were kept") {
+		t.Fatalf("second populate: %+v", r)
+	}
+	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "0")
+	if r.code != 2 || !strings.Contains(r.stderr, "--users must be") {
+		t.Fatalf("populate 0 users: %+v", r)
+	}
+
+	cfg := testConfig(t)
+	cfg.DB = db
+	ts := startServer(t, cfg)
+	// The server holds the file: the offline loader must refuse it.
+	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "10")
+	if r.code != 2 || !strings.Contains(r.stderr, "stop the server first") {
+		t.Fatalf("populate on a served db: %+v", r)
+	}
+	if n, _ := ts.store.Count(); n != 3000 {
+		t.Fatalf("%d accounts, want 3000", n)
+	}
+	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "3000", "--no-setup", "--conc", "3", "--duration", "300ms")
+	if rep.Ops == 0 || rep.Errors != 0 {
+		t.Fatalf("logins as populated accounts: %+v", rep)
+	}
+}
+
+// loopConn is a net.Conn whose Write hands each line to a function and
+// whose Read returns that function's answer: a login through the handler
+// without the kernel.
+type loopConn struct {
+	net.Conn
+	handle func(line []byte) []byte
+	out    []byte
+}
+
+func (l *loopConn) Write(p []byte) (int, error) {
+	l.out = append(l.out, l.handle(p)...)
+	return len(p), nil
+}
+
+func (l *loopConn) Read(p []byte) (int, error) {
+	if len(l.out) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, l.out)
+	l.out = l.out[:copy(l.out, l.out[n:])]
+	return n, nil
+}
+
+func (l *loopConn) SetReadDeadline(time.Time) error  { return nil }
+func (l *loopConn) SetWriteDeadline(time.Time) error { return nil }
+func (l *loopConn) SetDeadline(time.Time) error      { return nil }
+func (l *loopConn) Close() error                     { return nil }
+
+// writeCapture is the server side's net.Conn: it keeps what the handler
+// writes.
+type writeCapture struct {
+	net.Conn
+	buf []byte
+}
+
+func (w *writeCapture) Write(p []byte) (int, error)      { w.buf = append(w.buf, p...); return len(p), nil }
+func (w *writeCapture) SetWriteDeadline(time.Time) error { return nil }
+
+// benchStore opens a store in a temporary dir holding n populated bench
+// accounts at the test iteration count.
+func benchStore(b testing.TB, n int) *Store {
+	b.Helper()
+	s, err := OpenStore(filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if _, _, err := populate(s, n, testIterations, func(int) {}); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// handlerLogin sets up one login through the real handler (conn.handleLine
+// and conn.reply, as serveConn calls them), driven by the bench client.
+func handlerLogin(b *testing.B, users int) (func(i int), *conn) {
+	cfg := testConfig(b)
+	store := benchStore(b, users)
+	srv := NewServer(cfg, store, nil) // logs are formatted, then discarded
+	capture := &writeCapture{}
+	c := &conn{srv: srv, nc: capture, remote: "127.0.0.1:40000", started: time.Now()}
+	lc := &loopConn{handle: func(line []byte) []byte {
+		capture.buf = capture.buf[:0]
+		reply, err := c.handleLine(line)
+		c.reply(reply, err)
+		return capture.buf
+	}}
+	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
+	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	names := make([]string, users)
+	for i := range names {
+		names[i] = "bench" + strconv.Itoa(i)
+	}
+	return func(i int) {
+		if err := bn.login(bc, names[i%users]); err != nil {
+			b.Fatal(err)
+		}
+		c.user = "" // as LOGOUT does, so the next AUTH is allowed
+	}, c
+}
+
+// BenchmarkLoginHandler is one complete SCRAM login (AUTH, RESPONSE)
+// through the server's real handler and the store, with the bench client's
+// work included; BenchmarkLoginClient is that client work alone, so the
+// server's share is the difference.
+func BenchmarkLoginHandler(b *testing.B) {
+	login, _ := handlerLogin(b, 1000)
+	login(0) // derives the keys once
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		login(i)
+	}
+}
+
+func BenchmarkLoginClient(b *testing.B) {
+	bl := newBareLines(testIterations)
+	lc := &loopConn{handle: func(line []byte) []byte { out, _ := bl.reply(line); return out }}
+	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30, bare: true}, keys: keyCache{m: map[string]*keyEntry{}}}
+	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	if err := bn.login(bc, "bench0"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := bn.login(bc, "bench0"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStoreGet is the login's store read with 1,000 and 1,000,000
+// accounts (the latter takes a few seconds to load first).
+func BenchmarkStoreGet(b *testing.B) {
+	for _, n := range []int{1000, 1_000_000} {
+		b.Run(fmt.Sprintf("accounts=%d", n), func(b *testing.B) {
+			s := benchStore(b, n)
+			names := make([]string, 4096)
+			for i := range names {
+				names[i] = "bench" + strconv.Itoa(int(uint64(i)*2654435761%uint64(n)))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := s.Get(names[i%len(names)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// runConc runs b.N calls of fn on exactly conc goroutines.
+func runConc(b *testing.B, conc int, fn func(i int64)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkRegister writes new accounts at several concurrencies, through
+// Store.Create (db.Batch: concurrent writers share a commit and its fsync)
+// and, for comparison, through one transaction per account (CreateMany of
+// one record: a commit and its fsync each). ns/op is wall time per account
+// across all writers, so 1e9/ns is accounts per second.
+func BenchmarkRegister(b *testing.B) {
+	salt := make([]byte, SaltLen)
+	rec := Record{Kind: KindSCRAM, Iterations: testIterations, Salt: salt, StoredKey: make([]byte, KeyLen), ServerKey: make([]byte, KeyLen)}
+	for _, batch := range []bool{true, false} {
+		for _, conc := range []int{1, 8, 64} {
+			name := fmt.Sprintf("batch=%v/conc=%d", batch, conc)
+			b.Run(name, func(b *testing.B) {
+				s, err := OpenStore(filepath.Join(b.TempDir(), "reg.db"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				b.ReportAllocs()
+				b.ResetTimer()
+				runConc(b, conc, func(i int64) {
+					name := "user" + strconv.FormatInt(i, 10)
+					var err error
+					if batch {
+						err = s.Create(name, rec)
+					} else {
+						_, _, err = s.CreateMany([]NamedRecord{{Name: name, Record: rec}}, false)
+					}
+					if err != nil {
+						b.Error(err)
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkParseLine is the line parser on the two lines of a login.
+func BenchmarkParseLine(b *testing.B) {
+	lines := map[string][]byte{
+		"auth":     []byte("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=bench123,r="+strings.Repeat("x", 32))) + "\n"),
+		"response": []byte("RESPONSE " + EncodeB64([]byte("c=biws,r="+strings.Repeat("x", 64)+",p="+EncodeB64(make([]byte, 32)))) + "\n"),
+	}
+	for _, name := range []string{"auth", "response"} {
+		line := lines[name]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := ParseLine(TrimEOL(line)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("normalize-username", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := NormalizeUsername("bench123"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkCLILogin runs "authbox login" against a local "authbox serve" on
+// the default 600000 iterations, and alternately the PBKDF2 it needs
+// alone; pbkdf2-share is the part of the login's wall time that is PBKDF2.
+// Run it with -benchtime 10x or so: each login takes a few tenths of a
+// second.
+func BenchmarkCLILogin(b *testing.B) {
+	dir := b.TempDir()
+	srv := startServe(b, dir)
+	const pw = "Correct-horse-9"
+	mustRegister(b, srv.addr, "alice", pw)
+	cfg := DefaultConfig()
+	salt := make([]byte, SaltLen)
+	var loginWall, kdfWall time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		r := runCLI(b, dir, pw+"\n", nil, "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+		loginWall += time.Since(start)
+		if r.code != 0 {
+			b.Fatalf("login: %+v", r)
+		}
+		start = time.Now()
+		if _, err := pbkdf2.Key(sha256.New, pw, salt, cfg.Iterations, sha256.Size); err != nil {
+			b.Fatal(err)
+		}
+		kdfWall += time.Since(start)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(loginWall.Microseconds())/float64(b.N)/1e3, "login-ms")
+	b.ReportMetric(float64(kdfWall.Microseconds())/float64(b.N)/1e3, "pbkdf2-ms")
+	b.ReportMetric(float64(kdfWall)/float64(loginWall), "pbkdf2-share")
+}
+
+// TestLoopConnLogin keeps the benchmark harness honest: a login through it
+// really reaches the handler, which logs the user in, and a wrong key is
+// refused.
+func TestLoopConnLogin(t *testing.T) {
+	cfg := testConfig(t)
+	store := benchStore(t, 3)
+	logs := &syncBuffer{}
+	srv := NewServer(cfg, store, slog.New(slog.NewTextHandler(logs, nil)))
+	capture := &writeCapture{}
+	c := &conn{srv: srv, nc: capture, remote: "127.0.0.1:40000", started: time.Now()}
+	lc := &loopConn{handle: func(line []byte) []byte {
+		capture.buf = capture.buf[:0]
+		reply, err := c.handleLine(line)
+		c.reply(reply, err)
+		return capture.buf
+	}}
+	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
+	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes)}
+	if err := bn.login(bc, "bench2"); err != nil {
+		t.Fatal(err)
+	}
+	if c.user != "bench2" || !strings.Contains(logs.String(), "msg=login") {
+		t.Fatalf("user %q after login; log:\n%s", c.user, logs)
+	}
+	c.user = ""
+	for k := range bn.keys.m {
+		bn.keys.m[k].keys.clientKey = make([]byte, KeyLen)
+	}
+	if err := bn.login(bc, "bench2"); errorClass(err) != CodeAuth {
+		t.Fatalf("login with a wrong ClientKey: %v", err)
+	}
+}
