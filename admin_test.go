@@ -228,6 +228,9 @@ func TestLegacyUsersUpgradeOnLogin(t *testing.T) {
 	}
 	for _, name := range []string{"alice", "émile", "o'brien", "a,b"} {
 		r = mustCLI(t, 0, dir, pw[name]+"\n", "login", server, "--user", name, "--password-stdin")
+		if !strings.Contains(r.stderr, "authbox: warning: this login used the legacy SEED-SHA256 scheme") {
+			t.Errorf("legacy login of %s without the warning: %q", name, r.stderr)
+		}
 		if r.stdout != fmt.Sprintf("logged in as %q on %s; upgraded the account from the legacy scheme to SCRAM-SHA-256\n", name, srv.addr) {
 			t.Fatalf("first login of %s: %+v", name, r)
 		}

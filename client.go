@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xdg-go/scram"
@@ -43,6 +44,10 @@ var (
 	ErrNoSCRAM = errors.New("server does not offer SCRAM-SHA-256")
 )
 
+// defaultMaxIterations is client.max_iterations of the embedded config,
+// decoded once: Dial runs per login in a load generator.
+var defaultMaxIterations = sync.OnceValue(func() int { return DefaultConfig().Client.MaxIterations })
+
 // Client is one connection to an authbox server.
 type Client struct {
 	nc    net.Conn
@@ -63,7 +68,7 @@ func dialWith(d *net.Dialer, addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), MaxIterations: DefaultConfig().Client.MaxIterations}
+	c := &Client{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), MaxIterations: defaultMaxIterations()}
 	nc.SetReadDeadline(time.Now().Add(clientDialTimeout))
 	line, err := c.readLine()
 	if err != nil {

@@ -25,6 +25,7 @@ type Config struct {
 	Listen           string   `toml:"listen"`
 	DB               string   `toml:"db"`
 	Queue            int      `toml:"queue"`
+	QueueTimeout     Duration `toml:"queue_timeout"`
 	Workers          int      `toml:"workers"`
 	Iterations       int      `toml:"iterations"`
 	Mechanisms       []string `toml:"mechanisms"`
@@ -47,6 +48,7 @@ type Config struct {
 type ClientConfig struct {
 	Server            string `toml:"server"`
 	MaxIterations     int    `toml:"max_iterations"`
+	LegacyFallback    bool   `toml:"legacy_fallback"`
 	MinPasswordLength int    `toml:"min_password_length"`
 	RequireDigit      bool   `toml:"require_digit"`
 	RequireLower      bool   `toml:"require_lower"`
@@ -152,7 +154,7 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"line_timeout", c.LineTimeout}, {"session_timeout", c.SessionTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+	}{{"queue_timeout", c.QueueTimeout}, {"line_timeout", c.LineTimeout}, {"session_timeout", c.SessionTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
 		{"source_failure_refill", c.SourceFailureRefill}, {"user_failure_refill", c.UserFailureRefill}} {
 		if d.v.Duration <= 0 {
 			bad(d.key, "must be positive, got %s", d.v)

@@ -608,11 +608,10 @@ func (w *fzWorld) count(t *testing.T) int {
 
 // fzSession drives one conn line by line and checks every step.
 type fzSession struct {
-	t         *testing.T
-	w         *fzWorld
-	c         *conn
-	protoErrs int
-	closed    bool // the server would have hung up
+	t      *testing.T
+	w      *fzWorld
+	c      *conn
+	closed bool // the server would have hung up
 }
 
 // step runs one line (without its LF) through handleLine and checks the
@@ -647,15 +646,10 @@ func (s *fzSession) step(line string) (reply string, alive bool, err error) {
 		s.closed = true
 	case errors.As(err, &pe):
 		fzProtoErr(t, err, ctx)
-		if fzConnCodes[pe.Code] || pe.Close {
-			t.Fatalf("%s: handleLine returned connection-level ERR %s %q (close=%v)", ctx, pe.Code, pe.Text, pe.Close)
+		if fzConnCodes[pe.Code] {
+			t.Fatalf("%s: handleLine returned connection-level ERR %s %q", ctx, pe.Code, pe.Text)
 		}
 		fzCheckErrLine(t, pe, true, ctx)
-		if pe.Code == CodeBadCmd || pe.Code == CodeBadReq {
-			if s.protoErrs++; s.protoErrs >= maxProtocolErrors {
-				s.closed = true
-			}
-		}
 	default:
 		t.Fatalf("%s: handleLine returned %v (%T), which reaches the client as ERR INTERNAL", ctx, err, err)
 	}

@@ -66,7 +66,7 @@ func TestSilentConnectionsFromOneSourceDoNotStallOthers(t *testing.T) {
 		switch {
 		case strings.HasPrefix(first, "AUTHBOX 1 "):
 			served++ // stays open and silent
-		case strings.HasPrefix(first, "ERR LIMIT "):
+		case strings.HasPrefix(first, "ERR BUSY too many connections from your address"):
 			limited++
 			rc.expectClosed()
 		default:
@@ -141,42 +141,140 @@ func TestGuessingOneUserIsThrottledPerPair(t *testing.T) {
 	}
 }
 
-func TestParallelGuessingPaysForOvershoot(t *testing.T) {
+func TestParallelGuessingAtOneAccountIsCapped(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Workers = 40
 	ts := startServer(t, cfg)
 	mustRegister(t, ts.addr, "alice", "Secret123")
-	// 30 connections each take a challenge before any answers; parallel
-	// logins are not refused (a backend may log many users in at once),
-	// but every failure beyond the allowance must be paid for in waiting.
-	const wave = 30
-	var conns []*rawConn
-	var convs []string
-	for range wave {
+	// 30 connections each ask for a challenge before any answers: logins
+	// under way count against the (source, user) allowance, so no more
+	// than it can be checked at once.
+	challenged, limited := 0, 0
+	var first *rawConn
+	for range 30 {
 		rc, _ := rawFrom(t, ts.addr, "127.0.0.7")
 		reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice,r=abcdefgh")))
+		switch {
+		case strings.HasPrefix(reply, "CHALLENGE "):
+			challenged++
+			if first == nil {
+				first = rc
+			}
+		case strings.HasPrefix(reply, "ERR LIMIT "):
+			limited++
+		default:
+			t.Fatal(reply)
+		}
+	}
+	if challenged != cfg.UserFailures || limited != 30-cfg.UserFailures {
+		t.Fatalf("%d of 30 parallel attempts at one account got a challenge, want %d", challenged, cfg.UserFailures)
+	}
+	// Abandoning an exchange counts no failure and frees its place.
+	first.do("PING")
+	rc, _ := rawFrom(t, ts.addr, "127.0.0.7")
+	if reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice,r=abcdefgh"))); !strings.HasPrefix(reply, "CHALLENGE ") {
+		t.Fatalf("after one abandoned attempt: %q", reply)
+	}
+	// Other accounts are not held back by the ones under way.
+	if err := loginFrom(t, ts.addr, "127.0.0.7", "bob", "Secret123"); code(err) != CodeAuth {
+		t.Fatalf("another name from the same source: %v", err)
+	}
+}
+
+func TestSCRAMThenSEEDIsChargedOnce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Mechanisms = []string{MechSCRAM, MechSeed}
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	// Our client tries SEED after a failed SCRAM login; a wrong password
+	// must then cost one try of the allowance, not two.
+	for i := range cfg.UserFailures {
+		c, err := dialFrom(t, ts.addr, "127.0.0.10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.LoginAny("alice", "Wrong1234")
+		c.Close()
+		if code(err) != CodeAuth {
+			t.Fatalf("wrong password %d of %d: %v", i+1, cfg.UserFailures, err)
+		}
+	}
+	c, err := dialFrom(t, ts.addr, "127.0.0.10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.LoginAny("alice", "Wrong1234"); code(err) != CodeLimit {
+		t.Fatalf("after the allowance: %v", err)
+	}
+	// Alternating mechanisms on one connection still pays for each pair.
+	rc, _ := rawFrom(t, ts.addr, "127.0.0.11")
+	for i := 0; ; i++ {
+		var got string
+		if i%2 == 0 {
+			ch := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=bob,r=abcdefgh")))
+			if s1, err := DecodeB64(strings.TrimPrefix(ch, "CHALLENGE ")); err != nil {
+				got = ch
+			} else {
+				nonce := strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r=")
+				got = rc.do("RESPONSE " + EncodeB64([]byte("c=biws,r="+nonce+",p="+EncodeB64(make([]byte, 32)))))
+			}
+		} else {
+			if ch := rc.do("AUTH SEED-SHA256 bob"); !strings.HasPrefix(ch, "CHALLENGE ") {
+				got = ch
+			} else {
+				got = rc.do("RESPONSE " + strings.Repeat("0", 64))
+			}
+		}
+		if strings.HasPrefix(got, "ERR LIMIT ") {
+			if i != 2*cfg.UserFailures {
+				t.Fatalf("LIMIT after %d alternating guesses, want %d", i, 2*cfg.UserFailures)
+			}
+			break
+		}
+		if !strings.HasPrefix(got, "ERR AUTH ") || i > 40 {
+			t.Fatalf("guess %d: %q", i, got)
+		}
+	}
+}
+
+func TestParallelGuessingAcrossNamesPaysInDebt(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Workers = 40
+	ts := startServer(t, cfg)
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	// A wave of wrong guesses at 30 different names, all in flight before
+	// any fails: parallel logins of different users are not refused (a
+	// backend does that), but each failure beyond the source's allowance
+	// must be paid for in waiting.
+	const wave = 30
+	var conns []*rawConn
+	var nonces []string
+	for i := range wave {
+		rc, _ := rawFrom(t, ts.addr, "127.0.0.9")
+		reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(fmt.Sprintf("n,,n=user%d,r=abcdefgh", i))))
 		s1, err := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
 		if err != nil {
-			t.Fatalf("parallel attempt: %q", reply)
+			t.Fatalf("parallel attempt %d: %q", i, reply)
 		}
 		conns = append(conns, rc)
-		convs = append(convs, strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r="))
+		nonces = append(nonces, strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r="))
 	}
 	for i, rc := range conns {
-		final := "c=biws,r=" + convs[i] + ",p=" + EncodeB64(make([]byte, 32))
+		final := "c=biws,r=" + nonces[i] + ",p=" + EncodeB64(make([]byte, 32))
 		if got := rc.do("RESPONSE " + EncodeB64([]byte(final))); !strings.HasPrefix(got, "ERR AUTH ") {
 			t.Fatalf("wrong proof: %q", got)
 		}
 	}
-	err := loginFrom(t, ts.addr, "127.0.0.7", "alice", "Secret123")
-	var secs int
+	err := loginFrom(t, ts.addr, "127.0.0.9", "alice", "Secret123")
 	if code(err) != CodeLimit {
 		t.Fatalf("after a wave of %d failures: %v", wave, err)
 	}
+	var secs int
 	fmt.Sscanf(err.Error()[strings.Index(err.Error(), "retry in ")+len("retry in "):], "%ds", &secs)
-	// The user allowance (5, one per 30 s) is the stricter: 30 failures
-	// leave a debt of 25 units, 26 periods before the next try.
-	if want := (wave - cfg.UserFailures + 1) * int(cfg.UserFailureRefill.Seconds()); secs < want-1 || secs > want {
+	// 30 failures against an allowance of 10 leave a debt of 20: 21
+	// refill periods before the next try.
+	if want := (wave - cfg.SourceFailures + 1) * int(cfg.SourceFailureRefill.Seconds()); secs < want-1 || secs > want {
 		t.Fatalf("retry in %ds after the wave, want about %ds", secs, want)
 	}
 }
@@ -531,7 +629,9 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	// Slow clients on a loaded CI machine are not what this test is about.
 	cfg := writeConfig(t, dir, "line_timeout = \"2m\"\n")
 	srv := startServe(t, dir, "--config", cfg)
-	mustRegister(t, srv.addr, "alice", "Secret123")
+	for g := range 64 {
+		mustRegister(t, srv.addr, fmt.Sprint("user", g), "Secret123")
+	}
 
 	var ok, busy, refused atomic.Int64
 	enough := make(chan struct{})
@@ -553,7 +653,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 					refused.Add(1)
 					return // connection-level: no exchange began
 				}
-				err = c.Login("alice", "Secret123")
+				err = c.Login(fmt.Sprint("user", g), "Secret123")
 				c.nc.Close()
 				switch {
 				case err == nil:
@@ -594,8 +694,8 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	if err := s.Each(func(string, Record) error { return nil }); err != nil {
 		t.Fatalf("db after shutdown: %v", err)
 	}
-	if _, err := s.Get("alice"); err != nil {
-		t.Fatalf("after shutdown: %v", err)
+	if n, err := s.Count(); err != nil || n != 64 {
+		t.Fatalf("after shutdown: %d accounts, %v", n, err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -223,9 +224,14 @@ func cmdServe(ctx *cli.Context) error {
 
 	select {
 	case err := <-served:
+		// Serve failed on its own: stop the workers before the deferred
+		// store.Close pulls the db from under them.
 		now := make(chan struct{})
 		close(now)
 		admin.Shutdown(now)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+		defer cancel()
+		srv.Shutdown(sctx)
 		return fail(exitOther, "", "server stopped: %s", err)
 	case <-sigs.Done():
 	}
@@ -244,6 +250,17 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// printable replaces control characters, so that text from a server
+// cannot drive the user's terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // errText is an error's last, most specific part ("connection refused").
@@ -333,9 +350,19 @@ func (cs *clientSetup) login(password string) (c *Client, legacy bool, err error
 	if c, err = cs.dial(); err != nil {
 		return nil, false, err
 	}
-	if legacy, err = c.LoginAny(cs.name, password); err != nil {
+	if cs.cfg.Client.LegacyFallback {
+		legacy, err = c.LoginAny(cs.name, password)
+	} else {
+		err = c.Login(cs.name, password)
+	}
+	if err != nil {
 		c.Close()
 		return nil, false, cs.explain(err)
+	}
+	if legacy {
+		// SEED-SHA256 proves nothing about the server, and what it sent can
+		// be attacked offline at the speed of SHA-256: say so every time.
+		fmt.Fprintf(cs.term.stderr, "authbox: warning: this login used the legacy SEED-SHA256 scheme, which cannot tell a real server from an impostor; set client.legacy_fallback = false once your accounts are upgraded\n")
 	}
 	return c, legacy, nil
 }
@@ -347,7 +374,9 @@ func (cs *clientSetup) explain(err error) error {
 	var oe *net.OpError
 	switch {
 	case errors.As(err, &pe):
-		return explainCode(pe, cs.name)
+		// The text comes from the server: keep its control characters
+		// (terminal escapes) off the user's terminal.
+		return explainCode(&ProtoError{Code: printable(pe.Code), Text: printable(pe.Text)}, cs.name)
 	case errors.Is(err, ErrServerSignature):
 		return fail(exitOther, "do not trust this server: it may be an impostor, or the account was restored from another server", "%s", err)
 	case errors.Is(err, ErrTooFewIterations), errors.Is(err, ErrTooManyIterations):

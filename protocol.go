@@ -93,8 +93,6 @@ const (
 type ProtoError struct {
 	Code string
 	Text string
-	// Close says the server hangs up after writing it.
-	Close bool
 }
 
 func (e *ProtoError) Error() string { return e.Code + " " + e.Text }
@@ -115,7 +113,7 @@ type Command struct {
 // Errors of framing and parsing.
 var (
 	// ErrLineTooLong is returned when a line exceeds MaxLineBytes.
-	ErrLineTooLong = &ProtoError{Code: CodeTooLong, Text: "line longer than 4096 bytes", Close: true}
+	ErrLineTooLong = &ProtoError{Code: CodeTooLong, Text: "line longer than 4096 bytes"}
 	// ErrEmptyLine is returned for a line with no command word.
 	ErrEmptyLine = &ProtoError{Code: CodeBadCmd, Text: "empty line"}
 )

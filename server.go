@@ -15,10 +15,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/xdg-go/scram"
@@ -35,11 +35,6 @@ const (
 	drainTimeout = time.Second
 	// drainLimit bounds what is discarded in that time.
 	drainLimit = 64 << 10
-	// maxProtocolErrors is how many BADCMD/BADREQ replies in a row one
-	// connection gets before the server hangs up: a client that far off is
-	// not speaking the protocol (an HTTP request, a port scanner), and each
-	// reply costs a worker's time. Any accepted command resets the count.
-	maxProtocolErrors = 32
 	// acceptBackoffMax caps the pause after a failing Accept (for example
 	// out of file descriptors), as net/http does.
 	acceptBackoffMax = time.Second
@@ -56,7 +51,7 @@ type Server struct {
 	log   *slog.Logger
 	thr   *throttle
 
-	queue    chan net.Conn
+	queue    chan *queued
 	shutting atomic.Bool
 	wg       sync.WaitGroup
 
@@ -75,7 +70,7 @@ func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
 		store: store,
 		log:   log,
 		thr:   newThrottle(cfg),
-		queue: make(chan net.Conn, cfg.Queue),
+		queue: make(chan *queued, cfg.Queue),
 		conns: make(map[*conn]struct{}),
 	}
 }
@@ -124,15 +119,20 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		src := sourceKey(nc.RemoteAddr())
+		// Spec §2 allows only the greeting or ERR BUSY at connect, so a
+		// source over its cap is told BUSY, with its own reason.
 		if !s.thr.connOpen(src) {
-			s.reject(nc, CodeLimit, "too many connections from your address; close some and retry")
+			s.reject(nc, CodeBusy, "too many connections from your address; close some and retry")
 			continue
 		}
+		q := s.newQueued(nc, src)
 		select {
-		case s.queue <- nc:
+		case s.queue <- q:
 		default:
-			s.thr.connClose(src)
-			s.reject(nc, CodeBusy, "server busy, retry shortly")
+			if q.claim() {
+				s.thr.connClose(src)
+				s.reject(nc, CodeBusy, "server busy, retry shortly")
+			}
 		}
 	}
 }
@@ -140,12 +140,12 @@ func (s *Server) Serve(ln net.Listener) error {
 // isTemporary reports accept errors worth retrying: running out of file
 // descriptors or buffers passes once connections close.
 func isTemporary(err error) bool {
-	var se *os.SyscallError
-	if !errors.As(err, &se) {
-		return false
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, errno) {
+			return true
+		}
 	}
-	s := se.Err.Error()
-	return s == "too many open files" || s == "no buffer space available" || s == "connection aborted" || s == "software caused connection abort"
+	return false
 }
 
 // reject answers a connection the server will not serve and closes it.
@@ -158,15 +158,50 @@ func (s *Server) reject(nc net.Conn, code, text string) {
 
 func (s *Server) worker() {
 	defer s.wg.Done()
-	for nc := range s.queue {
-		src := sourceKey(nc.RemoteAddr())
-		if s.shutting.Load() {
-			s.reject(nc, CodeBusy, "server is shutting down, retry shortly")
-		} else {
-			s.serveConn(nc, src)
+	for q := range s.queue {
+		if !q.claim() {
+			continue // waited too long; its timer answered it
 		}
-		s.thr.connClose(src)
+		if s.shutting.Load() {
+			s.reject(q.nc, CodeBusy, "server is shutting down, retry shortly")
+		} else {
+			s.serveConn(q.nc, q.src)
+		}
+		s.thr.connClose(q.src)
 	}
+}
+
+// queued is an accepted connection waiting for a worker. Whoever claims it
+// first answers it: a worker, or the timer of queue_timeout, which tells it
+// ERR BUSY; the spec promises that no client is left without an answer.
+type queued struct {
+	nc      net.Conn
+	src     string
+	claimed atomic.Bool
+	timer   *time.Timer
+}
+
+// newQueued arms the timer before the connection is published on the
+// queue, so the worker that receives it sees the timer.
+func (s *Server) newQueued(nc net.Conn, src string) *queued {
+	q := &queued{nc: nc, src: src}
+	q.timer = time.AfterFunc(s.cfg.QueueTimeout.Duration, func() {
+		if q.claimed.CompareAndSwap(false, true) {
+			s.reject(q.nc, CodeBusy, "server busy, retry shortly")
+			s.thr.connClose(q.src)
+		}
+	})
+	return q
+}
+
+// claim takes the connection for a worker (or the accept loop); false if
+// the timer already answered it.
+func (q *queued) claim() bool {
+	if !q.claimed.CompareAndSwap(false, true) {
+		return false
+	}
+	q.timer.Stop()
+	return true
 }
 
 // Addr is the listening address, once Serve runs.
@@ -242,12 +277,15 @@ type conn struct {
 	mu   sync.Mutex // guards idle against Shutdown
 	idle bool       // blocked reading a fresh command, nothing under way
 
-	user      string   // "" until a successful AUTH
-	pending   exchange // the exchange a SALT or CHALLENGE began
-	attempt   *attempt // the login under way, counted by the throttle
-	protoErrs int
-	stats     connStats
+	user     string   // "" until a successful AUTH
+	pending  exchange // the exchange a SALT or CHALLENGE began
+	attempt  *attempt // the login under way, counted by the throttle
+	lastFail failure  // the last charged failure, see failLogin
+	stats    connStats
 }
+
+// failure is a failed login: the name and the mechanism.
+type failure struct{ name, mech string }
 
 type connStats struct {
 	commands, logins, failures, registrations int
@@ -438,25 +476,13 @@ func (c *conn) reply(line string, err error) bool {
 	var pe *ProtoError
 	switch {
 	case err == nil:
-		c.protoErrs = 0
 		return c.write(line)
 	case errors.Is(err, errQuit):
 		c.stats.end = "quit"
 		c.write(line)
 		return false
 	case errors.As(err, &pe):
-		if pe.Code == CodeBadCmd || pe.Code == CodeBadReq {
-			c.protoErrs++
-		}
-		ok := c.write(pe.Line())
-		if c.protoErrs >= maxProtocolErrors {
-			c.stats.end = "too many protocol errors"
-			return false
-		}
-		if pe.Close {
-			c.stats.end = pe.Code
-		}
-		return ok && !pe.Close
+		return c.write(pe.Line())
 	default:
 		c.srv.log.Error("internal error", "remote", c.remote, "err", err)
 		c.write(FormatReply(ReplyErr, CodeInternal, "internal server error; nothing was changed"))
@@ -573,7 +599,7 @@ func (c *conn) handleRegister(cmd Command) (string, error) {
 	// "That name is taken" tells an outsider the account exists, so each
 	// such answer is charged to the source like a failed login: probing
 	// names through REGISTER is no faster than through AUTH.
-	if err := c.beginAttempt(name); err != nil {
+	if err := c.beginAttempt(name, ""); err != nil {
 		return "", err
 	}
 	switch _, err := c.srv.store.Get(name); {
@@ -712,7 +738,7 @@ func (c *conn) startSCRAM(arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := c.beginAttempt(name); err != nil {
+	if err := c.beginAttempt(name, MechSCRAM); err != nil {
 		return "", err
 	}
 	rec, fake, exists, err := c.lookup(name, KindSCRAM, "scram")
@@ -756,20 +782,26 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	serverFinal, err := p.conv.Step(string(raw))
 	if err != nil {
 		if serverFinal == scram.ErrInvalidProof {
-			return c.failLogin(p.name)
+			return c.failLogin(p.name, MechSCRAM)
 		}
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-final-message (channel binding, nonce or proof)")
 	}
 	if !p.exists || !p.conv.Valid() {
-		return c.failLogin(p.name)
+		return c.failLogin(p.name, MechSCRAM)
 	}
 	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
 }
 
 // beginAttempt asks the throttle whether this source may try to log in as
-// name now.
-func (c *conn) beginAttempt(name string) error {
+// name now with mech ("" for a REGISTER probe). The second half of a
+// SCRAM/SEED pair (see failLogin) is neither checked nor charged: its first
+// half was, and only one of the two can ever succeed.
+func (c *conn) beginAttempt(name, mech string) error {
 	c.endAttempt(false)
+	if mech != "" && c.lastFail.name == name && c.lastFail.mech != mech {
+		c.attempt = &attempt{free: true}
+		return nil
+	}
 	a, wait, perUser := c.srv.thr.begin(c.src, name, time.Now())
 	if a == nil {
 		c.srv.log.Info("throttled", "remote", c.remote, "user", name, "retry_in", wait)
@@ -791,8 +823,20 @@ func (c *conn) endAttempt(failed bool) {
 	}
 }
 
-func (c *conn) failLogin(name string) (string, error) {
-	c.endAttempt(true)
+// failLogin answers a wrong proof. It is charged to the throttle, except
+// for the second half of a SCRAM-then-SEED (or SEED-then-SCRAM) pair for
+// the same name on the same connection, which is how our client finds a
+// legacy account. Charging that pair once gives nothing away: an account is
+// either SCRAM or legacy, so only one of the two proofs could ever succeed,
+// and a pair still tests at most one password.
+func (c *conn) failLogin(name, mech string) (string, error) {
+	free := c.attempt != nil && c.attempt.free
+	c.endAttempt(!free)
+	if free {
+		c.lastFail = failure{}
+	} else {
+		c.lastFail = failure{name, mech}
+	}
 	c.stats.failures++
 	c.srv.log.Info("login failed", "remote", c.remote, "user", name)
 	return "", errAuthFailed
@@ -800,6 +844,7 @@ func (c *conn) failLogin(name string) (string, error) {
 
 func (c *conn) succeedLogin(name string, rec Record, reply string) (string, error) {
 	c.endAttempt(false)
+	c.lastFail = failure{}
 	if rec.Locked {
 		c.srv.log.Info("login refused: account locked", "remote", c.remote, "user", name)
 		return "", protoErr(CodeLocked, "this account is locked; ask the administrator")
@@ -815,7 +860,7 @@ func (c *conn) startSeed(arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := c.beginAttempt(name); err != nil {
+	if err := c.beginAttempt(name, MechSeed); err != nil {
 		return "", err
 	}
 	rec, fake, exists, err := c.lookup(name, KindLegacy, "seed")
@@ -825,6 +870,9 @@ func (c *conn) startSeed(arg string) (string, error) {
 	salt := hex.EncodeToString(fake[:16])
 	if exists {
 		salt = string(rec.Salt)
+	} else {
+		// Hash the same number of bytes at RESPONSE as for a real account.
+		rec.StoredKey = fake
 	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
@@ -846,7 +894,7 @@ func (c *conn) finishSeed(p *seedEx, cmd Command) (string, error) {
 	stored := hex.EncodeToString(p.rec.StoredKey)
 	want := SeedResponse(p.nonce, stored)
 	if !hmac.Equal([]byte(got), []byte(want)) || !p.exists {
-		return c.failLogin(p.name)
+		return c.failLogin(p.name, MechSeed)
 	}
 	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK))
 }

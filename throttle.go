@@ -36,8 +36,10 @@ type throttle struct {
 }
 
 // bucket is the failure allowance of one source or (source, user) pair.
+// inflight counts the pair's logins under way (sources do not use it).
 type bucket struct {
-	lim *rate.Limiter
+	lim      *rate.Limiter
+	inflight int
 }
 
 func newThrottle(cfg Config) *throttle {
@@ -97,66 +99,96 @@ func (t *throttle) connClose(src string) {
 // failure will be charged to.
 type attempt struct {
 	src, pair string
+	// free marks the second half of a SCRAM/SEED pair: not counted.
+	free bool
 }
 
 // begin starts a login attempt, or says how long src must wait and
-// whether it is the (source, user) allowance that ran out. It only reads: a
-// source with no failure on record has no state at all, so successful
-// logins, however many and however parallel, cost one map lookup and never
-// wait.
+// whether it is the (source, user) allowance that ran out.
+//
+// Logins under way count against their pair's allowance as if they had
+// failed, so that a wave of parallel guesses at one account cannot all be
+// checked before the first failure is charged. They do not count against
+// the source's allowance: a backend may log many different users in at
+// once. A wave spread over many names is instead paid for afterwards, as
+// debt (see end).
 func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time.Duration, perUser bool) {
 	a = &attempt{src: src, pair: src + "\x00" + user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if b := t.sources[a.src]; b != nil {
-		wait = b.wait(now)
+		wait = b.wait(now, 0)
 	}
-	if b := t.pairs[a.pair]; b != nil {
-		if w := b.wait(now); w > wait {
-			wait, perUser = w, true
-		}
+	p := t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now)
+	if w := p.wait(now, p.inflight); w > wait {
+		wait, perUser = w, true
 	}
 	if wait > 0 {
+		t.tidy(t.pairs, a.pair, p, now)
 		return nil, wait, perUser
 	}
+	p.inflight++
 	return a, 0, false
 }
 
 // end finishes an attempt. A failure spends one unit of both allowances;
 // past zero it runs into debt, so a source that keeps failing waits longer
-// and longer, as with Dovecot's growing penalty. Attempts under way are not
-// counted, so a wave of parallel guesses can overshoot the burst once (by at
-// most max_conns_per_source), and then pays for every extra guess with
-// another refill period of waiting: the sustained rate stays bounded.
+// and longer, as with Dovecot's growing penalty, and the sustained rate
+// stays at the refill rate whatever the parallelism.
 func (t *throttle) end(a *attempt, failed bool, now time.Time) {
-	if a == nil || !failed {
+	if a == nil || a.free {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.bucket(t.sources, a.src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
-	t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
+	p := t.pairs[a.pair]
+	if p != nil && p.inflight > 0 {
+		p.inflight--
+	}
+	if failed {
+		t.bucket(t.sources, a.src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
+		p = t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now)
+		p.lim.ReserveN(now, 1)
+	}
+	if p != nil {
+		t.tidy(t.pairs, a.pair, p, now)
+	}
 }
 
-// wait is how long until one more attempt fits the allowance.
-func (b *bucket) wait(now time.Time) time.Duration {
-	need := 1 - b.lim.TokensAt(now)
+// wait is how long until one more attempt fits the allowance, with
+// inflight attempts already under way. When only those stand in the way,
+// the answer is a second: they end within a line timeout.
+func (b *bucket) wait(now time.Time, inflight int) time.Duration {
+	tokens := b.lim.TokensAt(now)
+	need := 1 + float64(inflight) - tokens
 	if need <= 0 {
 		return 0
 	}
-	secs := need / float64(b.lim.Limit())
+	if tokens >= 1 {
+		return time.Second
+	}
+	secs := (1 - tokens) / float64(b.lim.Limit())
 	return time.Duration(math.Ceil(secs)) * time.Second
 }
 
 // full reports whether a bucket remembers nothing: its whole allowance is
-// back. Such a bucket can be dropped and made anew when needed.
+// back and nothing is under way. Such a bucket can be dropped and made
+// anew when needed.
 func (b *bucket) full(now time.Time) bool {
-	return b.lim.TokensAt(now) >= float64(b.lim.Burst())
+	return b.inflight == 0 && b.lim.TokensAt(now) >= float64(b.lim.Burst())
+}
+
+func (t *throttle) tidy(m map[string]*bucket, key string, b *bucket, now time.Time) {
+	if b.full(now) {
+		delete(m, key)
+	}
 }
 
 // bucket returns key's bucket, making room for a new one if the table is
 // full: first by dropping buckets that remember nothing, then by dropping
 // buckets at random (Go's map order) until a tenth of the table is free.
+// Buckets with logins under way stay; there are at most as many as
+// workers.
 // Random eviction forgives some penalties under a flood of sources, but
 // keeps memory bounded whatever an attacker does.
 func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burst int, now time.Time) *bucket {
@@ -170,11 +202,13 @@ func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burs
 			}
 		}
 		target := t.maxEntries - t.maxEntries/evictFraction
-		for k := range m {
+		for k, b := range m {
 			if len(m) < target {
 				break
 			}
-			delete(m, k)
+			if b.inflight == 0 {
+				delete(m, k)
+			}
 		}
 	}
 	b := &bucket{lim: rate.NewLimiter(lim, burst)}
