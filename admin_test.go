@@ -152,7 +152,7 @@ func TestUsersCommandsSameOnlineAndOffline(t *testing.T) {
 	// The server did the online half: its log has every request, and the
 	// file was its own all along (an offline run could not have opened it).
 	for _, op := range []string{"list", "show", "lock", "unlock", "delete", "export", "backup", "import"} {
-		if !strings.Contains(srv.log.String(), "msg=admin op="+op) {
+		if !srv.waitLog(t, "msg=admin op="+op) {
 			t.Errorf("the server's log has no admin %s:\n%s", op, srv.log)
 		}
 	}
@@ -544,7 +544,7 @@ func TestBackupUnderLoad(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "wrote a backup of ") || !strings.Contains(r.stdout, `"authbox serve --db backup.db" serves it`) {
 		t.Fatalf("backup: %+v", r)
 	}
-	if !strings.Contains(srv.log.String(), "msg=admin op=backup") {
+	if !srv.waitLog(t, "msg=admin op=backup") {
 		t.Fatal("the backup did not go through the server")
 	}
 
@@ -673,11 +673,11 @@ func TestAdminSocketLifecycle(t *testing.T) {
 	ln.Close()
 	mustCLI(t, 0, dir, "", "users", "list")
 	srv = startServe(t, dir, "--config", cfg)
-	if !strings.Contains(srv.log.String(), "removed a stale admin socket") {
+	if !srv.waitLog(t, "removed a stale admin socket") {
 		t.Fatalf("stale socket not replaced:\n%s", srv.log)
 	}
 	mustCLI(t, 0, dir, "", "users", "list")
-	if !strings.Contains(srv.log.String(), "msg=admin op=list") {
+	if !srv.waitLog(t, "msg=admin op=list") {
 		t.Fatal("users list did not use the new socket")
 	}
 	srv.stop(t)

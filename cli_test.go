@@ -85,10 +85,29 @@ func runCLI(t testing.TB, dir, stdin string, env []string, args ...string) resul
 
 // serveProc is "authbox serve" running as a child process.
 type serveProc struct {
-	cmd  *exec.Cmd
-	addr string
-	log  *syncBuffer
-	done chan struct{}
+	cmd   *exec.Cmd
+	addr  string
+	log   *syncBuffer
+	lines chan struct{} // a tick for every log line read
+	done  chan struct{}
+}
+
+// waitLog waits until the server's log contains s: the log reaches the
+// test through a pipe and the server batches its writes, so a line may
+// come a little after the event that caused it.
+func (p *serveProc) waitLog(t testing.TB, s string) bool {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !strings.Contains(p.log.String(), s) {
+		select {
+		case <-p.lines:
+		case <-p.done:
+			return strings.Contains(p.log.String(), s)
+		case <-deadline:
+			return false
+		}
+	}
+	return true
 }
 
 var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -105,12 +124,16 @@ func startServe(t testing.TB, dir string, args ...string) *serveProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &serveProc{cmd: cmd, log: &syncBuffer{}, lines: make(chan struct{}, 1), done: make(chan struct{})}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			fmt.Fprintln(p.log, sc.Text())
+			select {
+			case p.lines <- struct{}{}:
+			default:
+			}
 			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
 				ready <- m[1]
 			}

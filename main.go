@@ -273,14 +273,17 @@ func printable(s string) string {
 // an operator nothing.
 const logFlushEvery = 100 * time.Millisecond
 
-// logBuffer batches log lines into few writes. Lines are whole when they
-// reach the output; a kill -9 loses at most logFlushEvery of them, never an
-// account (those are on disk before OK).
+// logBuffer batches log lines into few writes when they come thick and
+// fast, and writes a line at once when none was written for logFlushEvery,
+// so a quiet server's log is as live as an unbuffered one. Lines are whole
+// when they reach the output; a kill -9 loses at most logFlushEvery of
+// them, never an account (those are on disk before OK).
 type logBuffer struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	stop chan struct{}
-	done chan struct{}
+	mu      sync.Mutex
+	w       *bufio.Writer
+	flushed time.Time
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newLogBuffer(w io.Writer) *logBuffer {
@@ -305,13 +308,21 @@ func newLogBuffer(w io.Writer) *logBuffer {
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	n, err := l.w.Write(p)
+	if now := time.Now(); err == nil && now.Sub(l.flushed) >= logFlushEvery {
+		err = l.w.Flush()
+		l.flushed = now
+	}
+	return n, err
 }
 
 func (l *logBuffer) flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.w.Flush()
+	if l.w.Buffered() > 0 {
+		l.w.Flush()
+		l.flushed = time.Now()
+	}
 }
 
 // Close writes what is left and stops the flusher.
