@@ -415,7 +415,7 @@ func TestExportImportBetweenServers(t *testing.T) {
 	}
 	mustCLI(t, 1, dirB, "Wrong-pw-1\n", "login", "--server", srvB.addr, "--user", "alice", "--password-stdin")
 	mustCLI(t, 1, dirB, "Old-pw1\n", "login", "--server", srvB.addr, "--user", "old", "--password-stdin")
-	if !strings.Contains(srvB.log.String(), "msg=admin op=import") || !strings.Contains(srvA.log.String(), "msg=admin op=export") {
+	if !srvB.waitLog(t, "msg=admin op=import") || !srvA.waitLog(t, "msg=admin op=export") {
 		t.Fatal("export or import did not go through the running servers")
 	}
 }

@@ -719,11 +719,21 @@ func (c *conn) handleAuth(cmd Command) (string, error) {
 func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte, bool, error) {
 	fake := c.srv.store.FakeSalt(fakeLabel, name)
 	rec, err := c.srv.store.Get(name)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// A hit decodes a record; so does a miss, a stand-in of the same
+		// size, so that both cost the same allocations and copies.
+		standIn, _ := unmarshalRecord(standInRecord)
+		return standIn, fake, false, nil
+	case err != nil:
 		return Record{}, nil, false, err
 	}
-	return rec, fake, err == nil && rec.Kind == kind, nil
+	return rec, fake, rec.Kind == kind, nil
 }
+
+// standInRecord is an encoded SCRAM record, decoded for names that do not
+// exist (see lookup). Its kind is 0, so it can never match.
+var standInRecord = (&Record{Salt: make([]byte, SaltLen), StoredKey: make([]byte, KeyLen), ServerKey: make([]byte, KeyLen)}).marshal()
 
 func (c *conn) startSCRAM(arg string) (string, error) {
 	raw, err := DecodeB64(arg)
