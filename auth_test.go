@@ -180,17 +180,8 @@ func TestUnknownUserLooksLikeARealOne(t *testing.T) {
 	}
 
 	// The exchange then fails at RESPONSE, as a wrong password does.
-	sc, _ := scramClient("ghost", "Secret123")
-	conv := sc.NewConversation()
-	c1, _ := conv.Step("")
-	reply := rc2.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(c1)))
-	s1, _ := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
-	c2, err := conv.Step(string(s1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := rc2.do("RESPONSE " + EncodeB64([]byte(c2))); !strings.HasPrefix(got, "ERR AUTH ") {
-		t.Fatalf("unknown user RESPONSE: %q", got)
+	if x := rawSCRAM(t, rc2, "ghost", "Secret123"); !strings.HasPrefix(x.final, "ERR AUTH ") {
+		t.Fatalf("unknown user RESPONSE: %q", x.final)
 	}
 }
 

@@ -189,3 +189,43 @@ func code(err error) string {
 	}
 	return ""
 }
+
+// scramExchange is one SCRAM login as it crossed the wire.
+type scramExchange struct {
+	challenge   string // the CHALLENGE line
+	serverFirst string // decoded from it
+	clientFinal string
+	final       string // the reply to RESPONSE
+}
+
+// rawSCRAM runs a real SCRAM-SHA-256 login over rc with the real client
+// code and returns every value that crossed the wire.
+func rawSCRAM(t testing.TB, rc *rawConn, name, password string) scramExchange {
+	t.Helper()
+	sc, err := scramClient(name, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := sc.NewConversation()
+	c1, _ := conv.Step("")
+	var x scramExchange
+	x.challenge = rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(c1)))
+	s1, err := DecodeB64(strings.TrimPrefix(x.challenge, "CHALLENGE "))
+	if err != nil {
+		t.Fatalf("AUTH as %s: %q", name, x.challenge)
+	}
+	x.serverFirst = string(s1)
+	if x.clientFinal, err = conv.Step(x.serverFirst); err != nil {
+		t.Fatal(err)
+	}
+	x.final = rc.do("RESPONSE " + EncodeB64([]byte(x.clientFinal)))
+	return x
+}
+
+// must returns v, for values a test has already checked can be had.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

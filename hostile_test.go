@@ -381,23 +381,11 @@ func TestUnknownAndKnownUsersDoTheSameWork(t *testing.T) {
 	// name: the same replies, the same store reads.
 	attempt := func(name string) (challengeShape, final string, gets int64) {
 		before := ts.store.gets.Load()
-		sc, _ := scramClient(name, "Wrong1234")
-		conv := sc.NewConversation()
-		c1, _ := conv.Step("")
-		reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(c1)))
-		s1, err := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
-		if err != nil {
-			t.Fatalf("%s: %q", name, reply)
-		}
-		sf, _ := ParseServerFirst(string(s1))
-		nonceLen := len(strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r="))
-		c2, err := conv.Step(string(s1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		final = rc.do("RESPONSE " + EncodeB64([]byte(c2)))
-		shape := fmt.Sprintf("reply=%d nonce=%d salt=%d iterations=%d", len(reply), nonceLen, len(sf.Salt), sf.Iterations)
-		return shape, final, ts.store.gets.Load() - before
+		x := rawSCRAM(t, rc, name, "Wrong1234")
+		sf, _ := ParseServerFirst(x.serverFirst)
+		nonceLen := len(strings.TrimPrefix(strings.Split(x.serverFirst, ",")[0], "r="))
+		shape := fmt.Sprintf("reply=%d nonce=%d salt=%d iterations=%d", len(x.challenge), nonceLen, len(sf.Salt), sf.Iterations)
+		return shape, x.final, ts.store.gets.Load() - before
 	}
 	realShape, realFinal, realGets := attempt("alice")
 	ghostShape, ghostFinal, ghostGets := attempt("ghost")
@@ -486,15 +474,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 
 	// A real login over the raw connection, keeping every value that
 	// crossed the wire.
-	sc, _ := scramClient("alice", pw)
-	conv := sc.NewConversation()
-	c1, _ := conv.Step("")
-	reply := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(c1)))
-	s1, _ := DecodeB64(strings.TrimPrefix(reply, "CHALLENGE "))
-	c2, _ := conv.Step(string(s1))
-	final := rc.do("RESPONSE " + EncodeB64([]byte(c2)))
-	if !strings.HasPrefix(final, "OK ") {
-		t.Fatal(final)
+	x := rawSCRAM(t, rc, "alice", pw)
+	if !strings.HasPrefix(x.final, "OK ") {
+		t.Fatal(x.final)
 	}
 	rc.do("PASSWD")
 	rc.do("LOGOUT")
@@ -513,7 +495,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		}
 		return ""
 	}
-	secrets = append(secrets, attr(string(s1), "r"), attr(c2, "p"), strings.Fields(seed)[2])
+	secrets = append(secrets, attr(x.serverFirst, "r"), attr(x.clientFinal, "p"), attr(string(must(DecodeB64(strings.TrimPrefix(x.final, "OK ")))), "v"), strings.Fields(seed)[2])
 	logs := ts.logs.String()
 	for _, s := range secrets {
 		if s == "" {
