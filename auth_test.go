@@ -332,6 +332,7 @@ func TestErrorCodesKeepServing(t *testing.T) {
 		"c=eSws,r=%s,p=" + EncodeB64(make([]byte, 32)),
 		"c=biws,r=%s,p=" + EncodeB64(make([]byte, 5)),
 		"c=biws,r=%s",
+		"c=biws,r=%s,p=" + EncodeB64(make([]byte, 32))[:8] + "\r\n" + EncodeB64(make([]byte, 32))[8:],
 	} {
 		s1, _ := challenge(t, rc, "alice")
 		nonce := strings.TrimPrefix(strings.Split(s1, ",")[0], "r=")

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -788,6 +789,11 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	raw, err := DecodeB64(cmd.Args[0])
 	if err != nil {
 		return "", err
+	}
+	// The SCRAM library decodes c= and p= leniently (it skips CR and LF);
+	// RFC 5802 messages are printable, so refuse anything else here.
+	if bytes.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", protoErr(CodeBadReq, "SCRAM client-final-message has control characters")
 	}
 	serverFinal, err := p.conv.Step(string(raw))
 	if err != nil {
