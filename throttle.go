@@ -29,17 +29,16 @@ type throttle struct {
 	userLimit  rate.Limit
 	userBurst  int
 
-	mu      sync.Mutex
-	conns   map[string]int
-	sources map[string]*bucket
-	pairs   map[string]*bucket
+	mu       sync.Mutex
+	conns    map[string]int
+	sources  map[string]*bucket
+	pairs    map[string]*bucket
+	inflight map[string]int // logins under way per pair; at most one per worker
 }
 
 // bucket is the failure allowance of one source or (source, user) pair.
-// inflight counts the pair's logins under way (sources do not use it).
 type bucket struct {
-	lim      *rate.Limiter
-	inflight int
+	lim *rate.Limiter
 }
 
 func newThrottle(cfg Config) *throttle {
@@ -53,6 +52,7 @@ func newThrottle(cfg Config) *throttle {
 		conns:      make(map[string]int),
 		sources:    make(map[string]*bucket),
 		pairs:      make(map[string]*bucket),
+		inflight:   make(map[string]int),
 	}
 }
 
@@ -119,15 +119,22 @@ func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time
 	if b := t.sources[a.src]; b != nil {
 		wait = b.wait(now, 0)
 	}
-	p := t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now)
-	if w := p.wait(now, p.inflight); w > wait {
-		wait, perUser = w, true
+	// A pair with no failure on record has its whole allowance: only the
+	// logins under way count, and they need no limiter.
+	inflight := t.inflight[a.pair]
+	pw := time.Duration(0)
+	if b := t.pairs[a.pair]; b != nil {
+		pw = b.wait(now, inflight)
+	} else if inflight >= t.userBurst {
+		pw = time.Second
+	}
+	if pw > wait {
+		wait, perUser = pw, true
 	}
 	if wait > 0 {
-		t.tidy(t.pairs, a.pair, p, now)
 		return nil, wait, perUser
 	}
-	p.inflight++
+	t.inflight[a.pair] = inflight + 1
 	return a, 0, false
 }
 
@@ -141,17 +148,14 @@ func (t *throttle) end(a *attempt, failed bool, now time.Time) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := t.pairs[a.pair]
-	if p != nil && p.inflight > 0 {
-		p.inflight--
+	if n := t.inflight[a.pair]; n > 1 {
+		t.inflight[a.pair] = n - 1
+	} else {
+		delete(t.inflight, a.pair)
 	}
 	if failed {
 		t.bucket(t.sources, a.src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
-		p = t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now)
-		p.lim.ReserveN(now, 1)
-	}
-	if p != nil {
-		t.tidy(t.pairs, a.pair, p, now)
+		t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
 	}
 }
 
@@ -172,23 +176,14 @@ func (b *bucket) wait(now time.Time, inflight int) time.Duration {
 }
 
 // full reports whether a bucket remembers nothing: its whole allowance is
-// back and nothing is under way. Such a bucket can be dropped and made
-// anew when needed.
+// back. Such a bucket can be dropped and made anew when needed.
 func (b *bucket) full(now time.Time) bool {
-	return b.inflight == 0 && b.lim.TokensAt(now) >= float64(b.lim.Burst())
-}
-
-func (t *throttle) tidy(m map[string]*bucket, key string, b *bucket, now time.Time) {
-	if b.full(now) {
-		delete(m, key)
-	}
+	return b.lim.TokensAt(now) >= float64(b.lim.Burst())
 }
 
 // bucket returns key's bucket, making room for a new one if the table is
 // full: first by dropping buckets that remember nothing, then by dropping
 // buckets at random (Go's map order) until a tenth of the table is free.
-// Buckets with logins under way stay; there are at most as many as
-// workers.
 // Random eviction forgives some penalties under a flood of sources, but
 // keeps memory bounded whatever an attacker does.
 func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burst int, now time.Time) *bucket {
@@ -202,13 +197,11 @@ func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burs
 			}
 		}
 		target := t.maxEntries - t.maxEntries/evictFraction
-		for k, b := range m {
+		for k := range m {
 			if len(m) < target {
 				break
 			}
-			if b.inflight == 0 {
-				delete(m, k)
-			}
+			delete(m, k)
 		}
 	}
 	b := &bucket{lim: rate.NewLimiter(lim, burst)}
