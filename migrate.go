@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -33,11 +34,22 @@ const pgPrefix = "SCRAM-SHA-256$"
 // byte.
 const maxFieldBytes = 255
 
+// maxImportLine bounds one input line, line end included (and a CSV
+// record, which may span lines inside quotes), so that a file with no
+// newline cannot make the server buffer all of it. The longest useful
+// line is a few hundred bytes; a longer one is rejected and skipped.
+const maxImportLine = 64 << 10
+
+// maxQuotedName bounds a name field quoted in a rejection: a longer one is
+// no valid username anyway, and may be a whole line gone wrong.
+const maxQuotedName = MaxUsernameBytes
+
 // seedHeader is the first line sqlite3 prints with -header; it is skipped.
 var seedHeader = []string{"login", "password", "salt"}
 
 // Rejection is one input line that cannot become an account, and why. The
-// reason never quotes a hash, a key or a salt.
+// reason never quotes a hash, a key or a salt, nor a name field that may
+// hold one (see nameShown).
 type Rejection struct {
 	Line   int
 	Reason string
@@ -77,19 +89,52 @@ func ParseImport(format string, r io.Reader) (ImportResult, error) {
 				return
 			}
 		}
-		reason := err.Error()
-		if name != "" {
-			reason = fmt.Sprintf("%q: %s", name, reason)
-		}
-		res.Rejected = append(res.Rejected, Rejection{Line: line, Reason: reason})
+		res.Rejected = append(res.Rejected, Rejection{Line: line, Reason: rejectionReason(name, err)})
 	}
+	var err error
 	switch format {
 	case FormatSeedCSV:
-		return res, parseSeedCSV(r, add)
+		err = parseSeedCSV(r, add)
 	case FormatPG:
-		return res, parsePG(r, add)
+		err = parsePG(r, add)
+	default:
+		return res, fmt.Errorf("unknown format %q (known: %s, %s)", format, FormatSeedCSV, FormatPG)
 	}
-	return res, fmt.Errorf("unknown format %q (known: %s, %s)", format, FormatSeedCSV, FormatPG)
+	// A CSV record too long to parse is rejected as it is read, ahead of
+	// the records before it that the CSV reader still buffers.
+	slices.SortStableFunc(res.Rejected, func(a, b Rejection) int { return a.Line - b.Line })
+	return res, err
+}
+
+// rejectionReason is why a line was rejected, with its name field quoted
+// when that is safe.
+func rejectionReason(name string, err error) string {
+	switch {
+	case name == "":
+		return err.Error()
+	case len(name) > maxQuotedName:
+		return fmt.Sprintf("the name field is not a valid username (%d bytes, at most %d), not shown: %s", len(name), maxQuotedName, err)
+	case !nameShown(name):
+		return fmt.Sprintf("the name field is not a valid username (it holds a dollar sign or looks like a hash: an extra column, or columns swapped?), not shown: %s", err)
+	}
+	return fmt.Sprintf("%q: %s", name, err)
+}
+
+// nameShown reports whether a name field may be quoted. A pg line split
+// at the wrong comma (an extra column, as psql prints for a NULL one) or
+// swapped columns put a verifier or a hash where the name should be, and
+// a rejection must not print it: every verifier holds a "$", and a hash
+// is a long run of hex or base64.
+func nameShown(name string) bool {
+	if strings.ContainsRune(name, '$') {
+		return false
+	}
+	hexRun := strings.TrimPrefix(name, "md5")
+	if len(hexRun) >= 32 && strings.Trim(hexRun, "0123456789abcdefABCDEF") == "" {
+		return false
+	}
+	const b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+	return len(name) < 40 || strings.Trim(name, b64) != ""
 }
 
 // nameWhy is the reason NormalizeUsername gave, without the wire code.
@@ -106,7 +151,7 @@ func nameWhy(err error) string {
 // quote, a space or a non-ASCII byte, LF or CRLF line ends, NULL as an
 // empty field, and a header line only if -header was given.
 func parseSeedCSV(r io.Reader, add func(int, string, Record, error)) error {
-	cr := csv.NewReader(r)
+	cr := csv.NewReader(&csvRecords{lines: newLineReader(r), add: add})
 	cr.FieldsPerRecord = -1 // counted here, so the reason can say so
 	for n := 0; ; n++ {
 		fields, err := cr.Read()
@@ -181,6 +226,95 @@ func checkSalt(salt string) error {
 	return nil
 }
 
+// csvRecords hands encoding/csv the input one whole record at a time, each
+// at most maxImportLine bytes: csv.Reader keeps no limit of its own. A
+// record that is too long is rejected here and replaced by as many empty
+// lines, which csv.Reader skips, so that its line numbers stay right.
+// Record ends are found as csv.Reader (without LazyQuotes) finds them: a
+// quote opens a field only at its start, and a quoted field may span
+// lines; a stray quote ends the record at the end of its line.
+type csvRecords struct {
+	lines   *lineReader
+	add     func(int, string, Record, error)
+	pending []byte // what Read has yet to hand out
+	rec     []byte // the record being read
+	err     error
+}
+
+func (c *csvRecords) Read(p []byte) (int, error) {
+	for len(c.pending) == 0 {
+		if c.err != nil {
+			return 0, c.err
+		}
+		c.fill()
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// fill reads the next record into pending.
+func (c *csvRecords) fill() {
+	c.rec = c.rec[:0]
+	start, nlines, tooLong := 0, 0, false
+	inQuote := false
+	for {
+		line, n, long, err := c.lines.nextRaw()
+		if err != nil {
+			c.err = err
+			break
+		}
+		if nlines == 0 {
+			start = n
+		}
+		nlines++
+		if long || len(c.rec)+len(line) > maxImportLine {
+			tooLong = true
+			c.rec = c.rec[:0]
+		}
+		if !tooLong {
+			c.rec = append(c.rec, line...)
+		}
+		if inQuote = csvQuoteOpen(line, inQuote); !inQuote || tooLong {
+			break
+		}
+	}
+	if tooLong {
+		c.add(start, "", Record{}, fmt.Errorf("longer than %d bytes (a line, or a quoted field over several)", maxImportLine))
+		c.rec = c.rec[:0]
+		for range nlines {
+			c.rec = append(c.rec, '\n')
+		}
+	}
+	c.pending = c.rec
+}
+
+// csvQuoteOpen reports whether a quoted field is still open at the end of
+// line, given whether one was open at its start.
+func csvQuoteOpen(line []byte, inQuote bool) bool {
+	fieldStart := !inQuote
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case inQuote && c == '"' && i+1 < len(line) && line[i+1] == '"':
+			i++ // an escaped quote
+		case inQuote && c == '"':
+			inQuote = false
+			if i+1 < len(line) && line[i+1] != ',' && line[i+1] != '\r' && line[i+1] != '\n' {
+				return false // csv.Reader rejects the record at this line
+			}
+		case inQuote:
+		case c == '"' && fieldStart:
+			inQuote = true
+		case c == '"':
+			return false // a bare quote: rejected at this line
+		default:
+			fieldStart = c == ','
+		}
+	}
+	return inQuote
+}
+
 // parsePG reads `psql -At -F, -c "SELECT rolname, rolpassword FROM
 // pg_authid"`: one "name,verifier" a line, unquoted. A verifier has no
 // comma, so the line splits at its last one and a name may hold commas.
@@ -197,6 +331,10 @@ func parsePG(r io.Reader, add func(int, string, Record, error)) error {
 		if line == "" {
 			continue
 		}
+		if line == lineTooLong {
+			add(n, "", Record{}, fmt.Errorf("line longer than %d bytes", maxImportLine))
+			continue
+		}
 		i := strings.LastIndexByte(line, ',')
 		if i < 0 {
 			add(n, "", Record{}, errors.New("no comma between the name and the verifier"))
@@ -207,22 +345,52 @@ func parsePG(r io.Reader, add func(int, string, Record, error)) error {
 	}
 }
 
-// lineReader yields lines without their LF or CRLF, counting them.
+// lineReader yields lines, counting them, each at most maxImportLine
+// bytes: the rest of a longer one is read and dropped.
 type lineReader struct {
 	r *bufio.Reader
 	n int
 }
 
-func newLineReader(r io.Reader) *lineReader { return &lineReader{r: bufio.NewReader(r)} }
+// lineTooLong is what next returns for a line over maxImportLine; no line
+// holds a NUL.
+const lineTooLong = "\x00too long"
 
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{r: bufio.NewReaderSize(r, maxImportLine)}
+}
+
+// next returns a line without its LF or CRLF, or lineTooLong.
 func (l *lineReader) next() (string, int, error) {
-	line, err := l.r.ReadString('\n')
-	if line == "" && err != nil {
+	line, n, long, err := l.nextRaw()
+	if err != nil {
 		return "", 0, err
 	}
+	if long {
+		return lineTooLong, n, nil
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r"), n, nil
+}
+
+// nextRaw returns a line with its line end, valid until the next call, or
+// long if it is over maxImportLine (and then no bytes).
+func (l *lineReader) nextRaw() (line []byte, n int, long bool, err error) {
+	line, err = l.r.ReadSlice('\n')
+	for errors.Is(err, bufio.ErrBufferFull) {
+		long = true
+		_, err = l.r.ReadSlice('\n')
+	}
+	if len(line) == 0 && err != nil {
+		return nil, 0, false, err
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, 0, false, err
+	}
 	l.n++
-	line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-	return line, l.n, nil
+	if long {
+		line = nil
+	}
+	return line, l.n, long, nil
 }
 
 // ParsePGVerifier reads a PostgreSQL verifier

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -308,4 +310,108 @@ func FuzzParseImport(f *testing.F) {
 			t.Fatalf("%d accounts + %d rejected != %d lines", len(res.Accounts), len(res.Rejected), res.Lines)
 		}
 	})
+}
+
+// TestRejectionsNeverQuoteAVerifier: a pg line split at the wrong comma (a
+// trailing one, as psql prints for an extra NULL column) or with swapped
+// columns puts the verifier or a hash in the name field; the reason must
+// not print it, and a quoted name is never longer than a username.
+func TestRejectionsNeverQuoteAVerifier(t *testing.T) {
+	u := newLegacyUser(t, "alice", "Alice-pw1")
+	long := strings.Repeat("n", 65)
+	pg := []string{
+		"alice," + rfcPGVerifier + ",",           // 1 trailing comma: name "alice,SCRAM…"
+		rfcPGVerifier + ",alice",                 // 2 swapped columns
+		long + "," + rfcPGVerifier + "",          // 3 a 65-byte name
+		"ok,md5a3556571e93b0d20722ba62be61e8c2d", // 4 a short name is quoted
+	}
+	res, err := ParseImport(FormatPG, strings.NewReader(strings.Join(pg, "\n")+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRejected(t, res, map[int]string{
+		1: "the name field is not a valid username", 2: "the name field is not a valid username",
+		3: "the name field is not a valid username (65 bytes, at most 64)", 4: `"ok": an MD5 password`,
+	})
+	csvLines := []string{
+		u.password + ",alice," + u.salt,          // 1 hash and name swapped
+		"md5" + u.password[:32] + ",x," + u.salt, // 2 an md5-looking hash as the name
+		u.salt + "," + u.password,                // 3 the salt first, two columns
+	}
+	res2, err := ParseImport(FormatSeedCSV, strings.NewReader(strings.Join(csvLines, "\n")+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRejected(t, res2, map[int]string{1: "not shown", 2: "not shown", 3: "not shown: wrong column count"})
+	for _, r := range append(res.Rejected, res2.Rejected...) {
+		for _, secret := range []string{rfcStoredKey, rfcServerKey, rfcSalt, u.password, u.password[:32], u.salt, long} {
+			if strings.Contains(r.Reason, secret) {
+				t.Errorf("line %d quotes a secret or a long name: %q", r.Line, r.Reason)
+			}
+		}
+		if strings.Contains(r.Reason, "$") {
+			t.Errorf("line %d quotes a verifier: %q", r.Line, r.Reason)
+		}
+	}
+}
+
+// TestImportLinesAreBounded: a line over maxImportLine is rejected with
+// its number and skipped, and the lines after it are read as usual, in
+// both formats; parsing it does not buffer it.
+func TestImportLinesAreBounded(t *testing.T) {
+	u := newLegacyUser(t, "bob", "Bob-pw1")
+	huge := strings.Repeat("x", maxImportLine)
+	fits := strings.Repeat("y", maxImportLine-1) // with its LF: exactly the cap
+	pg := "user," + rfcPGVerifier + "\n" + huge + "\n" + fits + "\n" + "a,b," + rfcPGVerifier + "\n" + huge
+	res, err := ParseImport(FormatPG, strings.NewReader(pg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRejected(t, res, map[int]string{2: "line longer than 65536 bytes", 3: "no comma", 5: "line longer than 65536 bytes"})
+	if len(res.Accounts) != 2 || res.Accounts[1].Name != "a,b" {
+		t.Errorf("accepted %+v", res.Accounts)
+	}
+
+	ok := legacyCSV([]legacyUser{u})
+	csvIn := `"quoted` + "\n" + huge + "\n" + `end",x,y` + "\n" + // 1-3: one record over the cap
+		ok + // 4
+		huge + "," + u.password + "," + u.salt + "\n" + // 5
+		"\"g\nx\"," + u.password + "," + u.salt + "\n" + // 6-7: under the cap
+		legacyCSV([]legacyUser{{login: "carol", password: u.password, salt: u.salt}}) // 8
+	res, err = ParseImport(FormatSeedCSV, strings.NewReader(csvIn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRejected(t, res, map[int]string{1: "longer than 65536 bytes", 3: "not valid CSV", 5: "longer than 65536 bytes", 6: "bad name"})
+	if len(res.Accounts) != 2 || res.Accounts[0].Name != "bob" || res.Accounts[1].Name != "carol" {
+		t.Errorf("accepted %+v", res.Accounts)
+	}
+	if res.Rejected[0].Line != 1 {
+		t.Errorf("rejections out of line order: %+v", res.Rejected)
+	}
+
+	// A 64 MiB line with no newline is read through, not held.
+	const size = 64 << 20
+	for _, format := range []string{FormatPG, FormatSeedCSV} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		res, err := ParseImport(format, io.LimitReader(zeroReader{}, size))
+		runtime.ReadMemStats(&after)
+		if err != nil || len(res.Rejected) != 1 || res.Rejected[0].Line != 1 {
+			t.Fatalf("%s: %+v %v", format, res, err)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > size/8 {
+			t.Errorf("%s: a %d-byte line allocated %d bytes", format, size, alloc)
+		}
+	}
+}
+
+// zeroReader is an endless line of 'z'.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'z'
+	}
+	return len(p), nil
 }
