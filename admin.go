@@ -11,8 +11,13 @@ package main
 //
 // The admin protocol, one request per connection:
 //
-//	client: one JSON line (adminRequest), then for an import the input
-//	        file's bytes; then it half-closes.
+//	client: one JSON line (adminRequest); for an import, then the input
+//	        file's bytes in frames, each a JSON line {"len":N} and N
+//	        bytes, and last one JSON line {"end":true,"total":T}, T being
+//	        the sum of the Ns; then it half-closes. An upload without its
+//	        end line, or whose total is not what arrived, was cut off (the
+//	        client died, or could not read its input): nothing of it is
+//	        imported.
 //	server: frames, each a JSON line {"stream":S,"len":N} and N bytes,
 //	        S being "stdout", "stderr" or "file" (the output file of a
 //	        backup or an export, which the client writes); and last one
@@ -24,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -59,6 +65,15 @@ const (
 	// progressMinBytes is the smallest import file that gets a progress
 	// bar: below it the import ends before a bar would be worth drawing.
 	progressMinBytes = 1 << 20
+)
+
+var (
+	// ErrUploadCut is returned when an import's upload ends before its end
+	// line: the client stopped before the end of its input.
+	ErrUploadCut = errors.New("the upload was cut off before the end of the file")
+	// ErrUploadBad is returned when an import's upload is not made of
+	// frames as admin.go describes, or its total is not what arrived.
+	ErrUploadBad = errors.New("the upload is malformed")
 )
 
 // Admin operations.
@@ -253,7 +268,7 @@ func yesNo(b bool) string {
 func adminImport(store *Store, req adminRequest, in io.Reader, out adminOut) error {
 	res, err := ParseImport(req.Format, in)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", req.File, err)
+		return inputError(req.File, err)
 	}
 	for _, r := range res.Rejected {
 		fmt.Fprintf(out.Stderr, "%s:%d: %s\n", req.File, r.Line, r.Reason)
@@ -452,7 +467,11 @@ func (a *AdminServer) handle(nc net.Conn) {
 	a.log.Info("admin", who...)
 	w := bufio.NewWriterSize(c, adminFrameMax+256)
 	fw := &frameWriter{w: w}
-	err = runAdmin(a.store, req, r, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
+	var in io.Reader
+	if req.Op == opImport {
+		in = &uploadReader{r: r}
+	}
+	err = runAdmin(a.store, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
 	end := adminEnd{End: true}
 	var ce *cliError
 	if errors.As(err, &ce) {
@@ -483,6 +502,102 @@ func readAdminLine(r *bufio.Reader) ([]byte, error) {
 		}
 		return line, nil
 	}
+}
+
+// uploadFrame heads a frame of an import's upload, or ends it.
+type uploadFrame struct {
+	Len   int   `json:"len,omitempty"`
+	End   bool  `json:"end,omitempty"`
+	Total int64 `json:"total,omitempty"`
+}
+
+// uploadReader reads an import's upload off the connection: the frames'
+// bytes, then io.EOF at the end line, and only there; a connection that
+// ends first is ErrUploadCut, so a dead client's half file is never taken
+// for the whole of it.
+type uploadReader struct {
+	r     *bufio.Reader
+	left  int // bytes left in the current frame
+	total int64
+	err   error
+}
+
+func (u *uploadReader) Read(p []byte) (int, error) {
+	for u.left == 0 {
+		if u.err != nil {
+			return 0, u.err
+		}
+		u.err = u.next()
+	}
+	n, err := u.r.Read(p[:min(len(p), u.left)])
+	u.left -= n
+	u.total += int64(n)
+	if n == 0 && err != nil {
+		u.err = fmt.Errorf("%w (%d bytes arrived)", ErrUploadCut, u.total)
+		u.left = 0
+		return 0, u.err
+	}
+	return n, nil
+}
+
+// next reads a frame's head line: a frame's length, or the end.
+func (u *uploadReader) next() error {
+	line, err := readAdminLine(u.r)
+	if err != nil || !strings.HasSuffix(string(line), "\n") {
+		return fmt.Errorf("%w (%d bytes arrived)", ErrUploadCut, u.total)
+	}
+	var f uploadFrame
+	if err := json.Unmarshal(line, &f); err != nil {
+		return fmt.Errorf("%w after %d bytes", ErrUploadBad, u.total)
+	}
+	switch {
+	case f.End && f.Total != u.total:
+		return fmt.Errorf("%w: %d bytes arrived, and the client sent %d", ErrUploadBad, u.total, f.Total)
+	case f.End:
+		return io.EOF
+	case f.Len <= 0 || f.Len > adminFrameMax:
+		return fmt.Errorf("%w: a frame of %d bytes", ErrUploadBad, f.Len)
+	}
+	u.left = f.Len
+	return nil
+}
+
+// sendUpload writes in to w as an import's upload. The end line goes out
+// only after in's io.EOF: on a read error the upload stays cut off, so
+// the server imports nothing, and the error is the caller's to report.
+func sendUpload(w io.Writer, in io.Reader) (readErr, writeErr error) {
+	bw := bufio.NewWriterSize(w, adminFrameMax+256)
+	buf := make([]byte, adminFrameMax)
+	var total int64
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			hdr, _ := json.Marshal(uploadFrame{Len: n})
+			bw.Write(append(hdr, '\n'))
+			if _, werr := bw.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+			total += int64(n)
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			end, _ := json.Marshal(uploadFrame{End: true, Total: total})
+			bw.Write(append(end, '\n'))
+			return nil, bw.Flush()
+		case err != nil:
+			return err, bw.Flush()
+		}
+	}
+}
+
+// inputError is how an import reports that its input cannot be read, the
+// same from the socket as on the file.
+func inputError(file string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fail(exitOther, "", "reading %s: %s", file, errText(err))
 }
 
 // adminFrame heads a frame of output; adminEnd ends the reply.
@@ -586,20 +701,26 @@ func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) 
 	c := deadlineConn{nc, adminIdleTimeout}
 	// The request goes out while the replies come in, so that neither side
 	// can block the other with a full socket buffer.
-	sent := make(chan error, 1)
+	type upload struct{ readErr, writeErr error }
+	sent := make(chan upload, 1)
 	go func() {
-		_, err := c.Write(append(b, '\n'))
-		if err == nil && in != nil {
-			_, err = io.Copy(c, in)
+		var u upload
+		_, u.writeErr = c.Write(append(b, '\n'))
+		if u.writeErr == nil && in != nil {
+			u.readErr, u.writeErr = sendUpload(c, in)
 		}
 		nc.CloseWrite()
-		sent <- err
+		sent <- u
 	}()
 	r := bufio.NewReader(c)
 	lost := func(err error) error {
 		nc.Close() // ends the sender too
-		if serr := <-sent; serr != nil && !errors.Is(serr, net.ErrClosed) {
-			err = serr
+		u := <-sent
+		if u.readErr != nil {
+			return inputError(req.File, u.readErr)
+		}
+		if u.writeErr != nil && !errors.Is(u.writeErr, net.ErrClosed) {
+			err = u.writeErr
 		}
 		return fail(exitOther, "see the server's log", "the server's admin socket failed mid-command: %s", err)
 	}
@@ -616,7 +737,12 @@ func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) 
 			return lost(err)
 		}
 		if f.End {
-			<-sent // the server hangs up after the end, which ends the copy
+			// The server hangs up after the end, which ends the upload.
+			// An input that could not be read is the user's error, whatever
+			// the server made of the upload it cut short.
+			if u := <-sent; u.readErr != nil {
+				return inputError(req.File, u.readErr)
+			}
 			if f.Exit != exitOK {
 				return &cliError{code: f.Exit, msg: f.Error, hint: f.Hint}
 			}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // seedConfig is a test config that also offers the legacy mechanism, as a
@@ -131,6 +132,7 @@ func TestUsersCommandsSameOnlineAndOffline(t *testing.T) {
 		{[]string{"users", "import", "--format", "pg", "../rfc.pg"}, 0, "imported 0, skipped 1 (name exists), rejected 0"},
 		{[]string{"users", "import", "--format", "pg", "--replace", "../rfc.pg"}, 0, "imported 1, skipped 0 (name exists), rejected 0"},
 		{[]string{"users", "import", "--format", "pg", "missing.pg"}, 2, "cannot read missing.pg"},
+		{[]string{"users", "import", "--format", "pg", "."}, 2, "authbox: error: reading .: is a directory\n"},
 		{[]string{"users", "list"}, 0, "émile  legacy  -"},
 	}
 	for i, tc := range cases {
@@ -738,5 +740,102 @@ func TestAdminSocketSpeaksFrames(t *testing.T) {
 	}
 	if end := rest[f.Len:]; end != `{"end":true,"exit":0}`+"\n" {
 		t.Fatalf("end %q", end)
+	}
+}
+
+// TestImportCutOffImportsNothing is an import through a running server
+// whose client dies half way through its input (kill -9 while it reads a
+// FIFO): the server must not take the half it got for the whole file.
+func TestImportCutOffImportsNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	srv := startServe(t, dir, "--config", cfg)
+	fifo := filepath.Join(dir, "in.pg")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client := command(t, dir, nil, "users", "import", "--format", "pg", "in.pg")
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill(); client.Wait() })
+	// Opened read-write, the FIFO never blocks the open; the writes block
+	// once the pipe is full until the client reads, so when they return
+	// the client has read all but the last pipe-full and sent it on.
+	f, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.SetWriteDeadline(time.Now().Add(30 * time.Second)) // a client that never reads fails the test
+	var body strings.Builder
+	for i := range 4000 {
+		fmt.Fprintf(&body, "user%d,%s\n", i, rfcPGVerifier)
+	}
+	if _, err := io.WriteString(f, body.String()); err != nil {
+		t.Fatalf("writing to the client: %v", err)
+	}
+	client.Process.Signal(syscall.SIGKILL)
+	client.Wait()
+	if !srv.waitLog(t, "the upload was cut off") {
+		t.Errorf("the server did not see the upload cut off:\n%s", srv.log)
+	}
+	if r := mustCLI(t, 0, dir, "", "users", "list"); r.stdout != "no accounts\n" {
+		t.Fatalf("a cut-off upload was imported:\n%s", r.stdout)
+	}
+}
+
+// TestAdminUploadNeedsItsEnd speaks the upload framing of admin.go to an
+// in-process admin socket: only an upload with its end line and the right
+// total is imported.
+func TestAdminUploadNeedsItsEnd(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	admin, err := ListenAdmin(ts.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Shutdown(nil) })
+	line := "user," + rfcPGVerifier + "\n"
+	frame := fmt.Sprintf(`{"len":%d}`+"\n%s", len(line), line)
+	req := `{"op":"import","format":"pg","file":"x.pg"}` + "\n"
+	send := func(upload string) adminEnd {
+		t.Helper()
+		nc, err := net.Dial("unix", admin.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		io.WriteString(nc, req+upload)
+		nc.(*net.UnixConn).CloseWrite()
+		reply, err := io.ReadAll(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(reply), "\n"), "\n")
+		var end adminEnd
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &end); err != nil || !end.End {
+			t.Fatalf("reply %q: %v", reply, err)
+		}
+		return end
+	}
+	for _, tc := range []struct{ upload, want string }{
+		{line, "the upload is malformed"},                        // unframed, as before the framing
+		{frame, "the upload was cut off"},                        // no end line
+		{frame + frame[:10], "the upload was cut off"},           // cut inside a frame head
+		{frame + frame[:len(frame)-5], "the upload was cut off"}, // cut inside a frame
+		{frame + `{"end":true,"total":1}` + "\n", "bytes arrived, and the client sent 1"},
+		{`{"len":100000000}` + "\n", "a frame of 100000000 bytes"},
+	} {
+		end := send(tc.upload)
+		if end.Exit != exitOther || !strings.Contains(end.Error, tc.want) {
+			t.Errorf("upload %.40q: %+v, want exit 2 and %q", tc.upload, end, tc.want)
+		}
+		if n, _ := ts.store.Count(); n != 0 {
+			t.Fatalf("upload %.40q: %d accounts imported", tc.upload, n)
+		}
+	}
+	end := send(frame + fmt.Sprintf(`{"end":true,"total":%d}`, len(line)) + "\n")
+	if n, _ := ts.store.Count(); end.Exit != exitOK || n != 1 {
+		t.Fatalf("a whole upload: %+v, %d accounts", end, n)
 	}
 }
