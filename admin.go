@@ -350,9 +350,15 @@ func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
 		}
-		if c, err := net.DialTimeout("unix", path, adminDialTimeout); err == nil {
+		c, err := net.DialTimeout("unix", path, adminDialTimeout)
+		if err == nil {
 			c.Close()
 			return nil, fmt.Errorf("another process answers on %s", path)
+		}
+		// Only a refused connection says nobody listens: a socket of
+		// another kind, or one we may not open, may still be in use.
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s exists and cannot be checked (%s): remove it if no server uses it", path, errText(err))
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("removing the stale %s: %w", path, err)
@@ -674,6 +680,9 @@ func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error
 	nc, err := net.DialTimeout("unix", sock, adminDialTimeout)
 	if err == nil {
 		defer nc.Close()
+		if err := checkAdminPeer(nc.(*net.UnixConn), sock); err != nil {
+			return err
+		}
 		return ac.remote(nc.(*net.UnixConn), req, in)
 	}
 	if _, err := os.Stat(ac.db); errors.Is(err, os.ErrNotExist) && !mayCreate {
@@ -692,6 +701,35 @@ func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error
 		return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
 	}
 	return err
+}
+
+// checkAdminPeer refuses an admin socket served by another user than us or
+// root: whoever answers sees the command and, for an import, the
+// verifiers, and its answers are taken for the server's.
+func checkAdminPeer(nc *net.UnixConn, sock string) error {
+	raw, err := nc.SyscallConn()
+	var cred *syscall.Ucred
+	if err == nil {
+		cerr := raw.Control(func(fd uintptr) {
+			cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		})
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fail(exitOther, "", "cannot tell who serves the admin socket %s: %s", sock, errText(err))
+	}
+	return adminPeerAllowed(sock, cred.Uid, os.Geteuid())
+}
+
+// adminPeerAllowed is checkAdminPeer's rule: the peer is us, or root.
+func adminPeerAllowed(sock string, peer uint32, euid int) error {
+	if peer == 0 || int64(peer) == int64(euid) {
+		return nil
+	}
+	return fail(exitOther, "a process of another user listens at the db's socket path: find it (fuser "+sock+") and stop it, then try again",
+		"refusing the admin socket %s: it is served by uid %d, not by you (uid %d) or root", sock, peer, euid)
 }
 
 // remote sends one request over the admin socket and plays its frames

@@ -839,3 +839,71 @@ func TestAdminUploadNeedsItsEnd(t *testing.T) {
 		t.Fatalf("a whole upload: %+v, %d accounts", end, n)
 	}
 }
+
+// TestAdminPeerCheck: the client talks only to an admin socket served by
+// its own user or root.
+func TestAdminPeerCheck(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "x.sock")
+	for _, tc := range []struct {
+		peer uint32
+		euid int
+		ok   bool
+	}{{1000, 1000, true}, {0, 1000, true}, {0, 0, true}, {1001, 1000, false}, {1000, 0, false}} {
+		err := adminPeerAllowed(sock, tc.peer, tc.euid)
+		if (err == nil) != tc.ok {
+			t.Errorf("peer %d, us %d: %v", tc.peer, tc.euid, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("refusing the admin socket %s: it is served by uid %d, not by you (uid %d) or root", sock, tc.peer, tc.euid)) {
+			t.Errorf("message: %v", err)
+		}
+	}
+	// The real check reads the peer's uid from the socket: ours.
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := checkAdminPeer(nc.(*net.UnixConn), sock); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStaleSocketOnlyWhenRefused: the server replaces a socket file only
+// when connecting to it is refused (nobody listens); a live socket of
+// another kind is left alone, and the server refuses to start.
+func TestStaleSocketOnlyWhenRefused(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "test.db")
+	sock := AdminSocketPath(db)
+	dg, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dg.Close()
+	store, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	admin, err := ListenAdmin(store, nil)
+	if err == nil {
+		admin.Shutdown(nil)
+		t.Fatal("the admin socket replaced a live datagram socket")
+	}
+	if !strings.Contains(err.Error(), sock+" exists and cannot be checked") || !strings.Contains(err.Error(), "remove it if no server uses it") {
+		t.Fatalf("error: %v", err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("the socket file was touched: %v %v", fi, err)
+	}
+	// The datagram socket still gets what is sent to it.
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("the datagram socket is gone: %v", err)
+	}
+	c.Close()
+}
