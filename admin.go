@@ -97,6 +97,9 @@ type adminRequest struct {
 	File    string `json:"file,omitempty"` // as the user wrote it, for messages
 	Replace bool   `json:"replace,omitempty"`
 	Partial bool   `json:"partial,omitempty"`
+	// Iterations is the admin's config's iterations, which an import
+	// compares the imported accounts' with.
+	Iterations int `json:"iterations,omitempty"`
 }
 
 // adminOut is where an admin command writes: the user's standard output
@@ -124,11 +127,13 @@ func accountInfo(name string, rec Record) AccountInfo {
 		Created: rec.Created, Updated: rec.Updated, Locked: rec.Locked}
 }
 
-// runAdmin does one admin command against an open store. in is an
-// import's input. Every failure is a *cliError, so that it reaches the
-// user the same way from the socket as from a local run.
-func runAdmin(store *Store, req adminRequest, in io.Reader, out adminOut) error {
-	err := adminOp(store, req, in, out)
+// runAdmin does one admin command against the store that open returns: the
+// server's, or the db file opened only once it is needed, so that an
+// import reads its whole input first. in is an import's input. Every
+// failure is a *cliError, so that it reaches the user the same way from
+// the socket as from a local run.
+func runAdmin(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
+	err := adminOp(open, req, in, out)
 	var ce *cliError
 	if err != nil && !errors.As(err, &ce) {
 		return fail(exitOther, "", "%s", err)
@@ -136,7 +141,7 @@ func runAdmin(store *Store, req adminRequest, in io.Reader, out adminOut) error 
 	return err
 }
 
-func adminOp(store *Store, req adminRequest, in io.Reader, out adminOut) error {
+func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
 	var name string
 	switch req.Op {
 	case opShow, opDelete, opLock, opUnlock:
@@ -148,6 +153,13 @@ func adminOp(store *Store, req adminRequest, in io.Reader, out adminOut) error {
 	}
 	notFound := func() error {
 		return fail(exitRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
+	}
+	if req.Op == opImport {
+		return adminImport(open, req, in, out)
+	}
+	store, err := open()
+	if err != nil {
+		return err
 	}
 	switch req.Op {
 	case opList:
@@ -195,8 +207,6 @@ func adminOp(store *Store, req adminRequest, in io.Reader, out adminOut) error {
 			fmt.Fprintf(out.Stdout, "account %q was already %sed\n", name, req.Op)
 		}
 		return nil
-	case opImport:
-		return adminImport(store, req, in, out)
 	case opExport:
 		return adminExport(store, req, out)
 	case opBackup:
@@ -263,9 +273,9 @@ func yesNo(b bool) string {
 }
 
 // adminImport parses the whole input first, so that a bad line stops the
-// import before anything is written, then writes every account in one
-// transaction.
-func adminImport(store *Store, req adminRequest, in io.Reader, out adminOut) error {
+// import before anything is written (or a db created), then writes every
+// account in one transaction.
+func adminImport(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
 	res, err := ParseImport(req.Format, in)
 	if err != nil {
 		return inputError(req.File, err)
@@ -273,18 +283,33 @@ func adminImport(store *Store, req adminRequest, in io.Reader, out adminOut) err
 	for _, r := range res.Rejected {
 		fmt.Fprintf(out.Stderr, "%s:%d: %s\n", req.File, r.Line, r.Reason)
 	}
+	counts := func(created, skipped int) {
+		fmt.Fprintf(out.Stdout, "imported %d, skipped %d (name exists), rejected %d\n", created, skipped, len(res.Rejected))
+	}
 	if len(res.Rejected) > 0 && !req.Partial {
+		counts(0, 0)
 		return fail(exitOther, "fix the lines above and import again, or import the other lines with --partial",
 			"nothing imported: %d of %d lines rejected", len(res.Rejected), res.Lines)
 	}
-	// In key order bbolt fills its pages; in file order it leaves them
-	// half empty.
-	slices.SortFunc(res.Accounts, func(a, b NamedRecord) int { return strings.Compare(a.Name, b.Name) })
-	created, skipped, err := store.CreateMany(res.Accounts, req.Replace)
-	if err != nil {
-		return fmt.Errorf("nothing imported: %w", err)
+	var created, skipped int
+	if len(res.Accounts) > 0 {
+		store, err := open()
+		if err != nil {
+			return err
+		}
+		// In key order bbolt fills its pages; in file order it leaves
+		// them half empty.
+		slices.SortFunc(res.Accounts, func(a, b NamedRecord) int { return strings.Compare(a.Name, b.Name) })
+		created, skipped, err = store.CreateMany(res.Accounts, req.Replace)
+		if err != nil {
+			return fmt.Errorf("nothing imported: %w", err)
+		}
 	}
-	fmt.Fprintf(out.Stdout, "imported %d, skipped %d (name exists), rejected %d\n", created, skipped, len(res.Rejected))
+	counts(created, skipped)
+	if odd := oddIterations(res.Accounts, req.Iterations); created > 0 && odd > 0 {
+		fmt.Fprintf(out.Stderr, "authbox: note: %d %s in the file %s an iteration count other than the config's iterations (%d), which tells them from unknown names; see \"Iteration count as a tell\" in README.md\n",
+			odd, plural(odd, "account", "accounts"), plural(odd, "has", "have"), req.Iterations)
+	}
 	if skipped > 0 && !req.Replace {
 		fmt.Fprintf(out.Stderr, "authbox: hint: existing accounts were left as they are; --replace overwrites them\n")
 	}
@@ -292,6 +317,28 @@ func adminImport(store *Store, req adminRequest, in io.Reader, out adminOut) err
 		fmt.Fprintf(out.Stderr, "authbox: hint: legacy accounts can log in only while the server's mechanisms include %q (auth.toml); each is upgraded to SCRAM at its first login\n", MechSeed)
 	}
 	return nil
+}
+
+// oddIterations counts the SCRAM accounts whose iteration count is not
+// the config's: an unknown name is shown the config's, so they stand out.
+func oddIterations(accounts []NamedRecord, configured int) int {
+	if configured == 0 {
+		return 0 // a request from a client that did not say
+	}
+	n := 0
+	for _, a := range accounts {
+		if a.Record.Kind == KindSCRAM && a.Record.Iterations != configured {
+			n++
+		}
+	}
+	return n
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // adminExport writes every SCRAM account as a PostgreSQL verifier line.
@@ -318,9 +365,10 @@ func adminExport(store *Store, req adminRequest, out adminOut) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", req.File, err)
 	}
-	fmt.Fprintf(out.Stdout, "exported %d accounts to %s\n", n, req.File)
+	fmt.Fprintf(out.Stdout, "exported %d %s to %s\n", n, plural(n, "account", "accounts"), req.File)
 	if legacy > 0 {
-		fmt.Fprintf(out.Stdout, "left out %d legacy accounts: they have no SCRAM verifier until their first login\n", legacy)
+		fmt.Fprintf(out.Stdout, "left out %d legacy %s\n", legacy,
+			plural(legacy, "account: it has no SCRAM verifier until its first login", "accounts: they have no SCRAM verifier until their first login"))
 	}
 	return nil
 }
@@ -477,7 +525,7 @@ func (a *AdminServer) handle(nc net.Conn) {
 	if req.Op == opImport {
 		in = &uploadReader{r: r}
 	}
-	err = runAdmin(a.store, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
+	err = runAdmin(func() (*Store, error) { return a.store, nil }, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
 	end := adminEnd{End: true}
 	var ce *cliError
 	if errors.As(err, &ce) {
@@ -657,8 +705,9 @@ func (s *frameStream) Write(p []byte) (int, error) {
 // adminClient runs an admin command the way the situation allows: through
 // the running server's admin socket, or else on the db file itself.
 type adminClient struct {
-	db  string
-	out adminOut
+	db         string
+	iterations int // the config's
+	out        adminOut
 }
 
 func newAdminClient(ctx *cli.Context) (*adminClient, error) {
@@ -670,7 +719,7 @@ func newAdminClient(ctx *cli.Context) (*adminClient, error) {
 	if db == "" {
 		db = cfg.DB
 	}
-	return &adminClient{db: db, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
+	return &adminClient{db: db, iterations: cfg.Iterations, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
 }
 
 // run sends req to the server if one answers on the socket, else opens
@@ -685,20 +734,37 @@ func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error
 		}
 		return ac.remote(nc.(*net.UnixConn), req, in)
 	}
-	if _, err := os.Stat(ac.db); errors.Is(err, os.ErrNotExist) && !mayCreate {
-		return fail(exitOther, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
+	var store *Store
+	open := func() (*Store, error) {
+		if store != nil {
+			return store, nil
+		}
+		// bbolt makes a db of any empty file it opens: only a command that
+		// may create the db may do that.
+		fi, err := os.Stat(ac.db)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && !mayCreate:
+			return nil, fail(exitOther, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
+		case err == nil && fi.Mode().IsRegular() && fi.Size() == 0 && !mayCreate:
+			return nil, fail(exitOther, "give the db with --db, or the config that names it with --config; an import creates a new db",
+				"%s is an empty file, not an authbox database", ac.db)
+		}
+		s, err := OpenStore(ac.db)
+		if errors.Is(err, ErrDBLocked) {
+			return nil, fail(exitOther, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
+				"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
+		}
+		if err != nil {
+			return nil, fail(exitOther, "check the path and its permissions", "%s", err)
+		}
+		store = s
+		return s, nil
 	}
-	store, err := OpenStore(ac.db)
-	if errors.Is(err, ErrDBLocked) {
-		return fail(exitOther, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
-			"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
-	}
-	if err != nil {
-		return fail(exitOther, "check the path and its permissions", "%s", err)
-	}
-	err = runAdmin(store, req, in, ac.out)
-	if cerr := store.Close(); err == nil && cerr != nil {
-		return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
+	err = runAdmin(open, req, in, ac.out)
+	if store != nil {
+		if cerr := store.Close(); err == nil && cerr != nil {
+			return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
+		}
 	}
 	return err
 }
@@ -903,7 +969,7 @@ func cmdUsersImport(ctx *cli.Context) error {
 	}
 	ac.out.Stdout, ac.out.Stderr = bar.clearing(ac.out.Stdout), bar.clearing(ac.out.Stderr)
 	defer bar.stop()
-	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial")}
+	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial"), Iterations: ac.iterations}
 	return ac.run(req, in, true)
 }
 

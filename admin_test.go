@@ -124,7 +124,7 @@ func TestUsersCommandsSameOnlineAndOffline(t *testing.T) {
 		{[]string{"users", "lock", "nobody"}, 1, `no account named "nobody"`},
 		{[]string{"users", "delete", "alice"}, 0, `deleted account "alice"`},
 		{[]string{"users", "delete", "alice"}, 1, `no account named "alice"`},
-		{[]string{"users", "export", "--format", "pg", "export.pg"}, 0, "exported 1 accounts to export.pg\nleft out 2 legacy accounts"},
+		{[]string{"users", "export", "--format", "pg", "export.pg"}, 0, "exported 1 account to export.pg\nleft out 2 legacy accounts: they have"},
 		{[]string{"users", "export", "--format", "pg", "export.pg"}, 2, "export.pg exists"},
 		{[]string{"users", "export", "--format", "csv", "other.pg"}, 2, `cannot export in format "csv"`},
 		{[]string{"backup", "backup.db"}, 0, "wrote a backup of "},
@@ -352,9 +352,15 @@ func TestImportRejectsBadLines(t *testing.T) {
 	check := func(where string) {
 		t.Helper()
 		r := mustCLI(t, 2, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "users.csv")
-		if r.stdout != "" || r.stderr != wantErr+"authbox: error: nothing imported: 4 of 6 lines rejected\n"+
+		if r.stdout != "imported 0, skipped 0 (name exists), rejected 4\n" || r.stderr != wantErr+"authbox: error: nothing imported: 4 of 6 lines rejected\n"+
 			"authbox: hint: fix the lines above and import again, or import the other lines with --partial\n" {
 			t.Fatalf("%s: %+v", where, r)
+		}
+		if where == "offline" {
+			if _, err := os.Stat(filepath.Join(dir, "authbox.db")); err == nil {
+				t.Fatal("offline: an import that imported nothing created the db")
+			}
+			return
 		}
 		if r := mustCLI(t, 0, dir, "", "users", "list", "--config", "auth.toml"); r.stdout != "no accounts\n" {
 			t.Fatalf("%s: half imported: %+v", where, r)
@@ -396,7 +402,7 @@ func TestExportImportBetweenServers(t *testing.T) {
 	}
 	export := filepath.Join(dirA, "accounts.pg")
 	r := mustCLI(t, 0, dirA, "", "users", "export", "--format", "pg", export)
-	if r.stdout != fmt.Sprintf("exported 4 accounts to %s\nleft out 1 legacy accounts: they have no SCRAM verifier until their first login\n", export) {
+	if r.stdout != fmt.Sprintf("exported 4 accounts to %s\nleft out 1 legacy account: it has no SCRAM verifier until its first login\n", export) {
 		t.Fatalf("export: %+v", r)
 	}
 	body, _ := os.ReadFile(export)
@@ -906,4 +912,76 @@ func TestStaleSocketOnlyWhenRefused(t *testing.T) {
 		t.Fatalf("the datagram socket is gone: %v", err)
 	}
 	c.Close()
+}
+
+// TestOfflineCommandsCreateNoDB: with no server, only an import that
+// imports something makes a db, and an empty file is no db.
+func TestOfflineCommandsCreateNoDB(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, "")
+	empty := writeFile(t, filepath.Join(dir, "empty.db"), "")
+	for _, args := range [][]string{{"users", "list", "--config", "auth.toml", "--db", "empty.db"},
+		{"users", "show", "--config", "auth.toml", "--db", "empty.db", "alice"}, {"backup", "--config", "auth.toml", "--db", "empty.db", "copy.db"}} {
+		r := mustCLI(t, 2, dir, "", args...)
+		if !strings.Contains(r.stderr, "authbox: error: empty.db is an empty file, not an authbox database\n") {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
+		t.Fatalf("the empty file was made a db: %v %v", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "copy.db")); err == nil {
+		t.Error("a failed backup left its file")
+	}
+
+	writeFile(t, filepath.Join(dir, "bad.pg"), "pg_monitor,\nold,md5a3556571e93b0d20722ba62be61e8c2d\n")
+	os.Mkdir(filepath.Join(dir, "adir"), 0o700)
+	for _, tc := range []struct {
+		code int
+		args []string
+		want string
+	}{
+		{2, []string{"bad.pg"}, "nothing imported: 2 of 2 lines rejected"},
+		{0, []string{"--partial", "bad.pg"}, "imported 0, skipped 0 (name exists), rejected 2"},
+		{2, []string{"adir"}, "reading adir: is a directory"},
+	} {
+		r := mustCLI(t, tc.code, dir, "", append([]string{"users", "import", "--config", "auth.toml", "--format", "pg"}, tc.args...)...)
+		if !strings.Contains(r.stdout+r.stderr, tc.want) {
+			t.Errorf("%v: %+v", tc.args, r)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "authbox.db")); err == nil {
+			t.Fatalf("%v created the db", tc.args)
+		}
+	}
+	// An import into an empty file may make it a db: that is its job.
+	writeFile(t, filepath.Join(dir, "one.pg"), "user,"+rfcPGVerifier+"\n")
+	mustCLI(t, 0, dir, "", "users", "import", "--config", "auth.toml", "--db", "empty.db", "--format", "pg", "one.pg")
+	if r := mustCLI(t, 0, dir, "", "users", "list", "--config", "auth.toml", "--db", "empty.db"); !strings.Contains(r.stdout, "user  scram") {
+		t.Fatalf("after the import: %+v", r)
+	}
+}
+
+// TestImportNotesOddIterations: imported verifiers whose iteration count is
+// not the config's can be told from unknown names; the import says so,
+// online and offline alike.
+func TestImportNotesOddIterations(t *testing.T) {
+	dir := t.TempDir()
+	same := writeConfig(t, dir, "") // iterations = 4096, as the RFC verifier
+	other := writeFile(t, filepath.Join(dir, "other.toml"), "iterations = 8192\n")
+	writeFile(t, filepath.Join(dir, "a.pg"), "a,"+rfcPGVerifier+"\nb,"+rfcPGVerifier+"\n")
+	writeFile(t, filepath.Join(dir, "c.pg"), "c,"+rfcPGVerifier+"\n")
+	const note = "authbox: note: 2 accounts in the file have an iteration count other than the config's iterations (8192), which tells them from unknown names"
+	r := mustCLI(t, 0, dir, "", "users", "import", "--config", other, "--format", "pg", "a.pg")
+	if !strings.Contains(r.stderr, note) {
+		t.Fatalf("offline, other count: %+v", r)
+	}
+	srv := startServe(t, dir, "--config", same)
+	r = mustCLI(t, 0, dir, "", "users", "import", "--config", other, "--format", "pg", "--replace", "a.pg")
+	if !strings.Contains(r.stderr, note) {
+		t.Fatalf("online, other count: %+v", r)
+	}
+	if r := mustCLI(t, 0, dir, "", "users", "import", "--config", same, "--format", "pg", "c.pg"); strings.Contains(r.stderr, "note") {
+		t.Fatalf("same count: %+v", r)
+	}
+	srv.stop(t)
 }
