@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -984,4 +985,39 @@ func TestImportNotesOddIterations(t *testing.T) {
 		t.Fatalf("same count: %+v", r)
 	}
 	srv.stop(t)
+}
+
+// TestBenchServerCPUUnavailable belongs with the bench tests; it is here
+// to keep this change out of bench_test.go. A --pid process that exits
+// mid-run has no CPU figure: it is reported unavailable, never negative.
+func TestBenchServerCPUUnavailable(t *testing.T) {
+	// A child that has exited and been reaped: its /proc entry is gone.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := cmd.Process.Pid
+	before, err := readProcCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, errAfter := readProcCPU(gone)
+	if errAfter == nil {
+		t.Skipf("pid %d was reused already", gone)
+	}
+	rep := &benchReport{Ops: 100, ServerPID: gone}
+	rep.setServerCPU(before, after, errAfter)
+	var text strings.Builder
+	rep.writeText(&text)
+	b, _ := json.Marshal(rep)
+	if !rep.NoServerCPU || rep.ServerCPUSec != 0 || rep.ServerCPUUs != 0 ||
+		!strings.Contains(text.String(), fmt.Sprintf("server cpu:   unavailable (pid %d exited", gone)) ||
+		!strings.Contains(string(b), `"server_cpu_unavailable":true`) {
+		t.Fatalf("%+v\n%s\n%s", rep, text.String(), b)
+	}
+	rep = &benchReport{Ops: 100, ServerPID: os.Getpid()}
+	rep.setServerCPU(before, before+time.Second, nil)
+	if rep.NoServerCPU || rep.ServerCPUSec != 1 || rep.ServerCPUUs != 1e4 {
+		t.Fatalf("a readable process: %+v", rep)
+	}
 }

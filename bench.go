@@ -726,29 +726,32 @@ func (b *bench) worker(w int, st *workerStats) {
 
 // benchReport is the outcome of a run; the JSON field names are stable.
 type benchReport struct {
-	Server        string         `json:"server"`
-	Mode          string         `json:"mode"`
-	Reuse         bool           `json:"reuse"`
-	Bare          bool           `json:"bare"`
-	Conc          int            `json:"conc"`
-	Users         int            `json:"users,omitempty"`
-	Sources       int            `json:"sources"`
-	Iterations    int            `json:"server_iterations"`
-	Seconds       float64        `json:"seconds"`
-	Ops           int64          `json:"ops"`
-	Errors        int64          `json:"errors"`
-	OpsPerSec     float64        `json:"ops_per_sec"`
-	LatencyMs     map[string]any `json:"latency_ms"`
-	ErrorsByCode  map[string]int `json:"errors_by_code"`
-	BenchCPUUs    float64        `json:"bench_cpu_us_per_op"`
-	ServerPID     int            `json:"server_pid,omitempty"`
-	ServerCPUSec  float64        `json:"server_cpu_sec,omitempty"`
-	ServerCPUUs   float64        `json:"server_cpu_us_per_op,omitempty"`
-	ServerRSSMiB  float64        `json:"server_rss_mib_before,omitempty"`
-	ServerPeakMiB float64        `json:"server_rss_mib_peak,omitempty"`
-	ServerEndMiB  float64        `json:"server_rss_mib_end,omitempty"`
-	ServerSettled float64        `json:"server_rss_mib_settled,omitempty"`
-	SettleSec     float64        `json:"settle_sec,omitempty"`
+	Server       string         `json:"server"`
+	Mode         string         `json:"mode"`
+	Reuse        bool           `json:"reuse"`
+	Bare         bool           `json:"bare"`
+	Conc         int            `json:"conc"`
+	Users        int            `json:"users,omitempty"`
+	Sources      int            `json:"sources"`
+	Iterations   int            `json:"server_iterations"`
+	Seconds      float64        `json:"seconds"`
+	Ops          int64          `json:"ops"`
+	Errors       int64          `json:"errors"`
+	OpsPerSec    float64        `json:"ops_per_sec"`
+	LatencyMs    map[string]any `json:"latency_ms"`
+	ErrorsByCode map[string]int `json:"errors_by_code"`
+	BenchCPUUs   float64        `json:"bench_cpu_us_per_op"`
+	ServerPID    int            `json:"server_pid,omitempty"`
+	ServerCPUSec float64        `json:"server_cpu_sec,omitempty"`
+	ServerCPUUs  float64        `json:"server_cpu_us_per_op,omitempty"`
+	// NoServerCPU says the server's CPU time could not be read at the
+	// start or the end of the run (the process exited).
+	NoServerCPU   bool    `json:"server_cpu_unavailable,omitempty"`
+	ServerRSSMiB  float64 `json:"server_rss_mib_before,omitempty"`
+	ServerPeakMiB float64 `json:"server_rss_mib_peak,omitempty"`
+	ServerEndMiB  float64 `json:"server_rss_mib_end,omitempty"`
+	ServerSettled float64 `json:"server_rss_mib_settled,omitempty"`
+	SettleSec     float64 `json:"settle_sec,omitempty"`
 }
 
 func (b *bench) run(progress io.Writer) (*benchReport, error) {
@@ -803,7 +806,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 		time.Sleep(b.o.warmup)
 		stopP()
 	}
-	cpu0, _ := readProcCPU(b.o.pid)
+	cpu0, cpuErr0 := readProcCPU(b.o.pid)
 	self0 := selfCPU()
 	start := time.Now()
 	b.phase.Store(phaseMeasure)
@@ -814,7 +817,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	time.Sleep(b.o.duration)
 	b.phase.Store(phaseStop)
 	elapsed := time.Since(start)
-	cpu1, _ := readProcCPU(b.o.pid)
+	cpu1, cpuErr1 := readProcCPU(b.o.pid)
 	self1 := selfCPU()
 	stopP()
 	wg.Wait()
@@ -851,10 +854,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	}
 	if b.o.pid > 0 {
 		rep.ServerPID = b.o.pid
-		rep.ServerCPUSec = (cpu1 - cpu0).Seconds()
-		if rep.Ops > 0 {
-			rep.ServerCPUUs = rep.ServerCPUSec * 1e6 / float64(rep.Ops)
-		}
+		rep.setServerCPU(cpu0, cpu1, errors.Join(cpuErr0, cpuErr1))
 		end, _ := readProcRSS(b.o.pid)
 		rep.ServerRSSMiB, rep.ServerPeakMiB, rep.ServerEndMiB = mib(rssBefore), mib(max(rssPeak, end)), mib(end)
 		if b.o.settle > 0 {
@@ -864,6 +864,20 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// setServerCPU reports the server's CPU time over the run, or that there
+// is none: a process that exited mid-run reads as 0 at the end, and the
+// difference would be negative.
+func (r *benchReport) setServerCPU(before, after time.Duration, err error) {
+	if err != nil || after < before {
+		r.NoServerCPU, r.ServerCPUSec, r.ServerCPUUs = true, 0, 0
+		return
+	}
+	r.ServerCPUSec = (after - before).Seconds()
+	if r.Ops > 0 {
+		r.ServerCPUUs = r.ServerCPUSec * 1e6 / float64(r.Ops)
+	}
 }
 
 func quantile(sorted []time.Duration, q float64) time.Duration {
@@ -915,7 +929,11 @@ func (r *benchReport) writeText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "bench cpu:    %.1fµs per operation (this process)\n", r.BenchCPUUs)
 	if r.ServerPID > 0 {
-		fmt.Fprintf(w, "server cpu:   %.1fµs per operation (pid %d: %.2fs utime+stime)\n", r.ServerCPUUs, r.ServerPID, r.ServerCPUSec)
+		if r.NoServerCPU {
+			fmt.Fprintf(w, "server cpu:   unavailable (pid %d exited or could not be read during the run)\n", r.ServerPID)
+		} else {
+			fmt.Fprintf(w, "server cpu:   %.1fµs per operation (pid %d: %.2fs utime+stime)\n", r.ServerCPUUs, r.ServerPID, r.ServerCPUSec)
+		}
 		fmt.Fprintf(w, "server rss:   %.1f MiB before, %.1f MiB peak, %.1f MiB at the end", r.ServerRSSMiB, r.ServerPeakMiB, r.ServerEndMiB)
 		if r.SettleSec > 0 {
 			fmt.Fprintf(w, ", %.1f MiB %gs later", r.ServerSettled, r.SettleSec)
