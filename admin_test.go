@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -488,94 +490,194 @@ func TestLockUnlock(t *testing.T) {
 }
 
 // TestBackupUnderLoad takes a backup through the running server while
-// clients register and log in, then serves the backup.
+// clients log in and register, and checks that logins went on while the
+// backup was under way, then serves the backup. The backup is run by the
+// admin client in this process, with an output file that holds its first
+// write until enough logins have ended: the db is a few MB, far more than
+// the socket buffers hold, so the server is inside its backup all along.
 func TestBackupUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, "")
+	db := filepath.Join(dir, "authbox.db")
+	store, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const populated = 40000
+	if _, _, err := populate(store, populated, testIterations, func(int) {}); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	fi, err := os.Stat(db)
+	if err != nil || fi.Size() < 4<<20 {
+		t.Fatalf("the db is %v bytes, want a few MB: %v", fi.Size(), err)
+	}
 	srv := startServe(t, dir, "--config", cfg)
 	const pw = "Load-pw-1"
-	for i := range 10 {
-		mustRegister(t, srv.addr, fmt.Sprintf("pre%d", i), pw)
-	}
 
 	var mu sync.Mutex
 	var registered []string
-	progress := make(chan struct{}, 1000)
+	var logins, regs atomic.Int64
+	tick := make(chan struct{}, 1) // some operation ended
+	failed := make(chan struct{})  // some worker failed
+	var failOnce sync.Once
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c, err := Dial(srv.addr)
-				if err != nil {
-					t.Errorf("dial under load: %v", err)
-					return
-				}
-				name := fmt.Sprintf("load%d-%d", g, i)
-				err = c.Register(name, pw)
-				if err == nil {
-					err = c.Login(fmt.Sprintf("pre%d", i%10), pw)
-				}
-				c.Close()
-				if err != nil {
-					t.Errorf("under load: %v", err)
-					return
-				}
-				mu.Lock()
-				registered = append(registered, name)
-				mu.Unlock()
-				select {
-				case progress <- struct{}{}:
-				default:
-				}
+	worker := func(op func(i int) error, n *atomic.Int64) {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
 			}
-		}()
+			if err := op(i); err != nil {
+				t.Errorf("under load: %v", err)
+				failOnce.Do(func() { close(failed) })
+				return
+			}
+			n.Add(1)
+			select {
+			case tick <- struct{}{}:
+			default:
+			}
+		}
 	}
-	for range 20 { // the load is running
-		<-progress
+	for g := range 2 {
+		wg.Add(2)
+		go worker(func(i int) error {
+			return login(t, srv.addr, fmt.Sprintf("bench%d", (g*7919+i*104729)%populated), benchPassword)
+		}, &logins)
+		go worker(func(i int) error {
+			name := fmt.Sprintf("load%d-%d", g, i)
+			c, err := Dial(srv.addr)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.Register(name, pw); err != nil {
+				return err
+			}
+			mu.Lock()
+			registered = append(registered, name)
+			mu.Unlock()
+			return nil
+		}, &regs)
 	}
+	stopped := false
+	stopLoad := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+			wg.Wait()
+		}
+	}
+	t.Cleanup(stopLoad)
+	// waitFor waits until n reaches target, or a worker fails.
+	deadline := time.After(2 * time.Minute)
+	waitFor := func(n *atomic.Int64, target int64, what string) {
+		t.Helper()
+		for n.Load() < target {
+			select {
+			case <-tick:
+			case <-failed:
+				t.Fatalf("a worker failed %s", what)
+			case <-deadline:
+				t.Fatalf("%d of %d operations %s", n.Load(), target, what)
+			}
+		}
+	}
+	waitFor(&logins, 20, "before the backup")
+	waitFor(&regs, 5, "before the backup")
 	mu.Lock()
 	before := append([]string(nil), registered...)
 	mu.Unlock()
-	r := mustCLI(t, 0, dir, "", "backup", "backup.db")
-	for range 20 { // and still running after the backup
-		<-progress
+
+	f, err := os.OpenFile(filepath.Join(dir, "backup.db"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
 	}
-	close(stop)
-	wg.Wait()
-	if !strings.HasPrefix(r.stdout, "wrote a backup of ") || !strings.Contains(r.stdout, `"authbox serve --db backup.db" serves it`) {
-		t.Fatalf("backup: %+v", r)
+	defer f.Close()
+	hold := &holdingWriter{w: f, started: make(chan struct{}), resume: make(chan struct{})}
+	t.Cleanup(hold.release)
+	var stdout bytes.Buffer
+	ac := &adminClient{db: db, out: adminOut{Stdout: &stdout, Stderr: io.Discard, File: hold}}
+	backup := make(chan error, 1)
+	go func() { backup <- ac.run(adminRequest{Op: opBackup, File: "backup.db"}, nil, false) }()
+	select {
+	case <-hold.started:
+	case err := <-backup:
+		t.Fatalf("the backup ended before it wrote: %v", err)
+	case <-deadline:
+		t.Fatal("the backup wrote nothing")
+	}
+	// The server is inside its backup, which cannot end until the file
+	// takes its first write: the logins from here on happen during it.
+	waitFor(&logins, logins.Load()+20, "during the backup")
+	hold.release()
+	select {
+	case err = <-backup:
+	case <-deadline:
+		t.Fatal("the backup did not end")
+	}
+	if err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	waitFor(&logins, logins.Load()+20, "after the backup")
+	stopLoad()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	written, _ := f.Seek(0, io.SeekCurrent)
+	if want := fmt.Sprintf("wrote a backup of %d bytes to backup.db", written); !strings.HasPrefix(stdout.String(), want) || written < 4<<20 {
+		t.Fatalf("backup printed %q, want %q (and a few MB)", stdout.String(), want)
 	}
 	if !srv.waitLog(t, "msg=admin op=backup") {
 		t.Fatal("the backup did not go through the server")
 	}
 
 	restored := startServe(t, dir, "--config", cfg, "--db", "backup.db")
-	for _, name := range append(before, "pre0", "pre9") {
-		if err := login(t, restored.addr, name, pw); err != nil {
+	for _, name := range append(before, "bench0", fmt.Sprint("bench", populated-1)) {
+		p := pw
+		if strings.HasPrefix(name, "bench") {
+			p = benchPassword
+		}
+		if err := login(t, restored.addr, name, p); err != nil {
 			t.Errorf("%s on the restored server: %v", name, err)
 		}
 	}
 	// Every account in the backup is whole, including those registered
 	// while it was taken.
-	r = mustCLI(t, 0, dir, "", "users", "list", "--json", "--db", "backup.db")
+	r := mustCLI(t, 0, dir, "", "users", "list", "--json", "--db", "backup.db")
 	var list []AccountInfo
-	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) < len(before)+10 {
-		t.Fatalf("%d accounts in the backup, want at least %d: %v", len(list), len(before)+10, err)
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) < populated+len(before) {
+		t.Fatalf("%d accounts in the backup, want at least %d: %v", len(list), populated+len(before), err)
 	}
 	for _, a := range list {
-		if err := login(t, restored.addr, a.Name, pw); err != nil {
-			t.Errorf("%s from the backup: %v", a.Name, err)
+		if strings.HasPrefix(a.Name, "load") {
+			if err := login(t, restored.addr, a.Name, pw); err != nil {
+				t.Errorf("%s from the backup: %v", a.Name, err)
+			}
 		}
 	}
 }
+
+// holdingWriter holds its first write until release: it shows when a
+// backup has started, and keeps it under way.
+type holdingWriter struct {
+	w       io.Writer
+	first   sync.Once
+	started chan struct{}
+	once    sync.Once
+	resume  chan struct{}
+}
+
+func (h *holdingWriter) Write(p []byte) (int, error) {
+	h.first.Do(func() { close(h.started); <-h.resume })
+	return h.w.Write(p)
+}
+
+func (h *holdingWriter) release() { h.once.Do(func() { close(h.resume) }) }
 
 func TestPasswdAndDeleteCLI(t *testing.T) {
 	dir := t.TempDir()
