@@ -307,8 +307,8 @@ func adminImport(open func() (*Store, error), req adminRequest, in io.Reader, ou
 	}
 	counts(created, skipped)
 	if odd := oddIterations(res.Accounts, req.Iterations); created > 0 && odd > 0 {
-		fmt.Fprintf(out.Stderr, "authbox: note: %d %s in the file %s an iteration count other than the config's iterations (%d), which tells them from unknown names; see \"Iteration count as a tell\" in README.md\n",
-			odd, plural(odd, "account", "accounts"), plural(odd, "has", "have"), req.Iterations)
+		fmt.Fprintf(out.Stderr, "authbox: note: %d %s in the file %s an iteration count other than the config's iterations (%d), which tells %s from unknown names; see \"Iteration count as a tell\" in README.md\n",
+			odd, plural(odd, "account", "accounts"), plural(odd, "has", "have"), req.Iterations, plural(odd, "it", "them"))
 	}
 	if skipped > 0 && !req.Replace {
 		fmt.Fprintf(out.Stderr, "authbox: hint: existing accounts were left as they are; --replace overwrites them\n")
