@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -301,5 +302,31 @@ func TestCLIServeDefaults(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "authbox.db")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("default db: %v %v", fi, err)
+	}
+}
+
+// failingOnce fails its first write, as a full disk would, then works.
+type failingOnce struct {
+	failed bool
+	buf    strings.Builder
+}
+
+func (f *failingOnce) Write(p []byte) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, errors.New("no space left on device")
+	}
+	return f.buf.Write(p)
+}
+
+func TestLogBufferRecoversFromAFailedWrite(t *testing.T) {
+	sink := &failingOnce{}
+	l := newLogBuffer(sink)
+	l.Write([]byte("lost\n")) // the first write goes out at once, and fails
+	l.flush()
+	l.Write([]byte("after\n"))
+	l.Close()
+	if !strings.Contains(sink.buf.String(), "after\n") {
+		t.Fatalf("log lines after one failed write were lost: %q", sink.buf.String())
 	}
 }

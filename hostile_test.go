@@ -238,6 +238,101 @@ func TestSCRAMThenSEEDIsChargedOnce(t *testing.T) {
 	}
 }
 
+// TestFreeHalfIsNarrow pins down the SCRAM/SEED pair rule: only a second
+// attempt with the other mechanism, for the same name, right after a
+// charged failure, goes free; anything else is charged.
+func TestFreeHalfIsNarrow(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Mechanisms = []string{MechSCRAM, MechSeed}
+	cfg.SourceFailures = 100 // watch the (source, user) allowance alone
+	ts := startServer(t, cfg)
+	scramFail := func(rc *rawConn, name string) string {
+		ch := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n="+name+",r=abcdefgh")))
+		s1, err := DecodeB64(strings.TrimPrefix(ch, "CHALLENGE "))
+		if err != nil {
+			return ch
+		}
+		nonce := strings.TrimPrefix(strings.Split(string(s1), ",")[0], "r=")
+		return rc.do("RESPONSE " + EncodeB64([]byte("c=biws,r="+nonce+",p="+EncodeB64(make([]byte, 32)))))
+	}
+	seedFail := func(rc *rawConn, name string) string {
+		if ch := rc.do("AUTH SEED-SHA256 " + name); !strings.HasPrefix(ch, "CHALLENGE ") {
+			return ch
+		}
+		return rc.do("RESPONSE " + strings.Repeat("0", 64))
+	}
+	// countUntilLimit runs step until ERR LIMIT and returns how many
+	// failures were answered ERR AUTH first.
+	countUntilLimit := func(step func(i int) string) int {
+		for i := 0; i < 50; i++ {
+			got := step(i)
+			if strings.HasPrefix(got, "ERR LIMIT ") {
+				return i
+			}
+			if !strings.HasPrefix(got, "ERR AUTH ") {
+				t.Fatalf("attempt %d: %q", i, got)
+			}
+		}
+		t.Fatal("never limited")
+		return 0
+	}
+	// The same mechanism twice: each is charged.
+	rc, _ := rawFrom(t, ts.addr, "127.0.0.12")
+	if n := countUntilLimit(func(int) string { return scramFail(rc, "alice") }); n != cfg.UserFailures {
+		t.Errorf("SCRAM, SCRAM, ...: %d checked, want %d", n, cfg.UserFailures)
+	}
+	// A free SEED attempt does not leave the next one free too.
+	rc, _ = rawFrom(t, ts.addr, "127.0.0.13")
+	if n := countUntilLimit(func(i int) string {
+		if i == 0 {
+			return scramFail(rc, "alice")
+		}
+		return seedFail(rc, "alice")
+	}); n != cfg.UserFailures+1 {
+		t.Errorf("SCRAM, SEED, SEED, ...: %d checked, want %d (one free)", n, cfg.UserFailures+1)
+	}
+	// The other mechanism for another name is charged: after one SCRAM
+	// failure for alice, every SEED attempt for bob counts.
+	rc, _ = rawFrom(t, ts.addr, "127.0.0.14")
+	if n := countUntilLimit(func(i int) string {
+		if i == 0 {
+			return scramFail(rc, "alice")
+		}
+		return seedFail(rc, "bob")
+	}); n != 1+cfg.UserFailures {
+		t.Errorf("SCRAM alice, SEED bob, SEED bob, ...: %d checked, want %d (none free)", n, 1+cfg.UserFailures)
+	}
+}
+
+// TestUnknownNamesCostTheSameAllocations backs the enumeration claim with
+// a check that fails: a miss must decode a stand-in record as a hit decodes
+// a real one.
+func TestUnknownNamesCostTheSameAllocations(t *testing.T) {
+	cfg := testConfig(t)
+	store := OpenStoreForTest(t, cfg.DB)
+	salt := make([]byte, SaltLen)
+	st, sv, _ := Verifier("alice", "Secret123", salt, testIterations)
+	if err := store.Create("alice", Record{Kind: KindSCRAM, Iterations: testIterations, Salt: salt, StoredKey: st, ServerKey: sv}); err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(cfg, store, nil)
+	allocs := func(name string) float64 {
+		line := []byte("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n="+name+",r=abcdefghijklmnop")) + "\n")
+		c := &conn{srv: srv, remote: "test", src: "test"}
+		return testing.AllocsPerRun(200, func() {
+			if reply, err := c.handleLine(line); err != nil || !strings.HasPrefix(reply, "CHALLENGE ") {
+				t.Fatal(reply, err)
+			}
+			c.pending = nil
+			c.endAttempt(false)
+		})
+	}
+	known, unknown := allocs("alice"), allocs("ghost")
+	if d := known - unknown; d < -1 || d > 1 {
+		t.Fatalf("AUTH allocations: %v for a real name, %v for a missing one", known, unknown)
+	}
+}
+
 func TestParallelGuessingAcrossNamesPaysInDebt(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Workers = 40

@@ -280,6 +280,7 @@ const logFlushEvery = 100 * time.Millisecond
 // them, never an account (those are on disk before OK).
 type logBuffer struct {
 	mu      sync.Mutex
+	out     io.Writer
 	w       *bufio.Writer
 	flushed time.Time
 	stop    chan struct{}
@@ -287,7 +288,7 @@ type logBuffer struct {
 }
 
 func newLogBuffer(w io.Writer) *logBuffer {
-	l := &logBuffer{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &logBuffer{out: w, w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		t := time.NewTicker(logFlushEvery)
@@ -310,8 +311,7 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	n, err := l.w.Write(p)
 	if now := time.Now(); err == nil && now.Sub(l.flushed) >= logFlushEvery {
-		err = l.w.Flush()
-		l.flushed = now
+		err = l.flushLocked(now)
 	}
 	return n, err
 }
@@ -320,9 +320,21 @@ func (l *logBuffer) flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.w.Buffered() > 0 {
-		l.w.Flush()
-		l.flushed = time.Now()
+		l.flushLocked(time.Now())
 	}
+}
+
+// flushLocked writes the buffer out. bufio.Writer keeps its first error
+// for ever; one failed write (a full disk) must not silence the log for
+// the rest of the server's life, so a failure drops what was buffered and
+// starts afresh.
+func (l *logBuffer) flushLocked(now time.Time) error {
+	err := l.w.Flush()
+	if err != nil {
+		l.w.Reset(l.out)
+	}
+	l.flushed = now
+	return err
 }
 
 // Close writes what is left and stops the flusher.
