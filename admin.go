@@ -40,6 +40,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
@@ -163,15 +164,7 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 	}
 	switch req.Op {
 	case opList:
-		var list []AccountInfo
-		err := store.Each(func(name string, rec Record) error {
-			list = append(list, accountInfo(name, rec))
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return writeAccounts(out.Stdout, list, req.JSON)
+		return listAccounts(store, out.Stdout, req.JSON)
 	case opShow:
 		rec, err := store.Get(name)
 		if errors.Is(err, ErrNotFound) {
@@ -220,24 +213,98 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 	return fail(exitOther, "", "unknown admin operation %q", req.Op)
 }
 
-func writeAccounts(w io.Writer, list []AccountInfo, asJSON bool) error {
+// listAccounts streams the account list: a server with a million accounts
+// must not build the whole listing in memory for one admin request. The
+// text table takes its column widths from a first pass over the db, so its
+// rows can be written as they are read, aligned as tabwriter would.
+func listAccounts(store *Store, out io.Writer, asJSON bool) error {
+	w := bufio.NewWriterSize(out, 64<<10)
+	var err error
 	if asJSON {
-		if list == nil {
-			list = []AccountInfo{}
-		}
-		return writeJSON(w, list)
+		err = listJSON(store, w)
+	} else {
+		err = listText(store, w)
 	}
-	if len(list) == 0 {
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+func listJSON(store *Store, w io.Writer) error {
+	n := 0
+	err := store.Each(func(name string, rec Record) error {
+		b, err := json.MarshalIndent(accountInfo(name, rec), "  ", "  ")
+		if err != nil {
+			return err
+		}
+		sep := ",\n  "
+		if n == 0 {
+			sep = "[\n  "
+		}
+		n++
+		if _, err := io.WriteString(w, sep); err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		_, err = io.WriteString(w, "[]\n")
+	} else {
+		_, err = io.WriteString(w, "\n]\n")
+	}
+	return err
+}
+
+func accountRow(a AccountInfo) []string {
+	return []string{a.Name, a.Kind, iterationsText(a.Iterations), timeText(a.Created), timeText(a.Updated), yesNo(a.Locked)}
+}
+
+func listText(store *Store, w io.Writer) error {
+	header := []string{"NAME", "KIND", "ITERATIONS", "CREATED", "UPDATED", "LOCKED"}
+	widths := make([]int, len(header))
+	grow := func(row []string) {
+		for i, c := range row {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	grow(header)
+	n := 0
+	if err := store.Each(func(name string, rec Record) error {
+		grow(accountRow(accountInfo(name, rec)))
+		n++
+		return nil
+	}); err != nil {
+		return err
+	}
+	if n == 0 {
 		_, err := fmt.Fprintln(w, "no accounts")
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tITERATIONS\tCREATED\tUPDATED\tLOCKED")
-	for _, a := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Kind, iterationsText(a.Iterations),
-			timeText(a.Created), timeText(a.Updated), yesNo(a.Locked))
+	writeRow := func(row []string) error {
+		var b strings.Builder
+		for i, c := range row {
+			b.WriteString(c)
+			if i < len(row)-1 {
+				b.WriteString(strings.Repeat(" ", max(1, widths[i]-utf8.RuneCountInString(c)+2)))
+			}
+		}
+		b.WriteByte('\n')
+		_, err := io.WriteString(w, b.String())
+		return err
 	}
-	return tw.Flush()
+	if err := writeRow(header); err != nil {
+		return err
+	}
+	// Accounts added between the two passes are listed if they fit the
+	// widths; a wider name just breaks its row's alignment.
+	return store.Each(func(name string, rec Record) error {
+		return writeRow(accountRow(accountInfo(name, rec)))
+	})
 }
 
 func writeAccount(w io.Writer, a AccountInfo, asJSON bool) error {

@@ -327,8 +327,10 @@ func TestUnknownNamesCostTheSameAllocations(t *testing.T) {
 			c.endAttempt(false)
 		})
 	}
+	// The race detector shifts a count or two; dropping the stand-in
+	// decode removes three (its copies of salt and keys).
 	known, unknown := allocs("alice"), allocs("ghost")
-	if d := known - unknown; d < -1 || d > 1 {
+	if d := known - unknown; d < -2 || d > 2 {
 		t.Fatalf("AUTH allocations: %v for a real name, %v for a missing one", known, unknown)
 	}
 }
