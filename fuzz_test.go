@@ -1057,6 +1057,11 @@ func (o *fzOracle) proof(authMsg string) []byte {
 // would send: channel binding of the GS2 header, the server's nonce, and a
 // p= that decodes to the right proof over the message actually sent.
 func (o *fzOracle) judge(bare, serverFirst, final, gs2, nonce string) (genuine bool, authMsg string) {
+	// RFC 5802's messages are printable UTF-8 (UTF8-1 is %x01-7F, and the
+	// server refuses control characters): such a message is never genuine.
+	if strings.ContainsFunc(final, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return false, ""
+	}
 	f := strings.Split(final, ",")
 	if len(f) < 3 || !strings.HasPrefix(f[0], "c=") || f[1] != "r="+nonce || !strings.HasPrefix(f[len(f)-1], "p=") {
 		return false, ""
