@@ -961,6 +961,15 @@ func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Co
 			HideHelpCommand: true,
 			Usage:           "list and manage accounts, import and export them (through the running server, or on the db file)",
 			OnUsageError:    usageErr,
+			// Runs when no subcommand matches: say so in our words, not
+			// the CLI library's "No help topic".
+			Action: func(ctx *cli.Context) error {
+				hint := `run "authbox users --help" for its commands`
+				if ctx.NArg() > 0 {
+					return fail(exitOther, hint, "unknown command \"users %s\"", ctx.Args().First())
+				}
+				return fail(exitOther, hint, "users needs a command: list, show, delete, lock, unlock, import or export")
+			},
 			Subcommands: []*cli.Command{
 				sub("list", "", "list every account", func(ctx *cli.Context) error {
 					if err := noCLIArgs(ctx); err != nil {

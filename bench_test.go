@@ -276,7 +276,7 @@ func TestBenchHostileServer(t *testing.T) {
 			}
 		}()
 		start := time.Now()
-		rep := benchJSON(t, dir, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "500ms", "--timeout", "150ms")
+		rep := benchJSON(t, dir, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
 		ln.Close()
 		conns.Wait()
 		if rep.Ops != 0 || rep.ErrorsByCode["timeout"] == 0 {

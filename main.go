@@ -93,8 +93,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			if ctx.NArg() > 0 {
 				return fail(exitOther, `run "authbox --help" for the commands`, "unknown command %q", ctx.Args().First())
 			}
-			cli.ShowAppHelp(&cli.Context{Context: ctx.Context, App: &cli.App{Name: ctx.App.Name, Usage: ctx.App.Usage, Commands: ctx.App.Commands, Writer: ctx.App.ErrWriter, HideHelpCommand: true}})
-			return fail(exitOther, "", "no command given")
+			// The help goes to standard error with the error: a bare
+			// "authbox" is a mistake, and its output must not look like data.
+			out := ctx.App.Writer
+			ctx.App.Writer = ctx.App.ErrWriter
+			cli.ShowAppHelp(ctx)
+			ctx.App.Writer = out
+			return fail(exitOther, `run "authbox COMMAND --help" for a command's flags`, "no command given")
 		},
 		Commands: []*cli.Command{
 			{
@@ -154,7 +159,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 
 // helpHint points at the help of the command at hand.
 func helpHint(ctx *cli.Context) string {
-	if ctx != nil && ctx.Command != nil && ctx.Command.Name != "" {
+	if ctx != nil && ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != ctx.App.Name {
 		return `run "authbox ` + ctx.Command.FullName() + ` --help" for usage`
 	}
 	return `run "authbox --help" for usage`
@@ -461,7 +466,7 @@ func (cs *clientSetup) explain(err error) error {
 	case errors.Is(err, ErrServerSignature):
 		return fail(exitOther, "do not trust this server: it may be an impostor, or the account was restored from another server", "%s", err)
 	case errors.Is(err, ErrTooFewIterations), errors.Is(err, ErrTooManyIterations):
-		return fail(exitOther, "the server's iterations setting is out of the range this client accepts", "%s", err)
+		return fail(exitOther, "this account's iteration count (the server's iterations setting when it was made, or an imported verifier's) is outside what this client accepts; client.max_iterations sets the cap", "%s", err)
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return fail(exitOther, `is "authbox serve" running there? the address comes from --server, else AUTHBOX_SERVER, else client.server in --config`, "cannot reach %s: %s", cs.server, errText(err))
 	case errors.As(err, &ne) && ne.Timeout():
@@ -551,6 +556,9 @@ func cmdPasswd(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := cs.preflight(false); err != nil {
+		return err
+	}
 	fromStdin := ctx.Bool("password-stdin")
 	old, err := cs.term.password(fromStdin, "current password: ")
 	if err != nil {
@@ -579,6 +587,9 @@ func cmdPasswd(ctx *cli.Context) error {
 func cmdDelete(ctx *cli.Context) error {
 	cs, err := setupClient(ctx)
 	if err != nil {
+		return err
+	}
+	if err := cs.preflight(false); err != nil {
 		return err
 	}
 	// Asked before the password and before connecting: the server would
@@ -620,8 +631,8 @@ func cmdPw(ctx *cli.Context) error {
 	if ctx.IsSet("iterations") {
 		it = ctx.Int("iterations")
 	}
-	if it < MinIterations || it > 1<<31-1 {
-		return fail(exitOther, "clients refuse fewer than 4096", "--iterations must be %d to %d, got %d", MinIterations, 1<<31-1, it)
+	if it < MinIterations || it > cfg.Client.MaxIterations {
+		return fail(exitOther, "clients refuse fewer than 4096 and more than client.max_iterations", "--iterations must be %d to %d, got %d", MinIterations, cfg.Client.MaxIterations, it)
 	}
 	pw, err := newTerminal(ctx).newPassword(ctx.Bool("password-stdin"), cfg.Client, "password")
 	if err != nil {

@@ -415,8 +415,10 @@ func ParsePGVerifier(v string) (Record, error) {
 	if err != nil || strconv.Itoa(n) != it {
 		return Record{}, errors.New("malformed verifier: the iteration count is not a decimal number")
 	}
-	if n < MinIterations || n > 1<<31-1 {
-		return Record{}, fmt.Errorf("iteration count %d is outside %d to %d (clients refuse fewer than %d)", n, MinIterations, 1<<31-1, MinIterations)
+	// Clients refuse counts outside this range (client.max_iterations, at
+	// its default): such an account could never log in.
+	if n < MinIterations || n > defaultMaxIterations() {
+		return Record{}, fmt.Errorf("iteration count %d is outside %d to %d, which clients accept", n, MinIterations, defaultMaxIterations())
 	}
 	rec := Record{Kind: KindSCRAM, Iterations: n}
 	for _, f := range []struct {

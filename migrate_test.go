@@ -234,9 +234,10 @@ func TestParsePGRejections(t *testing.T) {
 		"short," + strings.Replace(rfcPGVerifier, rfcServerKey, "AAAA", 1),
 		"bad64," + strings.Replace(rfcPGVerifier, rfcSalt, "!!!!", 1),
 		"broken,SCRAM-SHA-256$4096:abc",
-		"",                             // 9: blank, ignored
-		"a,b," + rfcPGVerifier,         // 10 ok: a name with a comma
-		"user," + rfcPGVerifier + "\r", // 11 duplicate (CRLF)
+		"",                                                              // 9: blank, ignored
+		"a,b," + rfcPGVerifier,                                          // 10 ok: a name with a comma
+		"user," + rfcPGVerifier + "\r",                                  // 11 duplicate (CRLF)
+		"many," + strings.Replace(rfcPGVerifier, "4096", "20000000", 1), // 12: more than clients accept
 	}
 	res, err := ParseImport(FormatPG, strings.NewReader(strings.Join(lines, "\n")))
 	if err != nil {
@@ -247,13 +248,14 @@ func TestParsePGRejections(t *testing.T) {
 		5: `"few": iteration count 1000`, 6: `"short": the keys are 32 and 3 bytes`,
 		7: `"bad64": malformed verifier: the salt is not base64`, 8: `"broken": malformed verifier`,
 		11: `"user": duplicate in the file: the name is already on line 1`,
+		12: `"many": iteration count 20000000 is outside 4096 to 10000000`,
 	}
 	checkRejected(t, res, want)
 	if len(res.Accounts) != 2 || res.Accounts[0].Name != "user" || res.Accounts[1].Name != "a,b" {
 		t.Errorf("accepted %+v", res.Accounts)
 	}
-	if res.Lines != 10 {
-		t.Errorf("%d lines counted, want 10 (the blank one is not a record)", res.Lines)
+	if res.Lines != 11 {
+		t.Errorf("%d lines counted, want 11 (the blank one is not a record)", res.Lines)
 	}
 }
 

@@ -285,6 +285,14 @@ type conn struct {
 	stats    connStats
 }
 
+// mechOf names the mechanism an account logs in with, for the log.
+func mechOf(rec Record) string {
+	if rec.Kind == KindLegacy {
+		return MechSeed
+	}
+	return MechSCRAM
+}
+
 // failure is a failed login: the name and the mechanism.
 type failure struct{ name, mech string }
 
@@ -669,8 +677,10 @@ func (c *conn) finishPasswd(p *passwdEx, cmd Command) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	upgraded := false
 	err = c.srv.store.Update(c.user, func(old Record) (Record, error) {
 		rec.Locked = old.Locked
+		upgraded = old.Kind == KindLegacy
 		return rec, nil
 	})
 	if errors.Is(err, ErrNotFound) {
@@ -681,7 +691,11 @@ func (c *conn) finishPasswd(p *passwdEx, cmd Command) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c.srv.log.Info("password changed", "remote", c.remote, "user", c.user)
+	if upgraded {
+		c.srv.log.Info("account upgraded from the legacy scheme to SCRAM-SHA-256", "remote", c.remote, "user", c.user)
+	} else {
+		c.srv.log.Info("password changed", "remote", c.remote, "user", c.user)
+	}
 	return FormatReply(ReplyOK), nil
 }
 
@@ -854,7 +868,7 @@ func (c *conn) failLogin(name, mech string) (string, error) {
 		c.lastFail = failure{name, mech}
 	}
 	c.stats.failures++
-	c.srv.log.Info("login failed", "remote", c.remote, "user", name)
+	c.srv.log.Info("login failed", "remote", c.remote, "user", name, "mech", mech, "charged", !free)
 	return "", errAuthFailed
 }
 
@@ -867,7 +881,7 @@ func (c *conn) succeedLogin(name string, rec Record, reply string) (string, erro
 	}
 	c.user = name
 	c.stats.logins++
-	c.srv.log.Info("login", "remote", c.remote, "user", name)
+	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mechOf(rec))
 	return reply, nil
 }
 
