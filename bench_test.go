@@ -377,10 +377,12 @@ func benchStore(b testing.TB, n int) *Store {
 
 // handlerLogin sets up one login through the real handler (conn.handleLine
 // and conn.reply, as serveConn calls them), driven by the bench client.
-func handlerLogin(b *testing.B, users int) (func(i int), *conn) {
-	cfg := testConfig(b)
-	store := benchStore(b, users)
-	srv := NewServer(cfg, store, nil) // logs are formatted, then discarded
+// loopHarness connects the bench client to the real handler through an
+// in-memory loop, with users bench accounts and the given logger (nil
+// discards, after formatting).
+func loopHarness(tb testing.TB, users int, log *slog.Logger) (*bench, *benchConn, *conn) {
+	cfg := testConfig(tb)
+	srv := NewServer(cfg, benchStore(tb, users), log)
 	capture := &writeCapture{}
 	c := &conn{srv: srv, nc: capture, remote: "127.0.0.1:40000", started: time.Now()}
 	lc := &loopConn{handle: func(line []byte) []byte {
@@ -391,6 +393,11 @@ func handlerLogin(b *testing.B, users int) (func(i int), *conn) {
 	}}
 	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
 	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	return bn, bc, c
+}
+
+func handlerLogin(b *testing.B, users int) (func(i int), *conn) {
+	bn, bc, c := loopHarness(b, users, nil)
 	names := make([]string, users)
 	for i := range names {
 		names[i] = "bench" + strconv.Itoa(i)
@@ -575,20 +582,8 @@ func BenchmarkCLILogin(b *testing.B) {
 // really reaches the handler, which logs the user in, and a wrong key is
 // refused.
 func TestLoopConnLogin(t *testing.T) {
-	cfg := testConfig(t)
-	store := benchStore(t, 3)
 	logs := &syncBuffer{}
-	srv := NewServer(cfg, store, slog.New(slog.NewTextHandler(logs, nil)))
-	capture := &writeCapture{}
-	c := &conn{srv: srv, nc: capture, remote: "127.0.0.1:40000", started: time.Now()}
-	lc := &loopConn{handle: func(line []byte) []byte {
-		capture.buf = capture.buf[:0]
-		reply, err := c.handleLine(line)
-		c.reply(reply, err)
-		return capture.buf
-	}}
-	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
-	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes)}
+	bn, bc, c := loopHarness(t, 3, slog.New(slog.NewTextHandler(logs, nil)))
 	if err := bn.login(bc, "bench2"); err != nil {
 		t.Fatal(err)
 	}
