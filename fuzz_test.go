@@ -1056,10 +1056,16 @@ func (o *fzOracle) proof(authMsg string) []byte {
 // judge reports whether final is a client-final a holder of the password
 // would send: channel binding of the GS2 header, the server's nonce, and a
 // p= that decodes to the right proof over the message actually sent.
+// fzHasControl reports a control character, which RFC 5802 messages never
+// hold and the server refuses in client-final.
+func fzHasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
 func (o *fzOracle) judge(bare, serverFirst, final, gs2, nonce string) (genuine bool, authMsg string) {
 	// RFC 5802's messages are printable UTF-8 (UTF8-1 is %x01-7F, and the
 	// server refuses control characters): such a message is never genuine.
-	if strings.ContainsFunc(final, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if fzHasControl(final) {
 		return false, ""
 	}
 	f := strings.Split(final, ",")
@@ -1271,7 +1277,8 @@ func FuzzSCRAM(f *testing.F) {
 				t.Fatalf("%s: RESPONSE got ERR %s, want AUTH, BADREQ or LIMIT", ctx, pe.Code)
 			}
 			// Spec §8: a well-formed client-final with a wrong proof is AUTH.
-			if f := strings.Split(msg, ","); len(f) == 3 && f[0] == "c="+EncodeB64([]byte(gs2)) && f[1] == "r="+nonce {
+			// (A control character anywhere makes it malformed: BADREQ.)
+			if f := strings.Split(msg, ","); len(f) == 3 && f[0] == "c="+EncodeB64([]byte(gs2)) && f[1] == "r="+nonce && !fzHasControl(msg) {
 				if p, perr := b64.DecodeString(strings.TrimPrefix(f[2], "p=")); perr == nil && len(p) == KeyLen && strings.HasPrefix(f[2], "p=") {
 					fzWantCode(t, err, CodeAuth, ctx)
 				}
