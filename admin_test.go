@@ -701,7 +701,7 @@ func TestPasswdAndDeleteCLI(t *testing.T) {
 	if r := do(2, "New-pass2\nweak\n", "passwd"); !strings.Contains(r.stderr, "the password is too weak") || strings.Contains(r.stderr, "weak\n") {
 		t.Fatalf("passwd to a weak password: %+v", r)
 	}
-	if r := do(2, "New-pass2\n", "passwd"); !strings.Contains(r.stderr, "no password on standard input") {
+	if r := do(2, "New-pass2\n", "passwd"); !strings.Contains(r.stderr, "--password-stdin: no new password on line 2 of standard input") {
 		t.Fatalf("passwd with one line: %+v", r)
 	}
 	do(0, "New-pass2\n", "login") // none of the failures changed it

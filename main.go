@@ -658,6 +658,8 @@ type terminal struct {
 	stdin  io.Reader
 	stderr io.Writer
 	lines  *bufio.Reader // standard input, read line by line, made once
+	// linesRead counts the lines asked of standard input, for messages.
+	linesRead int
 }
 
 func newTerminal(ctx *cli.Context) *terminal {
@@ -691,14 +693,17 @@ func (t *terminal) readLine(prompt string) (string, error) {
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
-// stdinLine reads exactly one line from standard input.
-func (t *terminal) stdinLine() (string, error) {
+// stdinLine reads exactly one line from standard input; what names the
+// secret it should hold, for the error when it is missing.
+func (t *terminal) stdinLine(what string) (string, error) {
 	if t.lines == nil {
 		t.lines = bufio.NewReader(t.stdin)
 	}
+	t.linesRead++
 	line, err := t.lines.ReadString('\n')
 	if err != nil && (line == "" || !errors.Is(err, io.EOF)) {
-		return "", fail(exitOther, "pipe the password in, one line per password", "--password-stdin: no password on standard input")
+		return "", fail(exitOther, "one line per password: passwd reads the current password, then the new one",
+			"--password-stdin: no %s on line %d of standard input", what, t.linesRead)
 	}
 	return strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"), nil
 }
@@ -708,7 +713,7 @@ func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
 	var pw string
 	if fromStdin {
 		var err error
-		if pw, err = t.stdinLine(); err != nil {
+		if pw, err = t.stdinLine(strings.TrimSuffix(prompt, ": ")); err != nil {
 			return "", err
 		}
 	} else {
