@@ -367,7 +367,9 @@ type clientSetup struct {
 	term   *terminal
 }
 
-func setupClient(ctx *cli.Context) (*clientSetup, error) {
+// setupClient reads the config, the server and the name, then checks the
+// server (and, for a registration, the name) before any password prompt.
+func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 	if err := noCLIArgs(ctx); err != nil {
 		return nil, err
 	}
@@ -396,6 +398,9 @@ func setupClient(ctx *cli.Context) (*clientSetup, error) {
 	}
 	if cs.name, err = NormalizeUsername(name); err != nil {
 		return nil, fail(exitRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username")
+	}
+	if err := cs.preflight(register); err != nil {
+		return nil, err
 	}
 	return cs, nil
 }
@@ -498,11 +503,8 @@ func explainCode(pe *ProtoError, name string) error {
 }
 
 func cmdRegister(ctx *cli.Context) error {
-	cs, err := setupClient(ctx)
+	cs, err := setupClient(ctx, true)
 	if err != nil {
-		return err
-	}
-	if err := cs.preflight(true); err != nil {
 		return err
 	}
 	pw, err := cs.term.newPassword(ctx.Bool("password-stdin"), cs.cfg.Client, "password")
@@ -522,11 +524,8 @@ func cmdRegister(ctx *cli.Context) error {
 }
 
 func cmdLogin(ctx *cli.Context) error {
-	cs, err := setupClient(ctx)
+	cs, err := setupClient(ctx, false)
 	if err != nil {
-		return err
-	}
-	if err := cs.preflight(false); err != nil {
 		return err
 	}
 	pw, err := cs.term.password(ctx.Bool("password-stdin"), "password: ")
@@ -552,11 +551,8 @@ func cmdLogin(ctx *cli.Context) error {
 }
 
 func cmdPasswd(ctx *cli.Context) error {
-	cs, err := setupClient(ctx)
+	cs, err := setupClient(ctx, false)
 	if err != nil {
-		return err
-	}
-	if err := cs.preflight(false); err != nil {
 		return err
 	}
 	fromStdin := ctx.Bool("password-stdin")
@@ -585,11 +581,8 @@ func cmdPasswd(ctx *cli.Context) error {
 }
 
 func cmdDelete(ctx *cli.Context) error {
-	cs, err := setupClient(ctx)
+	cs, err := setupClient(ctx, false)
 	if err != nil {
-		return err
-	}
-	if err := cs.preflight(false); err != nil {
 		return err
 	}
 	// Asked before the password and before connecting: the server would
