@@ -1,0 +1,185 @@
+package main
+
+// adminclient.go is the client side of the admin socket: it runs an admin
+// command through a running server, or on the db file when none runs.
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// adminClient runs an admin command the way the situation allows: through
+// the running server's admin socket, or else on the db file itself.
+type adminClient struct {
+	db         string
+	iterations int // the config's
+	out        adminOut
+}
+
+func newAdminClient(ctx *cli.Context) (*adminClient, error) {
+	cfg, err := loadConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	db := ctx.String("db")
+	if db == "" {
+		db = cfg.DB
+	}
+	return &adminClient{db: db, iterations: cfg.Iterations, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
+}
+
+// run sends req to the server if one answers on the socket, else opens
+// the db. in is an import's input; mayCreate lets an import start a new db.
+func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error {
+	sock := AdminSocketPath(ac.db)
+	nc, err := net.DialTimeout("unix", sock, adminDialTimeout)
+	if err == nil {
+		defer nc.Close()
+		if err := checkAdminPeer(nc.(*net.UnixConn), sock); err != nil {
+			return err
+		}
+		return ac.remote(nc.(*net.UnixConn), req, in)
+	}
+	var store *Store
+	open := func() (*Store, error) {
+		if store != nil {
+			return store, nil
+		}
+		// bbolt makes a db of any empty file it opens: only a command that
+		// may create the db may do that.
+		fi, err := os.Stat(ac.db)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && !mayCreate:
+			return nil, fail(exitOther, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
+		case err == nil && fi.Mode().IsRegular() && fi.Size() == 0 && !mayCreate:
+			return nil, fail(exitOther, "give the db with --db, or the config that names it with --config; an import creates a new db",
+				"%s is an empty file, not an authbox database", ac.db)
+		}
+		s, err := OpenStore(ac.db)
+		if errors.Is(err, ErrDBLocked) {
+			return nil, fail(exitOther, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
+				"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
+		}
+		if err != nil {
+			return nil, fail(exitOther, "check the path and its permissions", "%s", err)
+		}
+		store = s
+		return s, nil
+	}
+	err = runAdmin(open, req, in, ac.out)
+	if store != nil {
+		if cerr := store.Close(); err == nil && cerr != nil {
+			return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
+		}
+	}
+	return err
+}
+
+// checkAdminPeer refuses an admin socket served by another user than us or
+// root: whoever answers sees the command and, for an import, the
+// verifiers, and its answers are taken for the server's.
+func checkAdminPeer(nc *net.UnixConn, sock string) error {
+	raw, err := nc.SyscallConn()
+	var cred *syscall.Ucred
+	if err == nil {
+		cerr := raw.Control(func(fd uintptr) {
+			cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		})
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fail(exitOther, "", "cannot tell who serves the admin socket %s: %s", sock, errText(err))
+	}
+	return adminPeerAllowed(sock, cred.Uid, os.Geteuid())
+}
+
+// adminPeerAllowed is checkAdminPeer's rule: the peer is us, or root.
+func adminPeerAllowed(sock string, peer uint32, euid int) error {
+	if peer == 0 || int64(peer) == int64(euid) {
+		return nil
+	}
+	return fail(exitOther, "a process of another user listens at the db's socket path: find it (fuser "+sock+") and stop it, then try again",
+		"refusing the admin socket %s: it is served by uid %d, not by you (uid %d) or root", sock, peer, euid)
+}
+
+// remote sends one request over the admin socket and plays its frames
+// back to the user's streams and the output file.
+func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) error {
+	b, _ := json.Marshal(req)
+	c := deadlineConn{nc, adminIdleTimeout}
+	// The request goes out while the replies come in, so that neither side
+	// can block the other with a full socket buffer.
+	type upload struct{ readErr, writeErr error }
+	sent := make(chan upload, 1)
+	go func() {
+		var u upload
+		_, u.writeErr = c.Write(append(b, '\n'))
+		if u.writeErr == nil && in != nil {
+			u.readErr, u.writeErr = sendUpload(c, in)
+		}
+		nc.CloseWrite()
+		sent <- u
+	}()
+	r := bufio.NewReader(c)
+	lost := func(err error) error {
+		nc.Close() // ends the sender too
+		u := <-sent
+		if u.readErr != nil {
+			return inputError(req.File, u.readErr)
+		}
+		if u.writeErr != nil && !errors.Is(u.writeErr, net.ErrClosed) {
+			err = u.writeErr
+		}
+		return fail(exitOther, "see the server's log", "the server's admin socket failed mid-command: %s", err)
+	}
+	for {
+		line, err := readAdminLine(r)
+		if err != nil {
+			return lost(err)
+		}
+		var f struct {
+			adminFrame
+			adminEnd
+		}
+		if err := json.Unmarshal(line, &f); err != nil {
+			return lost(err)
+		}
+		if f.End {
+			// The server hangs up after the end, which ends the upload.
+			// An input that could not be read is the user's error, whatever
+			// the server made of the upload it cut short.
+			if u := <-sent; u.readErr != nil {
+				return inputError(req.File, u.readErr)
+			}
+			if f.Exit != exitOK {
+				return &cliError{code: f.Exit, msg: f.Error, hint: f.Hint}
+			}
+			return nil
+		}
+		var dst io.Writer
+		switch f.Stream {
+		case "stdout":
+			dst = ac.out.Stdout
+		case "stderr":
+			dst = ac.out.Stderr
+		case "file":
+			dst = ac.out.File
+		}
+		if dst == nil || f.Len < 0 {
+			return lost(fmt.Errorf("unexpected frame %q", f.Stream))
+		}
+		if _, err := io.CopyN(dst, r, int64(f.Len)); err != nil {
+			return lost(err)
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+// adminserver.go serves admin commands on the Unix socket beside the db
+// while `authbox serve` holds the db file.
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// AdminServer answers admin commands on the socket beside the db while
+// `authbox serve` holds the db.
+type AdminServer struct {
+	store *Store
+	log   *slog.Logger
+	path  string
+	ln    net.Listener
+	wg    sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// ListenAdmin creates the admin socket beside the store's db file, mode
+// 0600, and serves it until Shutdown. A socket file left by a server that
+// died is replaced: the caller holds the db, so no live server owns it.
+func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	path := AdminSocketPath(store.Path())
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, adminDialTimeout)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another process answers on %s", path)
+		}
+		// Only a refused connection says nobody listens: a socket of
+		// another kind, or one we may not open, may still be in use.
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s exists and cannot be checked (%s): remove it if no server uses it", path, errText(err))
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing the stale %s: %w", path, err)
+		}
+		log.Info("removed a stale admin socket", "path", path)
+	}
+	if max := len(syscall.RawSockaddrUnix{}.Path) - 1; len(path) > max {
+		return nil, fmt.Errorf("cannot create the admin socket %s: the path is %d bytes, and a Unix socket's may have %d", path, len(path), max)
+	}
+	// The umask makes the socket 0600 from its first moment: a chmod
+	// after bind would leave a window. Serve runs this before it starts
+	// any other goroutine that creates files.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the admin socket %s: %s", path, errText(err))
+	}
+	a := &AdminServer{store: store, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
+	a.wg.Add(1)
+	go a.serve()
+	log.Info("admin socket", "path", path)
+	return a, nil
+}
+
+// Path is the socket's path.
+func (a *AdminServer) Path() string { return a.path }
+
+func (a *AdminServer) serve() {
+	defer a.wg.Done()
+	for {
+		c, err := a.ln.Accept()
+		if err != nil {
+			return // closed by Shutdown; a Unix listener has no other failure worth a retry
+		}
+		a.mu.Lock()
+		a.conns[c] = struct{}{}
+		a.wg.Add(1)
+		a.mu.Unlock()
+		go func() {
+			defer a.wg.Done()
+			a.handle(c)
+			a.mu.Lock()
+			delete(a.conns, c)
+			a.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// Shutdown stops accepting, removes the socket file, and waits for the
+// commands under way until done is closed; then it cuts them.
+func (a *AdminServer) Shutdown(done <-chan struct{}) {
+	a.ln.Close() // a listening Unix socket made by Listen unlinks its file
+	finished := make(chan struct{})
+	go func() { a.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return
+	case <-done:
+	}
+	a.mu.Lock()
+	for c := range a.conns {
+		c.Close()
+	}
+	a.mu.Unlock()
+	<-finished
+}
+
+// deadlineConn refreshes the deadline before each read and write, so a
+// long transfer that keeps moving is not cut, and a stuck peer is.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineConn) Read(p []byte) (int, error) {
+	d.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Read(p)
+}
+
+func (d deadlineConn) Write(p []byte) (int, error) {
+	d.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Write(p)
+}
+
+func (a *AdminServer) handle(nc net.Conn) {
+	// A bug in one admin command must not take the logins down with it.
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.Error("panic in an admin command", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	c := deadlineConn{nc, adminIOTimeout}
+	r := bufio.NewReaderSize(c, 4096)
+	line, err := readAdminLine(r)
+	if err != nil {
+		if !errors.Is(err, io.EOF) { // a bare connect is a liveness probe
+			a.log.Warn("admin request unreadable", "err", err)
+		}
+		return
+	}
+	var req adminRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		a.log.Warn("admin request unreadable", "err", err)
+		return
+	}
+	who := []any{"op", req.Op}
+	if req.Name != "" {
+		who = append(who, "user", req.Name)
+	}
+	a.log.Info("admin", who...)
+	w := bufio.NewWriterSize(c, adminFrameMax+256)
+	fw := &frameWriter{w: w}
+	var in io.Reader
+	if req.Op == opImport {
+		in = &uploadReader{r: r}
+	}
+	err = runAdmin(func() (*Store, error) { return a.store, nil }, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
+	end := adminEnd{End: true}
+	var ce *cliError
+	if errors.As(err, &ce) {
+		end.Exit, end.Error, end.Hint = ce.code, ce.msg, ce.hint
+		a.log.Info("admin failed", append(who, "err", ce.msg)...)
+	}
+	if fw.err == nil {
+		b, _ := json.Marshal(end)
+		w.Write(append(b, '\n'))
+		w.Flush()
+	}
+}

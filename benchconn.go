@@ -1,0 +1,274 @@
+package main
+
+// benchconn.go is the load generator's side of the protocol: one
+// connection with reused buffers, the SCRAM login with keys derived once per
+// salt, and registration.
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// benchKeys are the SCRAM keys of one (password, salt, iterations).
+type benchKeys struct {
+	clientKey, storedKey, serverKey []byte
+}
+
+// keyCache derives keys once per (salt, iterations): the name plays no part
+// in SaltedPassword, so accounts that share a salt share their keys.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]*keyEntry
+}
+
+type keyEntry struct {
+	once sync.Once
+	keys *benchKeys
+	err  error
+}
+
+func (kc *keyCache) get(salt []byte, iterations int) (*benchKeys, error) {
+	k := string(salt) + "\x00" + strconv.Itoa(iterations)
+	kc.mu.Lock()
+	e := kc.m[k]
+	if e == nil {
+		e = &keyEntry{}
+		kc.m[k] = e
+	}
+	kc.mu.Unlock()
+	e.once.Do(func() { e.keys, e.err = deriveBenchKeys(salt, iterations) })
+	return e.keys, e.err
+}
+
+func deriveBenchKeys(salt []byte, iterations int) (*benchKeys, error) {
+	// The bench password is ASCII without controls: SASLprep leaves it as is.
+	salted, err := pbkdf2.Key(sha256.New, benchPassword, salt, iterations, sha256.Size)
+	if err != nil {
+		return nil, err
+	}
+	ck := hmacSHA256(salted, []byte("Client Key"))
+	stored := sha256.Sum256(ck)
+	return &benchKeys{clientKey: ck, storedKey: stored[:], serverKey: hmacSHA256(salted, []byte("Server Key"))}, nil
+}
+
+func hmacSHA256(key, data []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(data)
+	return m.Sum(nil)
+}
+
+// benchConn is one protocol connection of a bench client, with buffers it
+// reuses from operation to operation.
+type benchConn struct {
+	nc  net.Conn
+	r   *bufio.Reader
+	buf []byte
+}
+
+func (b *bench) dial(worker int) (*benchConn, error) {
+	d := net.Dialer{Timeout: b.o.timeout}
+	if len(b.sources) > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: b.sources[worker%len(b.sources)]}
+	}
+	nc, err := d.Dial("tcp", b.o.server)
+	if err != nil {
+		return nil, err
+	}
+	c := &benchConn{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	line, err := c.read(b.o.timeout)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if !strings.HasPrefix(line, ReplyGreeting+" ") {
+		nc.Close()
+		return nil, fmt.Errorf("%w: %.40q instead of a greeting", ErrBenchReply, line)
+	}
+	return c, nil
+}
+
+// read returns the next line without its end of line, within timeout.
+func (c *benchConn) read(timeout time.Duration) (string, error) {
+	c.nc.SetReadDeadline(time.Now().Add(timeout))
+	line, err := c.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return "", fmt.Errorf("%w: line over %d bytes", ErrBenchReply, MaxLineBytes)
+	}
+	if err != nil {
+		return "", err
+	}
+	s := string(TrimEOL(line))
+	if strings.HasPrefix(s, ReplyErr+" ") {
+		_, err := ParseReply(s)
+		return "", err
+	}
+	return s, nil
+}
+
+// do writes c.buf as one line and returns the reply.
+func (c *benchConn) do(timeout time.Duration) (string, error) {
+	c.nc.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.nc.Write(c.buf); err != nil {
+		return "", err
+	}
+	return c.read(timeout)
+}
+
+func (c *benchConn) close() { c.nc.Close() }
+
+// login runs one SCRAM-SHA-256 login on an anonymous connection.
+func (b *bench) login(c *benchConn, name string) error {
+	var raw [benchNonceLen]byte
+	rand.Read(raw[:])
+	nonce := EncodeB64(raw[:])
+	clientFirstBare := "n=" + EncodeSaslName(name) + ",r=" + nonce
+	c.buf = append(c.buf[:0], "AUTH "+MechSCRAM+" "...)
+	c.buf = b64.AppendEncode(c.buf, []byte("n,,"+clientFirstBare))
+	c.buf = append(c.buf, '\n')
+	line, err := c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	arg, ok := strings.CutPrefix(line, ReplyChallenge+" ")
+	if !ok {
+		return fmt.Errorf("%w to AUTH: %.40q", ErrBenchReply, line)
+	}
+	sfb, err := b64.DecodeString(arg)
+	if err != nil {
+		return fmt.Errorf("%w: CHALLENGE is not base64", ErrBenchReply)
+	}
+	serverFirst := string(sfb)
+	full, salt, iters, err := parseBenchServerFirst(serverFirst)
+	if err != nil {
+		return err
+	}
+	// The bare server replays one fixed challenge, so only a real server's
+	// nonce can be checked.
+	if !b.o.bare && (!strings.HasPrefix(full, nonce) || len(full) == len(nonce)) {
+		return fmt.Errorf("%w: server nonce does not extend ours", ErrBenchReply)
+	}
+	if iters < MinIterations || iters > b.o.maxIter {
+		return fmt.Errorf("%w: %d iterations", ErrBenchReply, iters)
+	}
+	b.iters.Store(int64(iters))
+	keys, err := b.keys.get(salt, iters)
+	if err != nil {
+		return err
+	}
+	withoutProof := "c=biws,r=" + full
+	authMessage := []byte(clientFirstBare + "," + serverFirst + "," + withoutProof)
+	proof := hmacSHA256(keys.storedKey, authMessage)
+	subtle.XORBytes(proof, proof, keys.clientKey)
+	c.buf = append(c.buf[:0], "RESPONSE "...)
+	c.buf = b64.AppendEncode(c.buf, []byte(withoutProof+",p="+EncodeB64(proof)))
+	c.buf = append(c.buf, '\n')
+	line, err = c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	arg, ok = strings.CutPrefix(line, ReplyOK+" ")
+	if !ok {
+		return fmt.Errorf("%w to RESPONSE: %.40q", ErrBenchReply, line)
+	}
+	// The signature is computed in both cases, so that the client does the
+	// same work against the bare server as against authbox.
+	want := "v=" + EncodeB64(hmacSHA256(keys.serverKey, authMessage))
+	got, err := b64.DecodeString(arg)
+	if !b.o.bare && (err != nil || !hmac.Equal(got, []byte(want))) {
+		return ErrBenchSignature
+	}
+	return nil
+}
+
+// parseBenchServerFirst reads r=, s= and i= from a server-first-message.
+func parseBenchServerFirst(msg string) (nonce string, salt []byte, iters int, err error) {
+	f := strings.SplitN(msg, ",", 4)
+	if len(f) < 3 || !strings.HasPrefix(f[0], "r=") || !strings.HasPrefix(f[1], "s=") || !strings.HasPrefix(f[2], "i=") {
+		return "", nil, 0, fmt.Errorf("%w: malformed server-first-message", ErrBenchReply)
+	}
+	if salt, err = b64.DecodeString(f[1][2:]); err != nil {
+		return "", nil, 0, fmt.Errorf("%w: malformed salt", ErrBenchReply)
+	}
+	if iters, err = strconv.Atoi(f[2][2:]); err != nil {
+		return "", nil, 0, fmt.Errorf("%w: malformed iteration count", ErrBenchReply)
+	}
+	return f[0][2:], salt, iters, nil
+}
+
+// simple sends a command without arguments and expects a bare OK.
+func (b *bench) simple(c *benchConn, cmd string) error {
+	c.buf = append(append(c.buf[:0], cmd...), '\n')
+	line, err := c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	if line != ReplyOK {
+		return fmt.Errorf("%w to %s: %.40q", ErrBenchReply, cmd, line)
+	}
+	return nil
+}
+
+// quit sends QUIT and reads the server's goodbye.
+func (b *bench) quit(c *benchConn) error {
+	c.buf = append(append(c.buf[:0], CmdQuit...), '\n')
+	line, err := c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	if line != ReplyOK+" BYE" {
+		return fmt.Errorf("%w to QUIT: %.40q", ErrBenchReply, line)
+	}
+	return nil
+}
+
+// register runs REGISTER and VERIFIER. With keys nil it derives a real
+// verifier from the server's salt, so that the account can log in.
+func (b *bench) register(c *benchConn, name string, keys *benchKeys) error {
+	c.buf = append(append(c.buf[:0], CmdRegister+" "+name...), '\n')
+	line, err := c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	r, err := ParseReply(line)
+	if err != nil || r.Word != ReplySalt || len(r.Args) != 2 {
+		return fmt.Errorf("%w to REGISTER: %.40q", ErrBenchReply, line)
+	}
+	salt, err := b64.DecodeString(r.Args[0])
+	if err != nil {
+		return fmt.Errorf("%w: malformed salt", ErrBenchReply)
+	}
+	iters, err := ParseIterations(r.Args[1])
+	if err != nil || iters < MinIterations || iters > b.o.maxIter {
+		return fmt.Errorf("%w: iteration count %q", ErrBenchReply, r.Args[1])
+	}
+	b.iters.Store(int64(iters))
+	if keys == nil {
+		if keys, err = b.keys.get(salt, iters); err != nil {
+			return err
+		}
+	}
+	c.buf = append(c.buf[:0], CmdVerifier+" "...)
+	c.buf = b64.AppendEncode(c.buf, keys.storedKey)
+	c.buf = append(c.buf, ' ')
+	c.buf = b64.AppendEncode(c.buf, keys.serverKey)
+	c.buf = append(c.buf, '\n')
+	line, err = c.do(b.o.timeout)
+	if err != nil {
+		return err
+	}
+	if line != ReplyOK {
+		return fmt.Errorf("%w to VERIFIER: %.40q", ErrBenchReply, line)
+	}
+	return nil
+}

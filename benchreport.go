@@ -1,0 +1,119 @@
+package main
+
+// benchreport.go is what a bench run reports: rates, latency quantiles,
+// server CPU and memory, as text or JSON.
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// benchReport is the outcome of a run; the JSON field names are stable.
+type benchReport struct {
+	Server       string         `json:"server"`
+	Mode         string         `json:"mode"`
+	Reuse        bool           `json:"reuse"`
+	Bare         bool           `json:"bare"`
+	Conc         int            `json:"conc"`
+	Users        int            `json:"users,omitempty"`
+	Sources      int            `json:"sources"`
+	Iterations   int            `json:"server_iterations"`
+	Seconds      float64        `json:"seconds"`
+	Ops          int64          `json:"ops"`
+	Errors       int64          `json:"errors"`
+	OpsPerSec    float64        `json:"ops_per_sec"`
+	LatencyMs    map[string]any `json:"latency_ms"`
+	ErrorsByCode map[string]int `json:"errors_by_code"`
+	BenchCPUUs   float64        `json:"bench_cpu_us_per_op"`
+	ServerPID    int            `json:"server_pid,omitempty"`
+	ServerCPUSec float64        `json:"server_cpu_sec,omitempty"`
+	ServerCPUUs  float64        `json:"server_cpu_us_per_op,omitempty"`
+	// NoServerCPU says the server's CPU time could not be read at the
+	// start or the end of the run (the process exited).
+	NoServerCPU   bool    `json:"server_cpu_unavailable,omitempty"`
+	ServerRSSMiB  float64 `json:"server_rss_mib_before,omitempty"`
+	ServerPeakMiB float64 `json:"server_rss_mib_peak,omitempty"`
+	ServerEndMiB  float64 `json:"server_rss_mib_end,omitempty"`
+	ServerSettled float64 `json:"server_rss_mib_settled,omitempty"`
+	SettleSec     float64 `json:"settle_sec,omitempty"`
+}
+
+// setServerCPU reports the server's CPU time over the run, or that there
+// is none: a process that exited mid-run reads as 0 at the end, and the
+// difference would be negative.
+func (r *benchReport) setServerCPU(before, after time.Duration, err error) {
+	if err != nil || after < before {
+		r.NoServerCPU, r.ServerCPUSec, r.ServerCPUUs = true, 0, 0
+		return
+	}
+	r.ServerCPUSec = (after - before).Seconds()
+	if r.Ops > 0 {
+		r.ServerCPUUs = r.ServerCPUSec * 1e6 / float64(r.Ops)
+	}
+}
+
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+func mib(b int64) float64 { return math.Round(float64(b)/(1<<20)*10) / 10 }
+
+func (r *benchReport) writeText(w io.Writer) {
+	unit := "logins"
+	if r.Mode == "register" {
+		unit = "registrations"
+	}
+	conn := "new connection per operation"
+	if r.Reuse {
+		conn = "one connection per client"
+	}
+	target := "authbox server"
+	if r.Bare {
+		target = "bare reference server"
+	}
+	fmt.Fprintf(w, "%s on %s (%s): %d clients, %s, %d loopback sources\n", r.Mode, r.Server, target, r.Conc, conn, r.Sources)
+	if r.Users > 0 {
+		fmt.Fprintf(w, "accounts:     bench0..bench%d\n", r.Users-1)
+	}
+	fmt.Fprintf(w, "server iterations: %d\n", r.Iterations)
+	fmt.Fprintf(w, "%-13s %.0f/s (%d in %.2fs)\n", unit+":", r.OpsPerSec, r.Ops, r.Seconds)
+	fmt.Fprintf(w, "latency:      p50 %.3fms  p90 %.3fms  p99 %.3fms  p99.9 %.3fms  max %.3fms\n",
+		r.LatencyMs["p50"], r.LatencyMs["p90"], r.LatencyMs["p99"], r.LatencyMs["p99.9"], r.LatencyMs["max"])
+	if r.Errors == 0 {
+		fmt.Fprintf(w, "errors:       none\n")
+	} else {
+		codes := make([]string, 0, len(r.ErrorsByCode))
+		for k := range r.ErrorsByCode {
+			codes = append(codes, k)
+		}
+		sort.Strings(codes)
+		parts := make([]string, len(codes))
+		for i, k := range codes {
+			parts[i] = fmt.Sprintf("%s %d", k, r.ErrorsByCode[k])
+		}
+		fmt.Fprintf(w, "errors:       %d (%s)\n", r.Errors, strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(w, "bench cpu:    %.1fµs per operation (this process)\n", r.BenchCPUUs)
+	if r.ServerPID > 0 {
+		if r.NoServerCPU {
+			fmt.Fprintf(w, "server cpu:   unavailable (pid %d exited or could not be read during the run)\n", r.ServerPID)
+		} else {
+			fmt.Fprintf(w, "server cpu:   %.1fµs per operation (pid %d: %.2fs utime+stime)\n", r.ServerCPUUs, r.ServerPID, r.ServerCPUSec)
+		}
+		fmt.Fprintf(w, "server rss:   %.1f MiB before, %.1f MiB peak, %.1f MiB at the end", r.ServerRSSMiB, r.ServerPeakMiB, r.ServerEndMiB)
+		if r.SettleSec > 0 {
+			fmt.Fprintf(w, ", %.1f MiB %gs later", r.ServerSettled, r.SettleSec)
+		}
+		fmt.Fprintln(w)
+	}
+}

@@ -1,0 +1,208 @@
+package main
+
+// cli_users.go holds the administration commands: `authbox users …`,
+// `authbox backup` and `authbox pw`.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// adminCommands are `authbox users …` and `authbox backup`.
+func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Command {
+	dbFlag := &cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config, authbox.db)"}
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
+	formatFlag := &cli.StringFlag{Name: "format", Usage: "`FORMAT` of the file: seed-csv (the original system's USERS table) or pg (PostgreSQL SCRAM verifiers)"}
+	sub := func(name, args, usage string, action cli.ActionFunc, flags ...cli.Flag) *cli.Command {
+		return &cli.Command{Name: name, ArgsUsage: args, Usage: usage, OnUsageError: usageErr,
+			Flags: append([]cli.Flag{dbFlag, configFlag}, flags...), Action: action}
+	}
+	nameOp := func(op string) cli.ActionFunc {
+		return func(ctx *cli.Context) error {
+			name, err := oneArg(ctx, "NAME")
+			if err != nil {
+				return err
+			}
+			return adminAction(ctx, adminRequest{Op: op, Name: name, JSON: ctx.Bool("json")}, nil)
+		}
+	}
+	return []*cli.Command{
+		{
+			Name:            "users",
+			HideHelpCommand: true,
+			Usage:           "list and manage accounts, import and export them (through the running server, or on the db file)",
+			OnUsageError:    usageErr,
+			// Runs when no subcommand matches: say so in our words, not
+			// the CLI library's "No help topic".
+			Action: func(ctx *cli.Context) error {
+				hint := `run "authbox users --help" for its commands`
+				if ctx.NArg() > 0 {
+					return fail(exitOther, hint, "unknown command \"users %s\"", ctx.Args().First())
+				}
+				return fail(exitOther, hint, "users needs a command: list, show, delete, lock, unlock, import or export")
+			},
+			Subcommands: []*cli.Command{
+				sub("list", "", "list every account", func(ctx *cli.Context) error {
+					if err := noCLIArgs(ctx); err != nil {
+						return err
+					}
+					return adminAction(ctx, adminRequest{Op: opList, JSON: ctx.Bool("json")}, nil)
+				}, jsonFlag),
+				sub("show", "NAME", "show one account", nameOp(opShow), jsonFlag),
+				sub("delete", "NAME", "delete an account", nameOp(opDelete)),
+				sub("lock", "NAME", "lock an account: a right password then gets ERR LOCKED", nameOp(opLock)),
+				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
+				sub("import", "FILE", "create accounts from a file (all or nothing)", cmdUsersImport, formatFlag,
+					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
+					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected"}),
+				sub("export", "FILE", "write every SCRAM account to a new file as PostgreSQL verifiers", cmdUsersExport,
+					&cli.StringFlag{Name: "format", Value: FormatPG, Usage: "`FORMAT` of the file: pg (PostgreSQL SCRAM verifiers), the only one"}),
+			},
+		},
+		sub("backup", "FILE", "write a consistent copy of the db to a new file, while the server keeps serving", cmdBackup),
+	}
+}
+
+// oneArg returns the single positional argument. urfave/cli stops reading
+// flags at the first argument, so a flag after it is called out.
+func oneArg(ctx *cli.Context, what string) (string, error) {
+	var path []string
+	for _, c := range ctx.Lineage() {
+		if c.Command != nil && c.Command.Name != "" && c.Command.Name != ctx.App.Name {
+			path = append([]string{c.Command.Name}, path...)
+		}
+	}
+	usage := `run "authbox ` + strings.Join(path, " ") + ` --help" for usage`
+	switch {
+	case ctx.NArg() == 0:
+		return "", fail(exitOther, usage, "missing %s", what)
+	case ctx.NArg() > 1:
+		return "", fail(exitOther, "flags go before "+what+"; "+usage, "unexpected argument %q after %s", ctx.Args().Get(1), what)
+	}
+	return ctx.Args().First(), nil
+}
+
+func adminAction(ctx *cli.Context, req adminRequest, in io.Reader) error {
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	return ac.run(req, in, false)
+}
+
+func cmdUsersImport(ctx *cli.Context) error {
+	path, err := oneArg(ctx, "FILE")
+	if err != nil {
+		return err
+	}
+	format := ctx.String("format")
+	if format != FormatSeedCSV && format != FormatPG {
+		return fail(exitOther, "say what the file holds: --format seed-csv (the original system's USERS table) or --format pg (PostgreSQL verifiers)",
+			"missing or unknown --format %q", format)
+	}
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fail(exitOther, "", "cannot read %s: %s", path, errText(err))
+	}
+	defer f.Close()
+	var in io.Reader = f
+	bar := newProgress(ctx.App.ErrWriter)
+	if fi, err := f.Stat(); err == nil && fi.Size() >= progressMinBytes {
+		in = bar.reading(f, fi.Size(), "reading "+path)
+	}
+	ac.out.Stdout, ac.out.Stderr = bar.clearing(ac.out.Stdout), bar.clearing(ac.out.Stderr)
+	defer bar.stop()
+	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial"), Iterations: ac.iterations}
+	return ac.run(req, in, true)
+}
+
+func cmdUsersExport(ctx *cli.Context) error {
+	if f := ctx.String("format"); f != FormatPG {
+		return fail(exitOther, "export writes --format pg", "cannot export in format %q", f)
+	}
+	return withOutputFile(ctx, adminRequest{Op: opExport, Format: FormatPG})
+}
+
+func cmdBackup(ctx *cli.Context) error {
+	return withOutputFile(ctx, adminRequest{Op: opBackup})
+}
+
+// withOutputFile runs a command that writes a new file: created before
+// anything else happens (0600: it holds verifiers), never over an existing
+// one, synced, and removed if the command fails.
+func withOutputFile(ctx *cli.Context, req adminRequest) error {
+	path, err := oneArg(ctx, "FILE")
+	if err != nil {
+		return err
+	}
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fail(exitOther, "choose a new file name: it never overwrites a file", "%s exists", path)
+	}
+	if err != nil {
+		return fail(exitOther, "", "cannot create %s: %s", path, errText(err))
+	}
+	req.File = path
+	ac.out.File = f
+	err = ac.run(req, nil, false)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		var ce *cliError
+		if !errors.As(err, &ce) {
+			err = fail(exitOther, "", "writing %s: %s", path, err)
+		}
+	}
+	return err
+}
+
+func cmdPw(ctx *cli.Context) error {
+	if err := noCLIArgs(ctx); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(ctx)
+	if err != nil {
+		return err
+	}
+	it := cfg.Iterations
+	if ctx.IsSet("iterations") {
+		it = ctx.Int("iterations")
+	}
+	if it < MinIterations || it > cfg.Client.MaxIterations {
+		return fail(exitOther, "clients refuse fewer than 4096 and more than client.max_iterations", "--iterations must be %d to %d, got %d", MinIterations, cfg.Client.MaxIterations, it)
+	}
+	pw, err := newTerminal(ctx).newPassword(ctx.Bool("password-stdin"), cfg.Client, "password")
+	if err != nil {
+		return err
+	}
+	salt, err := newSalt()
+	if err != nil {
+		return err
+	}
+	// The keys depend on the password, salt and iterations only, not on
+	// the name, so one verifier serves any account.
+	stored, server, err := Verifier("", pw, salt, it)
+	if err != nil {
+		return fail(exitOther, "", "%s", err)
+	}
+	fmt.Fprintln(ctx.App.Writer, FormatPGVerifier(Record{Iterations: it, Salt: salt, StoredKey: stored, ServerKey: server}))
+	return nil
+}

@@ -1,0 +1,295 @@
+package main
+
+// conn.go is one served connection: the line reader under the deadlines,
+// one dispatch on the command word, and the writing of replies.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// conn is one served connection and its protocol state.
+type conn struct {
+	srv     *Server
+	nc      net.Conn
+	r       *bufio.Reader
+	remote  string
+	src     string // sourceKey of remote: the unit of throttling
+	started time.Time
+
+	mu   sync.Mutex // guards idle against Shutdown
+	idle bool       // blocked reading a fresh command, nothing under way
+
+	user     string   // "" until a successful AUTH
+	pending  exchange // the exchange a SALT or CHALLENGE began
+	attempt  *attempt // the login under way, counted by the throttle
+	lastFail failure  // the last charged failure, see failLogin
+	stats    connStats
+}
+
+type connStats struct {
+	commands, logins, failures, registrations int
+	end                                       string
+}
+
+// exchange is a two-step command waiting for its continuation.
+type exchange interface {
+	// next is the only command word that continues it.
+	next() string
+}
+
+// errQuit and errShutdown end a connection after their reply is written.
+var (
+	errQuit     = errors.New("quit")
+	errShutdown = errors.New("shutdown")
+)
+
+func (s *Server) serveConn(nc net.Conn, src string) {
+	c := &conn{
+		srv:     s,
+		nc:      nc,
+		r:       bufio.NewReaderSize(nc, MaxLineBytes),
+		remote:  nc.RemoteAddr().String(),
+		src:     src,
+		started: time.Now(),
+	}
+	if !s.track(c) {
+		s.reject(nc, CodeBusy, "server is shutting down, retry shortly")
+		return
+	}
+	defer func() {
+		c.endAttempt(false)
+		s.untrack(c)
+		nc.Close()
+		s.log.Info("connection closed", "remote", c.remote, "end", c.stats.end,
+			"duration", time.Since(c.started).Round(time.Millisecond),
+			"commands", c.stats.commands, "logins", c.stats.logins,
+			"failed_logins", c.stats.failures, "registrations", c.stats.registrations)
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			c.stats.end = "panic"
+			s.log.Error("panic serving connection", "remote", c.remote, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.write(FormatReply(ReplyErr, CodeInternal, "internal server error"))
+		}
+	}()
+
+	if !c.write(Greeting(s.cfg.Mechanisms)) {
+		c.stats.end = "write failed"
+		return
+	}
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			c.endRead(err)
+			return
+		}
+		c.stats.commands++
+		reply, err := c.handleLine(line)
+		if !c.reply(reply, err) {
+			return
+		}
+	}
+}
+
+// readLine reads one line within the line and session deadlines.
+func (c *conn) readLine() ([]byte, error) {
+	c.mu.Lock()
+	if c.pending == nil && c.srv.shutting.Load() {
+		c.mu.Unlock()
+		return nil, errShutdown
+	}
+	c.idle = c.pending == nil
+	now := time.Now()
+	deadline := min64time(now.Add(c.srv.cfg.LineTimeout.Duration), c.started.Add(c.srv.cfg.SessionTimeout.Duration))
+	c.nc.SetReadDeadline(deadline)
+	c.mu.Unlock()
+
+	line, err := c.r.ReadSlice('\n')
+
+	c.mu.Lock()
+	c.idle = false
+	c.mu.Unlock()
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return nil, ErrLineTooLong
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && c.srv.shutting.Load() && c.pending == nil {
+		return nil, errShutdown
+	}
+	return line, err
+}
+
+func min64time(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func (c *conn) interruptIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idle {
+		c.nc.SetReadDeadline(time.Now())
+	}
+}
+
+// endRead writes the last word, if any, for a read that failed.
+func (c *conn) endRead(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrLineTooLong):
+		c.stats.end = "line too long"
+		c.write(ErrLineTooLong.Line())
+		c.drainAndClose()
+	case errors.Is(err, errShutdown):
+		c.stats.end = "shutdown"
+		c.write(FormatReply(ReplyErr, CodeBusy, "server is shutting down, retry shortly"))
+		// The client may be sending its next command right now.
+		c.drainAndClose()
+	case errors.As(err, &ne) && ne.Timeout():
+		c.stats.end = "timeout"
+		text := "no complete line within " + c.srv.cfg.LineTimeout.String()
+		if !time.Now().Before(c.started.Add(c.srv.cfg.SessionTimeout.Duration)) {
+			text = "connection time limit of " + c.srv.cfg.SessionTimeout.String() + " reached"
+		}
+		c.write(FormatReply(ReplyErr, CodeTimeout, text))
+	case errors.Is(err, io.EOF):
+		c.stats.end = "client closed"
+	default:
+		c.stats.end = "read error"
+	}
+}
+
+// drainAndClose half-closes and discards what the client is still sending,
+// so the kernel does not answer it with a reset that destroys our last line.
+func (c *conn) drainAndClose() {
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	c.nc.SetReadDeadline(time.Now().Add(drainTimeout))
+	io.CopyN(io.Discard, c.nc, drainLimit)
+}
+
+// write sends one line within the line deadline; false if it failed.
+func (c *conn) write(line string) bool {
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.LineTimeout.Duration))
+	_, err := io.WriteString(c.nc, line)
+	return err == nil
+}
+
+// reply writes a handler's outcome: its reply line, its protocol error, or
+// for any other error a generic ERR INTERNAL with the detail in the log
+// only. It reports whether the connection stays open.
+func (c *conn) reply(line string, err error) bool {
+	var pe *ProtoError
+	switch {
+	case err == nil:
+		return c.write(line)
+	case errors.Is(err, errQuit):
+		c.stats.end = "quit"
+		c.write(line)
+		return false
+	case errors.As(err, &pe):
+		return c.write(pe.Line())
+	default:
+		c.srv.log.Error("internal error", "remote", c.remote, "err", err)
+		c.write(FormatReply(ReplyErr, CodeInternal, "internal server error; nothing was changed"))
+		return true
+	}
+}
+
+// handleLine parses a line and runs its command. The order of checks is
+// the spec's: state, then mechanism, then arguments.
+func (c *conn) handleLine(raw []byte) (string, error) {
+	cmd, err := ParseLine(TrimEOL(raw))
+	if err != nil {
+		c.pending = nil
+		c.endAttempt(false)
+		return "", err
+	}
+	// An exchange continues only with its own continuation; anything else
+	// abandons it, counting no failure, and is handled as a fresh command.
+	if p := c.pending; p != nil {
+		c.pending = nil
+		if cmd.Verb == p.next() {
+			reply, err := c.finish(p, cmd)
+			// Every way out of an exchange ends its login attempt; a wrong
+			// proof has already ended it as a failure.
+			c.endAttempt(false)
+			return reply, err
+		}
+		c.endAttempt(false)
+	}
+	authed := c.user != ""
+	switch cmd.Verb {
+	case CmdPing:
+		return noArgs(cmd, FormatReply(ReplyOK, "PONG"))
+	case CmdQuit:
+		if err := CheckArgs(cmd, 0, 0); err != nil {
+			return "", err
+		}
+		return FormatReply(ReplyOK, "BYE"), errQuit
+	case CmdRegister, CmdAuth:
+		if authed {
+			return "", protoErr(CodeBadCmd, "%s is not allowed while logged in; LOGOUT first", cmd.Verb)
+		}
+		if cmd.Verb == CmdRegister {
+			return c.handleRegister(cmd)
+		}
+		return c.handleAuth(cmd)
+	case CmdWhoami, CmdPasswd, CmdDelete, CmdLogout:
+		if !authed {
+			return "", protoErr(CodeBadCmd, "%s needs a successful AUTH first", cmd.Verb)
+		}
+		switch cmd.Verb {
+		case CmdWhoami:
+			return noArgs(cmd, FormatReply(ReplyOK, c.user))
+		case CmdPasswd:
+			return c.handlePasswd(cmd)
+		case CmdDelete:
+			return c.handleDelete(cmd)
+		default:
+			if err := CheckArgs(cmd, 0, 0); err != nil {
+				return "", err
+			}
+			c.user = ""
+			return FormatReply(ReplyOK), nil
+		}
+	case CmdVerifier:
+		return "", protoErr(CodeBadCmd, "VERIFIER only answers a SALT")
+	case CmdResponse:
+		return "", protoErr(CodeBadCmd, "RESPONSE only answers a CHALLENGE")
+	default:
+		return "", protoErr(CodeBadCmd, "unknown command")
+	}
+}
+
+// finish runs the continuation of an exchange.
+func (c *conn) finish(p exchange, cmd Command) (string, error) {
+	switch p := p.(type) {
+	case *registerEx:
+		return c.finishRegister(p, cmd)
+	case *passwdEx:
+		return c.finishPasswd(p, cmd)
+	case *scramEx:
+		return c.finishSCRAM(p, cmd)
+	case *seedEx:
+		return c.finishSeed(p, cmd)
+	}
+	return "", fmt.Errorf("unknown exchange %T", p)
+}
+
+func noArgs(cmd Command, reply string) (string, error) {
+	if err := CheckArgs(cmd, 0, 0); err != nil {
+		return "", err
+	}
+	return reply, nil
+}

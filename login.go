@@ -1,0 +1,262 @@
+package main
+
+// login.go holds the login exchanges (SCRAM-SHA-256 and the legacy
+// SEED-SHA256) and how each attempt is counted by the throttle.
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/xdg-go/scram"
+)
+
+// mechOf names the mechanism an account logs in with, for the log.
+func mechOf(rec Record) string {
+	if rec.Kind == KindLegacy {
+		return MechSeed
+	}
+	return MechSCRAM
+}
+
+// failure is a failed login: the name and the mechanism.
+type failure struct{ name, mech string }
+
+type scramEx struct {
+	conv   *scram.ServerConversation
+	name   string
+	rec    Record
+	exists bool
+}
+
+type seedEx struct {
+	name   string
+	nonce  string
+	rec    Record
+	exists bool
+}
+
+func (c *conn) handleAuth(cmd Command) (string, error) {
+	if len(cmd.Args) == 0 {
+		return "", protoErr(CodeBadReq, "AUTH takes a mechanism and its argument")
+	}
+	mech := cmd.Args[0]
+	if !c.srv.cfg.HasMech(mech) {
+		return "", protoErr(CodeNoMech, "mechanism not enabled on this server")
+	}
+	if err := CheckArgs(cmd, 2, 2); err != nil {
+		return "", err
+	}
+	if mech == MechSeed {
+		return c.startSeed(cmd.Args[1])
+	}
+	return c.startSCRAM(cmd.Args[1])
+}
+
+// lookup reads an account for a login. The store read and the fake-value
+// HMAC happen whether or not the name exists, so that the two cases cost
+// the same and cannot be told apart by timing.
+func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte, bool, error) {
+	fake := c.srv.store.FakeSalt(fakeLabel, name)
+	rec, err := c.srv.store.Get(name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// A hit decodes a record; so does a miss, a stand-in of the same
+		// size, so that both cost the same allocations and copies.
+		standIn, _ := unmarshalRecord(standInRecord)
+		return standIn, fake, false, nil
+	case err != nil:
+		return Record{}, nil, false, err
+	}
+	return rec, fake, rec.Kind == kind, nil
+}
+
+// standInRecord is an encoded SCRAM record, decoded for names that do not
+// exist (see lookup). Its kind is 0, so it can never match.
+var standInRecord = (&Record{Salt: make([]byte, SaltLen), StoredKey: make([]byte, KeyLen), ServerKey: make([]byte, KeyLen)}).marshal()
+
+func (c *conn) startSCRAM(arg string) (string, error) {
+	raw, err := DecodeB64(arg)
+	if err != nil {
+		return "", err
+	}
+	first, err := ParseClientFirst(string(raw))
+	if err != nil {
+		return "", err
+	}
+	name, err := NormalizeUsername(first.Username)
+	if err != nil {
+		return "", err
+	}
+	if err := c.beginAttempt(name, MechSCRAM); err != nil {
+		return "", err
+	}
+	rec, fake, exists, err := c.lookup(name, KindSCRAM, "scram")
+	if err != nil {
+		return "", err
+	}
+	creds := scram.StoredCredentials{
+		// An unknown name gets a salt from the secret and an unreachable
+		// StoredKey: the proof is checked the same way, and fails.
+		KeyFactors: scram.KeyFactors{Salt: string(fake[:SaltLen]), Iters: c.srv.cfg.Iterations},
+		StoredKey:  fake,
+		ServerKey:  fake,
+	}
+	if exists {
+		creds = scram.StoredCredentials{
+			KeyFactors: scram.KeyFactors{Salt: string(rec.Salt), Iters: rec.Iterations},
+			StoredKey:  rec.StoredKey,
+			ServerKey:  rec.ServerKey,
+		}
+	}
+	srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
+	conv := srv.NewConversation()
+	serverFirst, err := conv.Step(string(raw))
+	if err != nil {
+		return "", protoErr(CodeBadReq, "malformed SCRAM client-first-message")
+	}
+	c.pending = &scramEx{conv: conv, name: name, rec: rec, exists: exists}
+	return FormatReply(ReplyChallenge, EncodeB64([]byte(serverFirst))), nil
+}
+
+var errAuthFailed = &ProtoError{Code: CodeAuth, Text: "authentication failed"}
+
+func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
+	if err := CheckArgs(cmd, 1, 1); err != nil {
+		return "", err
+	}
+	raw, err := DecodeB64(cmd.Args[0])
+	if err != nil {
+		return "", err
+	}
+	// The SCRAM library decodes c= and p= leniently (it skips CR and LF);
+	// RFC 5802 messages are printable, so refuse anything else here.
+	if bytes.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", protoErr(CodeBadReq, "SCRAM client-final-message has control characters")
+	}
+	serverFinal, err := p.conv.Step(string(raw))
+	if err != nil {
+		if serverFinal == scram.ErrInvalidProof {
+			return c.failLogin(p.name, MechSCRAM)
+		}
+		return "", protoErr(CodeBadReq, "malformed SCRAM client-final-message (channel binding, nonce or proof)")
+	}
+	if !p.exists || !p.conv.Valid() {
+		return c.failLogin(p.name, MechSCRAM)
+	}
+	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
+}
+
+// beginAttempt asks the throttle whether this source may try to log in as
+// name now with mech ("" for a REGISTER probe). The second half of a
+// SCRAM/SEED pair (see failLogin) is neither checked nor charged: its first
+// half was, and only one of the two can ever succeed.
+func (c *conn) beginAttempt(name, mech string) error {
+	c.endAttempt(false)
+	if mech != "" && c.lastFail.name == name && c.lastFail.mech != mech {
+		c.attempt = &attempt{free: true}
+		return nil
+	}
+	a, wait, perUser := c.srv.thr.begin(c.src, name, time.Now())
+	if a == nil {
+		c.srv.log.Info("throttled", "remote", c.remote, "user", name, "retry_in", wait)
+		if perUser {
+			return protoErr(CodeLimit, "too many failed attempts for this username from your address; retry in %ds", int(wait.Seconds()))
+		}
+		return protoErr(CodeLimit, "too many failed attempts from your address; retry in %ds", int(wait.Seconds()))
+	}
+	c.attempt = a
+	return nil
+}
+
+// endAttempt ends the login under way, if any; only a wrong proof counts
+// as a failure.
+func (c *conn) endAttempt(failed bool) {
+	if c.attempt != nil {
+		c.srv.thr.end(c.attempt, failed, time.Now())
+		c.attempt = nil
+	}
+}
+
+// failLogin answers a wrong proof. It is charged to the throttle, except
+// for the second half of a SCRAM-then-SEED (or SEED-then-SCRAM) pair for
+// the same name on the same connection, which is how our client finds a
+// legacy account. Charging that pair once gives nothing away: an account is
+// either SCRAM or legacy, so only one of the two proofs could ever succeed,
+// and a pair still tests at most one password.
+func (c *conn) failLogin(name, mech string) (string, error) {
+	free := c.attempt != nil && c.attempt.free
+	c.endAttempt(!free)
+	if free {
+		c.lastFail = failure{}
+	} else {
+		c.lastFail = failure{name, mech}
+	}
+	c.stats.failures++
+	c.srv.log.Info("login failed", "remote", c.remote, "user", name, "mech", mech, "charged", !free)
+	return "", errAuthFailed
+}
+
+func (c *conn) succeedLogin(name string, rec Record, reply string) (string, error) {
+	c.endAttempt(false)
+	c.lastFail = failure{}
+	if rec.Locked {
+		c.srv.log.Info("login refused: account locked", "remote", c.remote, "user", name)
+		return "", protoErr(CodeLocked, "this account is locked; ask the administrator")
+	}
+	c.user = name
+	c.stats.logins++
+	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mechOf(rec))
+	return reply, nil
+}
+
+func (c *conn) startSeed(arg string) (string, error) {
+	name, err := NormalizeUsername(arg)
+	if err != nil {
+		return "", err
+	}
+	if err := c.beginAttempt(name, MechSeed); err != nil {
+		return "", err
+	}
+	rec, fake, exists, err := c.lookup(name, KindLegacy, "seed")
+	if err != nil {
+		return "", err
+	}
+	salt := hex.EncodeToString(fake[:16])
+	if exists {
+		salt = string(rec.Salt)
+	} else {
+		// Hash the same number of bytes at RESPONSE as for a real account.
+		rec.StoredKey = fake
+	}
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	p := &seedEx{name: name, nonce: hex.EncodeToString(nonce), rec: rec, exists: exists}
+	c.pending = p
+	return FormatReply(ReplyChallenge, salt, p.nonce), nil
+}
+
+func (c *conn) finishSeed(p *seedEx, cmd Command) (string, error) {
+	if err := CheckArgs(cmd, 1, 1); err != nil {
+		return "", err
+	}
+	got := cmd.Args[0]
+	if !IsLowerHex(got, 64) {
+		return "", protoErr(CodeBadReq, "SEED-SHA256 response must be 64 lower-case hex digits")
+	}
+	stored := hex.EncodeToString(p.rec.StoredKey)
+	want := SeedResponse(p.nonce, stored)
+	if !hmac.Equal([]byte(got), []byte(want)) || !p.exists {
+		return c.failLogin(p.name, MechSeed)
+	}
+	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK))
+}
+
+func (*scramEx) next() string { return CmdResponse }
+
+func (*seedEx) next() string { return CmdResponse }

@@ -1,0 +1,176 @@
+package main
+
+// serve.go is the serve command: it opens the store, starts the server and
+// the admin socket, and stops them cleanly on a signal; and the log buffer
+// that batches the server's log lines.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+func cmdServe(ctx *cli.Context) error {
+	if err := noCLIArgs(ctx); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if v := ctx.String("listen"); v != "" {
+		cfg.Listen = v
+	}
+	if v := ctx.String("db"); v != "" {
+		cfg.DB = v
+	}
+	logs := newLogBuffer(ctx.App.ErrWriter)
+	defer logs.Close()
+	log := slog.New(slog.NewTextHandler(logs, nil))
+
+	// Listen first: a server that cannot listen must not leave a new empty
+	// db file behind.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
+	}
+	defer ln.Close()
+
+	store, err := OpenStore(cfg.DB)
+	if errors.Is(err, ErrDBLocked) {
+		return fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
+			"database %s is locked by another process", cfg.DB)
+	}
+	if err != nil {
+		return fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
+	}
+	defer store.Close()
+
+	admin, err := ListenAdmin(store, log)
+	if err != nil {
+		ln.Close()
+		return fail(exitOther, `the admin socket is the db's path plus ".sock": remove what is in the way, or choose another --db (a shorter one if the path is too long for a socket)`, "%s", err)
+	}
+	srv := NewServer(cfg, store, log)
+
+	sigs, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		// Serve failed on its own: stop the workers before the deferred
+		// store.Close pulls the db from under them.
+		now := make(chan struct{})
+		close(now)
+		admin.Shutdown(now)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return fail(exitOther, "", "server stopped: %s", err)
+	case <-sigs.Done():
+	}
+	log.Info("shutting down", "grace", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+	defer cancel()
+	adminDone := make(chan struct{})
+	go func() { admin.Shutdown(sctx.Done()); close(adminDone) }()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("grace period over; remaining connections were closed", "err", err)
+	}
+	<-served
+	<-adminDone
+	if err := store.Close(); err != nil {
+		return fail(exitOther, "", "closing %s: %s", cfg.DB, err)
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
+
+// logFlushEvery is how long a server log line may wait in memory. Writing
+// each line at once costs a syscall per event, two per login, a fair part
+// of a login's whole cost on the server; a tenth of a second of delay costs
+// an operator nothing.
+const logFlushEvery = 100 * time.Millisecond
+
+// logBuffer batches log lines into few writes when they come thick and
+// fast, and writes a line at once when none was written for logFlushEvery,
+// so a quiet server's log is as live as an unbuffered one. Lines are whole
+// when they reach the output; a kill -9 loses at most logFlushEvery of
+// them, never an account (those are on disk before OK).
+type logBuffer struct {
+	mu      sync.Mutex
+	out     io.Writer
+	w       *bufio.Writer
+	flushed time.Time
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newLogBuffer(w io.Writer) *logBuffer {
+	l := &logBuffer{out: w, w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(logFlushEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				l.flush()
+			case <-l.stop:
+				l.flush()
+				return
+			}
+		}
+	}()
+	return l
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, err := l.w.Write(p)
+	if now := time.Now(); err == nil && now.Sub(l.flushed) >= logFlushEvery {
+		err = l.flushLocked(now)
+	}
+	return n, err
+}
+
+func (l *logBuffer) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w.Buffered() > 0 {
+		l.flushLocked(time.Now())
+	}
+}
+
+// flushLocked writes the buffer out. bufio.Writer keeps its first error
+// for ever; one failed write (a full disk) must not silence the log for
+// the rest of the server's life, so a failure drops what was buffered and
+// starts afresh.
+func (l *logBuffer) flushLocked(now time.Time) error {
+	err := l.w.Flush()
+	if err != nil {
+		l.w.Reset(l.out)
+	}
+	l.flushed = now
+	return err
+}
+
+// Close writes what is left and stops the flusher.
+func (l *logBuffer) Close() error {
+	close(l.stop)
+	<-l.done
+	return nil
+}

@@ -1,0 +1,284 @@
+package main
+
+// tui.go is the terminal: prompts for names and secrets without echo, the
+// client-side password policy, the progress bar, and the sanitizer that
+// keeps server text from driving the terminal.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// printable replaces control characters, so that text from a server
+// cannot drive the user's terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// terminal reads names and secrets: secrets only from a terminal without
+// echo, or from standard input when the user says so with --password-stdin.
+type terminal struct {
+	stdin  io.Reader
+	stderr io.Writer
+	lines  *bufio.Reader // standard input, read line by line, made once
+	// linesRead counts the lines asked of standard input, for messages.
+	linesRead int
+}
+
+func newTerminal(ctx *cli.Context) *terminal {
+	return &terminal{stdin: ctx.App.Reader, stderr: ctx.App.ErrWriter}
+}
+
+// tty returns a terminal's file descriptor: standard input if it is one,
+// else the controlling terminal.
+func (t *terminal) tty() (*os.File, func(), error) {
+	if f, ok := t.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return f, func() {}, nil
+	}
+	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, errors.New("no terminal")
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func (t *terminal) readLine(prompt string) (string, error) {
+	f, done, err := t.tty()
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	fmt.Fprint(t.stderr, prompt)
+	line, err := bufio.NewReader(f).ReadString('\n')
+	if err != nil && line == "" {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// stdinLine reads exactly one line from standard input; what names the
+// secret it should hold, for the error when it is missing.
+func (t *terminal) stdinLine(what string) (string, error) {
+	if t.lines == nil {
+		t.lines = bufio.NewReader(t.stdin)
+	}
+	t.linesRead++
+	line, err := t.lines.ReadString('\n')
+	if err != nil && (line == "" || !errors.Is(err, io.EOF)) {
+		return "", fail(exitOther, "one line per password: passwd reads the current password, then the new one",
+			"--password-stdin: no %s on line %d of standard input", what, t.linesRead)
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"), nil
+}
+
+// password reads a secret without echo, or one line of stdin.
+func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
+	var pw string
+	if fromStdin {
+		var err error
+		if pw, err = t.stdinLine(strings.TrimSuffix(prompt, ": ")); err != nil {
+			return "", err
+		}
+	} else {
+		f, done, err := t.tty()
+		if err != nil {
+			return "", fail(exitOther, "run it in a terminal, or pipe the password with --password-stdin", "cannot ask for a password: no terminal")
+		}
+		defer done()
+		fmt.Fprint(t.stderr, prompt)
+		b, err := readPasswordRestoring(int(f.Fd()), t.stderr)
+		fmt.Fprintln(t.stderr)
+		if err != nil {
+			return "", fail(exitOther, "", "reading the password: %s", err)
+		}
+		pw = string(b)
+	}
+	if pw == "" {
+		return "", fail(exitOther, "", "the password is empty")
+	}
+	return pw, nil
+}
+
+// readPasswordRestoring reads without echo and, if the user interrupts the
+// prompt, puts the terminal back before exiting: otherwise a shell without
+// line editing is left with echo off.
+func readPasswordRestoring(fd int, stderr io.Writer) ([]byte, error) {
+	state, err := term.GetState(fd)
+	if err != nil {
+		return nil, err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	finished := make(chan struct{})
+	defer func() { signal.Stop(sigs); close(finished) }()
+	go func() {
+		select {
+		case <-sigs:
+			term.Restore(fd, state)
+			fmt.Fprintln(stderr)
+			os.Exit(130)
+		case <-finished:
+		}
+	}()
+	return term.ReadPassword(fd)
+}
+
+// newPassword reads a password to set: twice on a terminal, once from
+// stdin, and checks the policy before anything is sent. what names it in
+// the prompts.
+func (t *terminal) newPassword(fromStdin bool, pol ClientConfig, what string) (string, error) {
+	pw, err := t.password(fromStdin, what+": ")
+	if err != nil {
+		return "", err
+	}
+	if err := checkPolicy(pw, pol); err != nil {
+		return "", err
+	}
+	if !fromStdin {
+		again, err := t.password(false, what+" (again): ")
+		if err != nil {
+			return "", err
+		}
+		if again != pw {
+			return "", fail(exitOther, "type the same password twice", "the passwords do not match")
+		}
+	}
+	return pw, nil
+}
+
+// policyText describes the whole policy, for the hint.
+func policyText(pol ClientConfig) string {
+	parts := []string{fmt.Sprintf("at least %d characters", pol.MinPasswordLength)}
+	for _, c := range []struct {
+		on   bool
+		what string
+	}{{pol.RequireDigit, "a digit"}, {pol.RequireLower, "a lower-case letter"}, {pol.RequireUpper, "an upper-case letter"}} {
+		if c.on {
+			parts = append(parts, c.what)
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
+// checkPolicy applies the password policy; the message never quotes the
+// password.
+func checkPolicy(pw string, pol ClientConfig) error {
+	var missing []string
+	if n := len([]rune(pw)); n < pol.MinPasswordLength {
+		missing = append(missing, fmt.Sprintf("at least %d characters", pol.MinPasswordLength))
+	}
+	has := func(f func(rune) bool) bool { return strings.IndexFunc(pw, f) >= 0 }
+	if pol.RequireDigit && !has(unicode.IsDigit) {
+		missing = append(missing, "a digit")
+	}
+	if pol.RequireLower && !has(unicode.IsLower) {
+		missing = append(missing, "a lower-case letter")
+	}
+	if pol.RequireUpper && !has(unicode.IsUpper) {
+		missing = append(missing, "an upper-case letter")
+	}
+	if len(missing) > 0 {
+		list := strings.Join(missing, ", ")
+		if n := len(missing); n > 1 {
+			list = strings.Join(missing[:n-1], ", ") + " and " + missing[n-1]
+		}
+		return fail(exitOther, "choose a password with "+policyText(pol), "the password is too weak: it needs %s", list)
+	}
+	return nil
+}
+
+// progress is an import's progress bar, drawn only when standard error is
+// a terminal: first the bytes read, then a spinner while the accounts are
+// written. Any output clears it first.
+type progress struct {
+	mu  sync.Mutex
+	w   io.Writer
+	on  bool
+	bar *progressbar.ProgressBar
+}
+
+func newProgress(w io.Writer) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, on: ok && term.IsTerminal(int(f.Fd()))}
+}
+
+func (p *progress) reading(r io.Reader, size int64, what string) io.Reader {
+	if !p.on {
+		return r
+	}
+	p.bar = progressbar.NewOptions64(size, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription(what),
+		progressbar.OptionShowBytes(true), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(), progressbar.OptionFullWidth())
+	return &progressReader{r: r, p: p}
+}
+
+type progressReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (pr *progressReader) Read(b []byte) (int, error) {
+	n, err := pr.r.Read(b)
+	pr.p.mu.Lock()
+	defer pr.p.mu.Unlock()
+	if pr.p.bar != nil {
+		pr.p.bar.Add(n)
+		if errors.Is(err, io.EOF) {
+			pr.p.bar.Finish()
+			pr.p.bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(pr.p.w),
+				progressbar.OptionSetDescription("writing accounts"), progressbar.OptionClearOnFinish(),
+				progressbar.OptionSpinnerType(14), progressbar.OptionSetRenderBlankState(true))
+		}
+	}
+	return n, err
+}
+
+// stop clears the bar, if one is drawn.
+func (p *progress) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		p.bar.Finish()
+		p.bar.Clear()
+		p.bar = nil
+	}
+}
+
+type clearingWriter struct {
+	p *progress
+	w io.Writer
+}
+
+func (p *progress) clearing(w io.Writer) io.Writer {
+	if !p.on {
+		return w
+	}
+	return &clearingWriter{p: p, w: w}
+}
+
+func (c *clearingWriter) Write(b []byte) (int, error) {
+	c.p.stop()
+	return c.w.Write(b)
+}
