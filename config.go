@@ -34,6 +34,11 @@ type Config struct {
 	SessionTimeout   Duration `toml:"session_timeout"`
 	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
 
+	TLS                   bool   `toml:"tls"`
+	TLSCertFile           string `toml:"tls_cert_file"`
+	TLSKeyFile            string `toml:"tls_key_file"`
+	RequireChannelBinding bool   `toml:"require_channel_binding"`
+
 	MaxConnsPerSource   int      `toml:"max_conns_per_source"`
 	SourceFailures      int      `toml:"source_failures"`
 	SourceFailureRefill Duration `toml:"source_failure_refill"`
@@ -47,6 +52,9 @@ type Config struct {
 // ClientConfig is the [client] table.
 type ClientConfig struct {
 	Server            string `toml:"server"`
+	TLS               bool   `toml:"tls"`
+	KnownServers      string `toml:"known_servers"`
+	CAFile            string `toml:"ca_file"`
 	MaxIterations     int    `toml:"max_iterations"`
 	LegacyFallback    bool   `toml:"legacy_fallback"`
 	MinPasswordLength int    `toml:"min_password_length"`
@@ -141,15 +149,28 @@ func (c *Config) Validate() error {
 	if c.Iterations > 1<<31-1 {
 		bad("iterations", "too large: %d", c.Iterations)
 	}
+	known := []string{MechPlus, MechSCRAM, MechSeed}
 	if len(c.Mechanisms) == 0 {
-		bad("mechanisms", "must list at least one of %s, %s", MechSCRAM, MechSeed)
+		bad("mechanisms", "must list at least one of %s", strings.Join(known, ", "))
 	}
 	for i, m := range c.Mechanisms {
-		if m != MechSCRAM && m != MechSeed {
-			bad("mechanisms", "unknown mechanism %q (known: %s, %s)", m, MechSCRAM, MechSeed)
+		if !slices.Contains(known, m) {
+			bad("mechanisms", "unknown mechanism %q (known: %s)", m, strings.Join(known, ", "))
 		} else if slices.Index(c.Mechanisms, m) != i {
 			bad("mechanisms", "%q is listed twice", m)
 		}
+	}
+	if !c.TLS && len(c.Mechanisms) > 0 && !slices.ContainsFunc(c.Mechanisms, func(m string) bool { return m != MechPlus }) {
+		bad("mechanisms", "%s alone cannot work with tls = false: it needs TLS", MechPlus)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls_cert_file", "tls_cert_file and tls_key_file go together: give both or neither")
+	}
+	if c.RequireChannelBinding && !c.TLS {
+		bad("require_channel_binding", "needs tls = true: channel binding exists only inside TLS")
+	}
+	if c.RequireChannelBinding && !c.HasMech(MechPlus) {
+		bad("require_channel_binding", "needs %s in mechanisms", MechPlus)
 	}
 	for _, d := range []struct {
 		key string
@@ -180,5 +201,25 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// HasMech reports whether a mechanism is enabled.
+// HasMech reports whether a mechanism is enabled in the config (whether a
+// connection offers it depends on its transport too: see Offered).
 func (c *Config) HasMech(m string) bool { return slices.Contains(c.Mechanisms, m) }
+
+// Offered is what a connection offers, in order of preference (spec §9.3):
+// over TLS SCRAM-SHA-256-PLUS first, then the others, or PLUS alone when
+// channel binding is required; over plain TCP never PLUS.
+func (c *Config) Offered(overTLS bool) []string {
+	var out []string
+	if overTLS && c.HasMech(MechPlus) {
+		out = append(out, MechPlus)
+		if c.RequireChannelBinding {
+			return out
+		}
+	}
+	for _, m := range c.Mechanisms {
+		if m != MechPlus {
+			out = append(out, m)
+		}
+	}
+	return out
+}

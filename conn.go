@@ -5,20 +5,28 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
 
 // conn is one served connection and its protocol state.
 type conn struct {
-	srv     *Server
+	srv *Server
+	// raw is the accepted TCP connection: Shutdown closes it and sets its
+	// deadlines from other goroutines. nc is what the protocol runs on:
+	// raw itself, or the TLS connection over it once the handshake is done.
+	raw     net.Conn
 	nc      net.Conn
 	r       *bufio.Reader
+	overTLS bool
+	cb      []byte // its tls-exporter channel binding, over TLS
 	remote  string
 	src     string // sourceKey of remote: the unit of throttling
 	started time.Time
@@ -53,20 +61,25 @@ var (
 func (s *Server) serveConn(nc net.Conn, src string) {
 	c := &conn{
 		srv:     s,
+		raw:     nc,
 		nc:      nc,
-		r:       bufio.NewReaderSize(nc, MaxLineBytes),
 		remote:  nc.RemoteAddr().String(),
 		src:     src,
 		started: time.Now(),
 	}
 	if !s.track(c) {
-		s.reject(nc, CodeBusy, "server is shutting down, retry shortly")
+		// Over TLS, ERR BUSY goes inside the handshake the client expects.
+		if c.handshake() == nil {
+			c.write(FormatReply(ReplyErr, CodeBusy, "server is shutting down, retry shortly"))
+		}
+		nc.Close()
+		s.log.Info("rejected", "remote", c.remote, "code", CodeBusy, "reason", "shutting down")
 		return
 	}
 	defer func() {
 		c.endAttempt(false)
 		s.untrack(c)
-		nc.Close()
+		c.nc.Close()
 		s.log.Info("connection closed", "remote", c.remote, "end", c.stats.end,
 			"duration", time.Since(c.started).Round(time.Millisecond),
 			"commands", c.stats.commands, "logins", c.stats.logins,
@@ -80,7 +93,13 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		}
 	}()
 
-	if !c.write(Greeting(s.cfg.Mechanisms)) {
+	if err := c.handshake(); err != nil {
+		c.stats.end = "tls handshake failed"
+		s.log.Info("tls handshake failed", "remote", c.remote, "err", err)
+		return
+	}
+	c.r = bufio.NewReaderSize(c.nc, MaxLineBytes)
+	if !c.write(s.greeting[boolIndex(c.overTLS)]) {
 		c.stats.end = "write failed"
 		return
 	}
@@ -98,6 +117,46 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 	}
 }
 
+// offers reports whether this connection's greeting offered mech.
+func (c *conn) offers(mech string) bool {
+	return slices.Contains(c.srv.offered[boolIndex(c.overTLS)], mech)
+}
+
+// handshake runs the server's TLS handshake, if the server speaks TLS,
+// within the line deadline (spec §9.1), in the worker: the accept loop must
+// never wait on a client. It then reads the channel binding once.
+func (c *conn) handshake() error {
+	conf := c.srv.tlsConf
+	if conf == nil {
+		return nil
+	}
+	tc := tls.Server(c.raw, conf)
+	c.raw.SetDeadline(c.lineDeadline())
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	st := tc.ConnectionState()
+	cb, err := exporterBinding(&st)
+	if err != nil {
+		return err
+	}
+	c.nc, c.overTLS, c.cb = tc, true, cb
+	return nil
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// lineDeadline is when the next line (or the handshake) must be complete:
+// a line deadline from now, and never past the session's end.
+func (c *conn) lineDeadline() time.Time {
+	return earlier(time.Now().Add(c.srv.cfg.LineTimeout.Duration), c.started.Add(c.srv.cfg.SessionTimeout.Duration))
+}
+
 // readLine reads one line within the line and session deadlines.
 func (c *conn) readLine() ([]byte, error) {
 	c.mu.Lock()
@@ -106,9 +165,7 @@ func (c *conn) readLine() ([]byte, error) {
 		return nil, errShutdown
 	}
 	c.idle = c.pending == nil
-	now := time.Now()
-	deadline := min64time(now.Add(c.srv.cfg.LineTimeout.Duration), c.started.Add(c.srv.cfg.SessionTimeout.Duration))
-	c.nc.SetReadDeadline(deadline)
+	c.nc.SetReadDeadline(c.lineDeadline())
 	c.mu.Unlock()
 
 	line, err := c.r.ReadSlice('\n')
@@ -126,7 +183,7 @@ func (c *conn) readLine() ([]byte, error) {
 	return line, err
 }
 
-func min64time(a, b time.Time) time.Time {
+func earlier(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
 	}
@@ -137,7 +194,7 @@ func (c *conn) interruptIfIdle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.idle {
-		c.nc.SetReadDeadline(time.Now())
+		c.raw.SetReadDeadline(time.Now())
 	}
 }
 
@@ -171,11 +228,14 @@ func (c *conn) endRead(err error) {
 // drainAndClose half-closes and discards what the client is still sending,
 // so the kernel does not answer it with a reset that destroys our last line.
 func (c *conn) drainAndClose() {
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		tc.CloseWrite() // close_notify; it leaves the TCP side open
+	}
+	if tc, ok := c.raw.(*net.TCPConn); ok {
 		tc.CloseWrite()
 	}
-	c.nc.SetReadDeadline(time.Now().Add(drainTimeout))
-	io.CopyN(io.Discard, c.nc, drainLimit)
+	c.raw.SetReadDeadline(time.Now().Add(drainTimeout))
+	io.CopyN(io.Discard, c.raw, drainLimit)
 }
 
 // write sends one line within the line deadline; false if it failed.
@@ -228,7 +288,6 @@ func (c *conn) handleLine(raw []byte) (string, error) {
 		}
 		c.endAttempt(false)
 	}
-	authed := c.user != ""
 	switch cmd.Verb {
 	case CmdPing:
 		return noArgs(cmd, FormatReply(ReplyOK, "PONG"))
@@ -237,32 +296,40 @@ func (c *conn) handleLine(raw []byte) (string, error) {
 			return "", err
 		}
 		return FormatReply(ReplyOK, "BYE"), errQuit
-	case CmdRegister, CmdAuth:
-		if authed {
-			return "", protoErr(CodeBadCmd, "%s is not allowed while logged in; LOGOUT first", cmd.Verb)
+	case CmdRegister:
+		if err := c.needAnonymous(cmd); err != nil {
+			return "", err
 		}
-		if cmd.Verb == CmdRegister {
-			return c.handleRegister(cmd)
+		return c.handleRegister(cmd)
+	case CmdAuth:
+		if err := c.needAnonymous(cmd); err != nil {
+			return "", err
 		}
 		return c.handleAuth(cmd)
-	case CmdWhoami, CmdPasswd, CmdDelete, CmdLogout:
-		if !authed {
-			return "", protoErr(CodeBadCmd, "%s needs a successful AUTH first", cmd.Verb)
+	case CmdWhoami:
+		if err := c.needLogin(cmd); err != nil {
+			return "", err
 		}
-		switch cmd.Verb {
-		case CmdWhoami:
-			return noArgs(cmd, FormatReply(ReplyOK, c.user))
-		case CmdPasswd:
-			return c.handlePasswd(cmd)
-		case CmdDelete:
-			return c.handleDelete(cmd)
-		default:
-			if err := CheckArgs(cmd, 0, 0); err != nil {
-				return "", err
-			}
-			c.user = ""
-			return FormatReply(ReplyOK), nil
+		return noArgs(cmd, FormatReply(ReplyOK, c.user))
+	case CmdPasswd:
+		if err := c.needLogin(cmd); err != nil {
+			return "", err
 		}
+		return c.handlePasswd(cmd)
+	case CmdDelete:
+		if err := c.needLogin(cmd); err != nil {
+			return "", err
+		}
+		return c.handleDelete(cmd)
+	case CmdLogout:
+		if err := c.needLogin(cmd); err != nil {
+			return "", err
+		}
+		if err := CheckArgs(cmd, 0, 0); err != nil {
+			return "", err
+		}
+		c.user = ""
+		return FormatReply(ReplyOK), nil
 	case CmdVerifier:
 		return "", protoErr(CodeBadCmd, "VERIFIER only answers a SALT")
 	case CmdResponse:
@@ -270,6 +337,22 @@ func (c *conn) handleLine(raw []byte) (string, error) {
 	default:
 		return "", protoErr(CodeBadCmd, "unknown command")
 	}
+}
+
+// needAnonymous and needLogin are the state checks, which come before any
+// look at the arguments (spec §8).
+func (c *conn) needAnonymous(cmd Command) error {
+	if c.user != "" {
+		return protoErr(CodeBadCmd, "%s is not allowed while logged in; LOGOUT first", cmd.Verb)
+	}
+	return nil
+}
+
+func (c *conn) needLogin(cmd Command) error {
+	if c.user == "" {
+		return protoErr(CodeBadCmd, "%s needs a successful AUTH first", cmd.Verb)
+	}
+	return nil
 }
 
 // finish runs the continuation of an exchange.

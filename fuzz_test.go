@@ -362,11 +362,16 @@ func fzCheckClientFirst(t *testing.T, s string) {
 		fzCheckErrLine(t, fzProtoErr(t, err, ctx), true, ctx)
 		return
 	}
-	hdr := s[:3]
-	if hdr != "n,," && hdr != "y,," {
+	hdr := cf.GS2Header
+	okHdr := hdr == "n,," || hdr == "y,,"
+	if typ, ok := strings.CutPrefix(hdr, "p="); ok {
+		typ, ok = strings.CutSuffix(typ, ",,")
+		okHdr = ok && typ == cf.CBType && isCBName(typ) && cf.CBFlag == 'p'
+	}
+	if !okHdr || !strings.HasPrefix(s, hdr) {
 		t.Fatalf("ParseClientFirst(%q) accepted GS2 header %q", s, hdr)
 	}
-	fields := strings.Split(s[3:], ",")
+	fields := strings.Split(s[len(hdr):], ",")
 	if len(fields) != 2 || !strings.HasPrefix(fields[0], "n=") || !strings.HasPrefix(fields[1], "r=") || !printableNonce(fields[1][2:]) {
 		t.Fatalf("ParseClientFirst(%q) accepted a message outside the v1 grammar", s)
 	}
@@ -386,7 +391,13 @@ func fzCheckClientFirst(t *testing.T, s string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.NewConversation().Step(s); err != nil {
+	conv := srv.NewConversation()
+	if cf.CBFlag == 'p' {
+		// The server binds only to its own type; the library, told that
+		// type, must read the same message the same way.
+		conv = srv.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingType(cf.CBType), Data: make([]byte, exporterLen)})
+	}
+	if _, err := conv.Step(s); err != nil {
 		t.Fatalf("ParseClientFirst accepted %q but the SCRAM library rejects it: %v", s, err)
 	}
 	if len(seen) != 1 || seen[0] != cf.Username {

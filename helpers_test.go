@@ -27,6 +27,9 @@ func testConfig(t testing.TB) Config {
 	cfg.DB = filepath.Join(t.TempDir(), "test.db")
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Workers = 8
+	// The suite's protocol tests speak plain TCP, byte for byte; the TLS
+	// tests turn it on (tlsConfig).
+	cfg.TLS = false
 	return cfg
 }
 

@@ -627,7 +627,7 @@ func TestKill9LosesNoAcknowledgedAccount(t *testing.T) {
 		t.Skip("builds and kills the binary")
 	}
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, "")
+	cfg := writeConfig(t, dir, "tls = false\n")
 	var acked []string
 	for round := range 3 {
 		srv := startServe(t, dir, "--config", cfg)
@@ -706,7 +706,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 	dir := t.TempDir()
 	// Slow clients on a loaded CI machine are not what this test is about.
-	cfg := writeConfig(t, dir, "line_timeout = \"2m\"\n")
+	cfg := writeConfig(t, dir, "tls = false\nline_timeout = \"2m\"\n")
 	srv := startServe(t, dir, "--config", cfg)
 	for g := range 64 {
 		mustRegister(t, srv.addr, fmt.Sprint("user", g), "Secret123")

@@ -14,19 +14,26 @@ import (
 	"github.com/xdg-go/scram"
 )
 
-// mechOf names the mechanism an account logs in with, for the log.
-func mechOf(rec Record) string {
-	if rec.Kind == KindLegacy {
-		return MechSeed
-	}
-	return MechSCRAM
+// failure is a failed login: the name and the kind of account the
+// mechanism proves (see failLogin).
+type failure struct {
+	name string
+	kind Kind
 }
 
-// failure is a failed login: the name and the mechanism.
-type failure struct{ name, mech string }
+// kindOf is the kind of account a mechanism logs in to: both SCRAM
+// mechanisms check the same record.
+func kindOf(mech string) Kind {
+	if mech == MechSeed {
+		return KindLegacy
+	}
+	return KindSCRAM
+}
 
 type scramEx struct {
 	conv   *scram.ServerConversation
+	mech   string // MechSCRAM or MechPlus
+	gs2    string // the GS2 header client-first began with
 	name   string
 	rec    Record
 	exists bool
@@ -44,7 +51,10 @@ func (c *conn) handleAuth(cmd Command) (string, error) {
 		return "", protoErr(CodeBadReq, "AUTH takes a mechanism and its argument")
 	}
 	mech := cmd.Args[0]
-	if !c.srv.cfg.HasMech(mech) {
+	if !c.offers(mech) {
+		if c.overTLS && c.srv.cfg.RequireChannelBinding && c.srv.cfg.HasMech(mech) {
+			return "", protoErr(CodeNoMech, "this server requires channel binding: log in with %s", MechPlus)
+		}
 		return "", protoErr(CodeNoMech, "mechanism not enabled on this server")
 	}
 	if err := CheckArgs(cmd, 2, 2); err != nil {
@@ -53,7 +63,27 @@ func (c *conn) handleAuth(cmd Command) (string, error) {
 	if mech == MechSeed {
 		return c.startSeed(cmd.Args[1])
 	}
-	return c.startSCRAM(cmd.Args[1])
+	return c.startSCRAM(mech, cmd.Args[1])
+}
+
+// checkGS2 applies spec §9.3 to the GS2 header of a SCRAM login under
+// mech: -PLUS binds with tls-exporter, plain SCRAM-SHA-256 does not bind,
+// and "y" (the client can bind but saw no -PLUS offered) on a connection
+// that offered -PLUS means someone took it out of the greeting.
+func (c *conn) checkGS2(mech string, cf ClientFirst) error {
+	switch {
+	case mech == MechPlus && cf.CBFlag != 'p':
+		return protoErr(CodeBadReq, "%s needs the GS2 header \"p=%s,,\"", MechPlus, cbTLSExporter)
+	case mech == MechPlus && cf.CBType != cbTLSExporter:
+		return protoErr(CodeBadReq, "channel-binding type must be %s", cbTLSExporter)
+	case mech != MechPlus && cf.CBFlag == 'p':
+		return protoErr(CodeBadReq, "%s does not bind to the channel; use %s for \"p=\"", mech, MechPlus)
+	case cf.CBFlag == 'y' && c.offers(MechPlus):
+		c.srv.log.Warn("login refused: the client saw no SCRAM-SHA-256-PLUS offered, but this connection offered it (was the greeting altered?)",
+			"remote", c.remote)
+		return errAuthFailed
+	}
+	return nil
 }
 
 // lookup reads an account for a login. The store read and the fake-value
@@ -78,7 +108,7 @@ func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte,
 // exist (see lookup). Its kind is 0, so it can never match.
 var standInRecord = (&Record{Salt: make([]byte, SaltLen), StoredKey: make([]byte, KeyLen), ServerKey: make([]byte, KeyLen)}).marshal()
 
-func (c *conn) startSCRAM(arg string) (string, error) {
+func (c *conn) startSCRAM(mech, arg string) (string, error) {
 	raw, err := DecodeB64(arg)
 	if err != nil {
 		return "", err
@@ -87,11 +117,14 @@ func (c *conn) startSCRAM(arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := c.checkGS2(mech, first); err != nil {
+		return "", err
+	}
 	name, err := NormalizeUsername(first.Username)
 	if err != nil {
 		return "", err
 	}
-	if err := c.beginAttempt(name, MechSCRAM); err != nil {
+	if err := c.beginAttempt(name, mech); err != nil {
 		return "", err
 	}
 	rec, fake, exists, err := c.lookup(name, KindSCRAM, "scram")
@@ -114,11 +147,15 @@ func (c *conn) startSCRAM(arg string) (string, error) {
 	}
 	srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
 	conv := srv.NewConversation()
+	if c.offers(MechPlus) {
+		// The library then also refuses "y" (checkGS2 did already).
+		conv = srv.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: c.cb})
+	}
 	serverFirst, err := conv.Step(string(raw))
 	if err != nil {
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-first-message")
 	}
-	c.pending = &scramEx{conv: conv, name: name, rec: rec, exists: exists}
+	c.pending = &scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
 	return FormatReply(ReplyChallenge, EncodeB64([]byte(serverFirst))), nil
 }
 
@@ -137,17 +174,41 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	if bytes.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", protoErr(CodeBadReq, "SCRAM client-final-message has control characters")
 	}
+	if p.mech == MechPlus {
+		// The library answers a wrong binding and a malformed c= alike,
+		// and its error text carries the binding bytes: tell them apart
+		// here, where a mismatch is the mark of a relay (spec §9.3).
+		switch cbind, ok := clientFinalCBind(raw); {
+		case !ok || !bytes.HasPrefix(cbind, []byte(p.gs2)):
+			return "", protoErr(CodeBadReq, "SCRAM c= does not match the GS2 header")
+		case !hmac.Equal(cbind[len(p.gs2):], c.cb):
+			return c.failLogin(p.name, p.mech, "channel binding mismatch (a relay in the middle?)")
+		}
+	}
 	serverFinal, err := p.conv.Step(string(raw))
 	if err != nil {
 		if serverFinal == scram.ErrInvalidProof {
-			return c.failLogin(p.name, MechSCRAM)
+			return c.failLogin(p.name, p.mech, "wrong proof")
 		}
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-final-message (channel binding, nonce or proof)")
 	}
 	if !p.exists || !p.conv.Valid() {
-		return c.failLogin(p.name, MechSCRAM)
+		return c.failLogin(p.name, p.mech, "wrong proof")
 	}
-	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
+	return c.succeedLogin(p.name, p.mech, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
+}
+
+// clientFinalCBind decodes the c= attribute that starts client-final.
+func clientFinalCBind(msg []byte) ([]byte, bool) {
+	v, ok := bytes.CutPrefix(msg, []byte("c="))
+	if !ok {
+		return nil, false
+	}
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	cbind, err := DecodeB64(string(v))
+	return cbind, err == nil
 }
 
 // beginAttempt asks the throttle whether this source may try to log in as
@@ -156,7 +217,7 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 // half was, and only one of the two can ever succeed.
 func (c *conn) beginAttempt(name, mech string) error {
 	c.endAttempt(false)
-	if mech != "" && c.lastFail.name == name && c.lastFail.mech != mech {
+	if mech != "" && c.lastFail.name == name && c.lastFail.kind != kindOf(mech) {
 		c.attempt = &attempt{free: true}
 		return nil
 	}
@@ -187,20 +248,20 @@ func (c *conn) endAttempt(failed bool) {
 // legacy account. Charging that pair once gives nothing away: an account is
 // either SCRAM or legacy, so only one of the two proofs could ever succeed,
 // and a pair still tests at most one password.
-func (c *conn) failLogin(name, mech string) (string, error) {
+func (c *conn) failLogin(name, mech, reason string) (string, error) {
 	free := c.attempt != nil && c.attempt.free
 	c.endAttempt(!free)
 	if free {
 		c.lastFail = failure{}
 	} else {
-		c.lastFail = failure{name, mech}
+		c.lastFail = failure{name, kindOf(mech)}
 	}
 	c.stats.failures++
-	c.srv.log.Info("login failed", "remote", c.remote, "user", name, "mech", mech, "charged", !free)
+	c.srv.log.Info("login failed", "remote", c.remote, "user", name, "mech", mech, "reason", reason, "charged", !free)
 	return "", errAuthFailed
 }
 
-func (c *conn) succeedLogin(name string, rec Record, reply string) (string, error) {
+func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string, error) {
 	c.endAttempt(false)
 	c.lastFail = failure{}
 	if rec.Locked {
@@ -209,7 +270,7 @@ func (c *conn) succeedLogin(name string, rec Record, reply string) (string, erro
 	}
 	c.user = name
 	c.stats.logins++
-	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mechOf(rec))
+	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mech)
 	return reply, nil
 }
 
@@ -252,9 +313,9 @@ func (c *conn) finishSeed(p *seedEx, cmd Command) (string, error) {
 	stored := hex.EncodeToString(p.rec.StoredKey)
 	want := SeedResponse(p.nonce, stored)
 	if !hmac.Equal([]byte(got), []byte(want)) || !p.exists {
-		return c.failLogin(p.name, MechSeed)
+		return c.failLogin(p.name, MechSeed, "wrong response")
 	}
-	return c.succeedLogin(p.name, p.rec, FormatReply(ReplyOK))
+	return c.succeedLogin(p.name, MechSeed, p.rec, FormatReply(ReplyOK))
 }
 
 func (*scramEx) next() string { return CmdResponse }

@@ -44,6 +44,7 @@ const (
 // Mechanism names as they appear in the greeting and in AUTH.
 const (
 	MechSCRAM = "SCRAM-SHA-256"
+	MechPlus  = "SCRAM-SHA-256-PLUS"
 	MechSeed  = "SEED-SHA256"
 )
 
@@ -308,20 +309,33 @@ func DecodeSaslName(s string) (string, bool) {
 // before it hands the message to the SCRAM library.
 type ClientFirst struct {
 	Username string // decoded saslname, not yet normalized
+	// CBFlag is the GS2 channel-binding flag: 'n' (the client cannot
+	// bind), 'y' (it can, but saw no -PLUS offered) or 'p' (it binds, with
+	// CBType).
+	CBFlag byte
+	CBType string
+	// GS2Header is the header as sent, e.g. "p=tls-exporter,,".
+	GS2Header string
 }
 
 // ParseClientFirst checks the parts of client-first-message that protocol
-// v1 restricts further than RFC 5802: the GS2 header must be "n,," or "y,,"
-// (no channel binding, no authzid), and extensions are not supported.
+// v1 restricts further than RFC 5802: the GS2 header must be "n,,", "y,,"
+// or "p=<type>,," (no authzid; which of them a mechanism allows is the
+// caller's rule), and extensions are not supported.
 func ParseClientFirst(msg string) (ClientFirst, error) {
+	var cf ClientFirst
 	var rest string
 	switch {
-	case strings.HasPrefix(msg, "n,,"):
-		rest = msg[3:]
-	case strings.HasPrefix(msg, "y,,"):
-		rest = msg[3:]
+	case strings.HasPrefix(msg, "n,,"), strings.HasPrefix(msg, "y,,"):
+		cf.CBFlag, cf.GS2Header, rest = msg[0], msg[:3], msg[3:]
+	case strings.HasPrefix(msg, "p="):
+		i := strings.Index(msg, ",")
+		if i < 3 || !strings.HasPrefix(msg[i:], ",,") || !isCBName(msg[2:i]) {
+			return ClientFirst{}, protoErr(CodeBadReq, "SCRAM GS2 header must be \"p=tls-exporter,,\" (no authzid) in protocol v1")
+		}
+		cf.CBFlag, cf.CBType, cf.GS2Header, rest = 'p', msg[2:i], msg[:i+2], msg[i+2:]
 	default:
-		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM GS2 header must be \"n,,\" or \"y,,\" in protocol v1")
+		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM GS2 header must be \"n,,\", \"y,,\" or \"p=tls-exporter,,\" in protocol v1")
 	}
 	f := strings.Split(rest, ",")
 	if len(f) < 2 || !strings.HasPrefix(f[0], "n=") || !strings.HasPrefix(f[1], "r=") {
@@ -340,7 +354,19 @@ func ParseClientFirst(msg string) (ClientFirst, error) {
 	if !ok {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM username has '=' not followed by 2C or 3D")
 	}
-	return ClientFirst{Username: name}, nil
+	cf.Username = name
+	return cf, nil
+}
+
+// isCBName is RFC 5802's cb-name: 1*(ALPHA / DIGIT / "." / "-").
+func isCBName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func printableNonce(s string) bool {

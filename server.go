@@ -6,10 +6,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +52,16 @@ type Server struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[*conn]struct{}
+
+	// tlsConf is the TLS every connection speaks, nil over plain TCP; it
+	// is set by Identity, before Serve accepts.
+	tlsConf  *tls.Config
+	id       *ServerIdentity
+	idErr    error
+	idOnce   sync.Once
+	// offered and greeting are per transport, indexed by boolIndex(overTLS).
+	offered  [2][]string
+	greeting [2]string
 }
 
 // NewServer makes a server for an open store. It does not listen yet.
@@ -58,13 +70,30 @@ func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Server{
-		cfg:   cfg,
-		store: store,
-		log:   log,
-		thr:   newThrottle(cfg),
-		queue: make(chan *queued, cfg.Queue),
-		conns: make(map[*conn]struct{}),
+		cfg:      cfg,
+		store:    store,
+		log:      log,
+		thr:      newThrottle(cfg),
+		queue:    make(chan *queued, cfg.Queue),
+		conns:    make(map[*conn]struct{}),
+		offered:  [2][]string{cfg.Offered(false), cfg.Offered(true)},
+		greeting: [2]string{Greeting(cfg.Offered(false)), Greeting(cfg.Offered(true))},
 	}
+}
+
+// Identity loads (on first call, making it if the db has none) the TLS
+// identity the server presents; nil with tls = false.
+func (s *Server) Identity() (*ServerIdentity, error) {
+	s.idOnce.Do(func() {
+		if !s.cfg.TLS {
+			return
+		}
+		s.id, s.idErr = LoadIdentity(s.cfg, s.store)
+		if s.idErr == nil {
+			s.tlsConf = serverTLSConfig(s.id)
+		}
+	})
+	return s.id, s.idErr
 }
 
 // Serve accepts connections on ln until Shutdown. It returns
@@ -76,6 +105,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		ln.Close()
 		return ErrServerClosed
 	}
+	if _, err := s.Identity(); err != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return err
+	}
 	s.ln = ln
 	s.wg.Add(1 + s.cfg.Workers)
 	s.mu.Unlock()
@@ -86,8 +120,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.cfg.HasMech(MechSeed) {
 		s.log.Warn("legacy mechanism SEED-SHA256 is enabled: its stored values are password-equivalent and its hash is fast; upgrade its users and turn it off")
 	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "db", s.store.Path(),
-		"workers", s.cfg.Workers, "queue", s.cfg.Queue, "mechanisms", s.cfg.Mechanisms)
+	transport, fingerprint := "plain TCP", ""
+	if s.id != nil {
+		transport, fingerprint = "TLS 1.3", s.id.Fingerprint
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "transport", transport, "fingerprint", fingerprint,
+		"db", s.store.Path(), "workers", s.cfg.Workers, "queue", s.cfg.Queue,
+		"mechanisms", strings.Join(s.cfg.Offered(s.id != nil), ","))
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;
 	// workers then drain what is left and exit.
@@ -140,12 +179,17 @@ func isTemporary(err error) bool {
 	return false
 }
 
-// reject answers a connection the server will not serve and closes it.
+// reject answers a connection the server will not serve, before any worker
+// took it, and closes it. Over TLS that answer would need a handshake,
+// which is a worker's job (spec §9.1), so the connection is only closed:
+// clients read that as busy.
 func (s *Server) reject(nc net.Conn, code, text string) {
-	nc.SetWriteDeadline(time.Now().Add(rejectWriteTimeout))
-	io.WriteString(nc, FormatReply(ReplyErr, code, text))
+	if s.tlsConf == nil {
+		nc.SetWriteDeadline(time.Now().Add(rejectWriteTimeout))
+		io.WriteString(nc, FormatReply(ReplyErr, code, text))
+	}
 	nc.Close()
-	s.log.Info("rejected", "remote", nc.RemoteAddr().String(), "code", code)
+	s.log.Info("rejected", "remote", nc.RemoteAddr().String(), "code", code, "reason", text)
 }
 
 func (s *Server) worker() {
@@ -154,11 +198,7 @@ func (s *Server) worker() {
 		if !q.claim() {
 			continue // waited too long; its timer answered it
 		}
-		if s.shutting.Load() {
-			s.reject(q.nc, CodeBusy, "server is shutting down, retry shortly")
-		} else {
-			s.serveConn(q.nc, q.src)
-		}
+		s.serveConn(q.nc, q.src)
 		s.thr.connClose(q.src)
 	}
 }
@@ -196,16 +236,6 @@ func (q *queued) claim() bool {
 	return true
 }
 
-// Addr is the listening address, once Serve runs.
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Addr()
-}
-
 // Shutdown stops accepting, lets every exchange under way finish, and waits
 // for the workers, at most until ctx ends; then it closes what is left and
 // returns ctx's error. Connections waiting for a new command are told
@@ -233,7 +263,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.raw.Close()
 		}
 		s.mu.Unlock()
 		<-done

@@ -36,6 +36,10 @@ var (
 	bucketMeta  = []byte("meta")
 	keySecret   = []byte("secret")
 	keySchema   = []byte("schema")
+	// keyTLSCert and keyTLSKey hold the server's self-made TLS identity
+	// (DER certificate, PKCS#8 key), so a copied db is the same server.
+	keyTLSCert = []byte("tls_cert")
+	keyTLSKey  = []byte("tls_key")
 )
 
 // schemaVersion is written once into the meta bucket; a future layout
@@ -383,6 +387,38 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// Identity returns the TLS certificate and key kept in the db, making them
+// with create, once, when the db has none. The private key is as secret as
+// the db's verifiers; it lives where they do.
+func (s *Store) Identity(create func() (cert, key []byte, err error)) (cert, key []byte, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		cert, key = bytes.Clone(meta.Get(keyTLSCert)), bytes.Clone(meta.Get(keyTLSKey))
+		return nil
+	})
+	if err != nil || (cert != nil && key != nil) {
+		return cert, key, err
+	}
+	newCert, newKey, err := create()
+	if err != nil {
+		return nil, nil, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		// Another process may have made one since the read: keep it.
+		if c, k := meta.Get(keyTLSCert), meta.Get(keyTLSKey); c != nil && k != nil {
+			cert, key = bytes.Clone(c), bytes.Clone(k)
+			return nil
+		}
+		cert, key = newCert, newKey
+		if err := meta.Put(keyTLSCert, cert); err != nil {
+			return err
+		}
+		return meta.Put(keyTLSKey, key)
+	})
+	return cert, key, err
 }
 
 // FakeSalt derives the stable salt shown for a name that has no account:
