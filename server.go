@@ -55,10 +55,10 @@ type Server struct {
 
 	// tlsConf is the TLS every connection speaks, nil over plain TCP; it
 	// is set by Identity, before Serve accepts.
-	tlsConf  *tls.Config
-	id       *ServerIdentity
-	idErr    error
-	idOnce   sync.Once
+	tlsConf *tls.Config
+	id      *ServerIdentity
+	idErr   error
+	idOnce  sync.Once
 	// offered and greeting are per transport, indexed by boolIndex(overTLS).
 	offered  [2][]string
 	greeting [2]string
