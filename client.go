@@ -6,6 +6,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xdg-go/scram"
@@ -42,6 +45,16 @@ var (
 	ErrTooManyIterations = errors.New("server asks for more PBKDF2 iterations than this client allows")
 	// ErrNoSCRAM is returned when the server does not offer SCRAM-SHA-256.
 	ErrNoSCRAM = errors.New("server does not offer SCRAM-SHA-256")
+	// ErrPlainServer is returned when a TLS client meets a server that
+	// speaks plain TCP: its greeting came where a TLS record was due.
+	ErrPlainServer = errors.New("the server speaks plain TCP, not TLS")
+	// ErrClosedBeforeHandshake is returned when the server closed the
+	// connection before the TLS handshake: over TLS that is how a server
+	// whose queue is full says busy (spec §9.1).
+	ErrClosedBeforeHandshake = errors.New("the server closed the connection before the TLS handshake (it is busy)")
+	// ErrHandshakeTimeout is returned when the TLS handshake did not end
+	// within clientDialTimeout.
+	ErrHandshakeTimeout = errors.New("no TLS handshake in time")
 )
 
 // defaultMaxIterations is client.max_iterations of the embedded config,
@@ -53,23 +66,47 @@ type Client struct {
 	nc    net.Conn
 	r     *bufio.Reader
 	Mechs []string
+	// cb is the connection's tls-exporter channel binding; nil over
+	// plain TCP.
+	cb []byte
 	// MaxIterations caps the PBKDF2 work a server may ask of this client.
 	MaxIterations int
 }
 
-// Dial connects and reads the greeting. A BUSY server yields a
-// *ProtoError with code BUSY.
+// Dial connects over plain TCP and reads the greeting. A BUSY server
+// yields a *ProtoError with code BUSY.
 func Dial(addr string) (*Client, error) {
-	return dialWith(&net.Dialer{Timeout: clientDialTimeout}, addr)
+	return dialWith(&net.Dialer{Timeout: clientDialTimeout}, addr, nil)
 }
 
-func dialWith(d *net.Dialer, addr string) (*Client, error) {
+// DialTLS connects, runs the TLS 1.3 handshake under conf (whose
+// VerifyConnection decides whether the server is trusted: see Trust), and
+// reads the greeting inside TLS.
+func DialTLS(addr string, conf *tls.Config) (*Client, error) {
+	return dialWith(&net.Dialer{Timeout: clientDialTimeout}, addr, conf)
+}
+
+func dialWith(d *net.Dialer, addr string, conf *tls.Config) (*Client, error) {
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), MaxIterations: defaultMaxIterations()}
-	nc.SetReadDeadline(time.Now().Add(clientDialTimeout))
+	c := &Client{nc: nc, MaxIterations: defaultMaxIterations()}
+	nc.SetDeadline(time.Now().Add(clientDialTimeout))
+	if conf != nil {
+		tc := tls.Client(nc, conf)
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return nil, handshakeError(err)
+		}
+		st := tc.ConnectionState()
+		if c.cb, err = exporterBinding(&st); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		c.nc = tc
+	}
+	c.r = bufio.NewReaderSize(c.nc, MaxLineBytes)
 	line, err := c.readLine()
 	if err != nil {
 		nc.Close()
@@ -87,6 +124,26 @@ func dialWith(d *net.Dialer, addr string) (*Client, error) {
 	}
 	return c, nil
 }
+
+// handshakeError names the usual reasons a TLS handshake fails, so that a
+// person can act on them; trust decisions (see Trust) pass through as
+// they are.
+func handshakeError(err error) error {
+	var rh tls.RecordHeaderError
+	var ne net.Error
+	switch {
+	case errors.As(err, &rh) && bytes.HasPrefix(rh.RecordHeader[:], []byte(ReplyGreeting[:5])):
+		return ErrPlainServer
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return ErrClosedBeforeHandshake
+	case errors.As(err, &ne) && ne.Timeout():
+		return ErrHandshakeTimeout
+	}
+	return err
+}
+
+// OverTLS reports whether the connection runs inside TLS.
+func (c *Client) OverTLS() bool { return c.cb != nil }
 
 // Close sends QUIT and closes the connection.
 func (c *Client) Close() error {
@@ -212,9 +269,15 @@ func (c *Client) Register(name, password string) error {
 	return c.sendVerifier(r, name, password)
 }
 
-// Login runs SCRAM-SHA-256 and checks the server's signature.
+// Login runs SCRAM-SHA-256 and checks the server's signature. Over TLS it
+// binds the login to the connection (SCRAM-SHA-256-PLUS) whenever the
+// server offers it, and otherwise says it could have (GS2 "y"), so that a
+// server that did offer it sees the downgrade (spec §9.3).
 func (c *Client) Login(name, password string) error {
-	if !slices.Contains(c.Mechs, MechSCRAM) {
+	mech := MechSCRAM
+	if c.cb != nil && slices.Contains(c.Mechs, MechPlus) {
+		mech = MechPlus
+	} else if !slices.Contains(c.Mechs, MechSCRAM) {
 		return ErrNoSCRAM
 	}
 	name, err := NormalizeUsername(name)
@@ -225,12 +288,21 @@ func (c *Client) Login(name, password string) error {
 	if err != nil {
 		return err
 	}
-	conv := sc.WithMinIterations(MinIterations).NewConversation()
+	sc = sc.WithMinIterations(MinIterations)
+	var conv *scram.ClientConversation
+	switch {
+	case mech == MechPlus:
+		conv = sc.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: c.cb})
+	case c.cb != nil:
+		conv = sc.NewConversationAdvertisingChannelBinding()
+	default:
+		conv = sc.NewConversation()
+	}
 	first, err := conv.Step("")
 	if err != nil {
 		return err
 	}
-	r, err := c.Do(CmdAuth, MechSCRAM, EncodeB64([]byte(first)))
+	r, err := c.Do(CmdAuth, mech, EncodeB64([]byte(first)))
 	if err != nil {
 		return err
 	}

@@ -35,14 +35,35 @@ func testConfig(t testing.TB) Config {
 
 // syncBuffer is a log sink safe for concurrent writers.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed and replaced at every write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
+}
+
+// wait returns at the next write, or at deadline.
+func (s *syncBuffer) wait(deadline time.Time) {
+	s.mu.Lock()
+	if s.written == nil {
+		s.written = make(chan struct{})
+	}
+	ch := s.written
+	s.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	}
 }
 
 func (s *syncBuffer) String() string {

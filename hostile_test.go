@@ -25,7 +25,7 @@ import (
 // test can play several sources.
 func dialFrom(t testing.TB, addr, localIP string) (*Client, error) {
 	t.Helper()
-	return dialWith(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}, addr)
+	return dialWith(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}, addr, nil)
 }
 
 func loginFrom(t testing.TB, addr, localIP, name, password string) error {
