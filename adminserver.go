@@ -39,6 +39,7 @@ type AdminServer struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	cut   bool // Shutdown's grace is over: a connection accepted now is closed
 }
 
 // ListenAdmin creates the admin socket beside the store's db file, mode
@@ -80,11 +81,17 @@ func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the admin socket %s: %s", path, errText(err))
 	}
+	log.Info("admin socket", "path", path)
+	return serveAdmin(store, log, path, ln), nil
+}
+
+// serveAdmin serves admin commands on ln, the socket at path, until
+// Shutdown.
+func serveAdmin(store *Store, log *slog.Logger, path string, ln net.Listener) *AdminServer {
 	a := &AdminServer{store: store, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
 	a.wg.Add(1)
 	go a.serve()
-	log.Info("admin socket", "path", path)
-	return a, nil
+	return a
 }
 
 // Path is the socket's path.
@@ -110,6 +117,11 @@ func (a *AdminServer) serve() {
 		}
 		backoff.ok()
 		a.mu.Lock()
+		if a.cut {
+			a.mu.Unlock()
+			c.Close()
+			return
+		}
 		a.conns[c] = struct{}{}
 		a.wg.Add(1)
 		a.mu.Unlock()
@@ -138,6 +150,7 @@ func (a *AdminServer) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	a.mu.Lock()
+	a.cut = true
 	for c := range a.conns {
 		c.Close()
 	}
