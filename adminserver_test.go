@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -199,4 +200,131 @@ func TestAdminShutdown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdminSocketSpeaksFrames checks the admin protocol as adminwire.go
+// describes it, byte by byte, on an in-process server.
+func TestAdminSocketSpeaksFrames(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	admin, err := ListenAdmin(ts.store, nil)
+	if err == nil {
+		t.Cleanup(func() { admin.Shutdown(context.Background()) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	nc, err := net.Dial("unix", admin.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, `{"op":"show","name":"alice","json":true}`+"\n")
+	nc.(*net.UnixConn).CloseWrite()
+	reply, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, rest, _ := strings.Cut(string(reply), "\n")
+	var f adminFrame
+	if err := json.Unmarshal([]byte(head), &f); err != nil || f.Stream != "stdout" || f.Len > len(rest) {
+		t.Fatalf("first frame %q: %v", head, err)
+	}
+	var a AccountInfo
+	if err := json.Unmarshal([]byte(rest[:f.Len]), &a); err != nil || a.Name != "alice" || a.Kind != "scram" {
+		t.Fatalf("payload %q: %v", rest[:f.Len], err)
+	}
+	if end := rest[f.Len:]; end != `{"end":true,"exit":0}`+"\n" {
+		t.Fatalf("end %q", end)
+	}
+}
+
+// TestAdminUploadNeedsItsEnd speaks the upload framing of adminwire.go to an
+// in-process admin socket: only an upload with its end line and the right
+// total is imported.
+func TestAdminUploadNeedsItsEnd(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	admin, err := ListenAdmin(ts.store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Shutdown(context.Background()) })
+	line := "user," + rfcPGVerifier + "\n"
+	frame := fmt.Sprintf(`{"len":%d}`+"\n%s", len(line), line)
+	req := `{"op":"import","format":"pg","file":"x.pg"}` + "\n"
+	send := func(upload string) adminFrame {
+		t.Helper()
+		nc, err := net.Dial("unix", admin.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		io.WriteString(nc, req+upload)
+		nc.(*net.UnixConn).CloseWrite()
+		reply, err := io.ReadAll(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(reply), "\n"), "\n")
+		var end adminFrame
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &end); err != nil || !end.End || end.Exit == nil {
+			t.Fatalf("reply %q: %v", reply, err)
+		}
+		return end
+	}
+	for _, tc := range []struct{ upload, want string }{
+		{line, "the upload is malformed"},                        // unframed, as before the framing
+		{frame, "the upload was cut off"},                        // no end line
+		{frame + frame[:10], "the upload was cut off"},           // cut inside a frame head
+		{frame + frame[:len(frame)-5], "the upload was cut off"}, // cut inside a frame
+		{frame + `{"end":true,"total":1}` + "\n", "bytes arrived, and the client sent 1"},
+		{`{"len":100000000}` + "\n", "a frame of 100000000 bytes"},
+	} {
+		end := send(tc.upload)
+		if *end.Exit != int(AdminFailed) || !strings.Contains(end.Error, tc.want) {
+			t.Errorf("upload %.40q: exit %d %+v, want exit 2 and %q", tc.upload, *end.Exit, end, tc.want)
+		}
+		if n, _ := ts.store.Count(); n != 0 {
+			t.Fatalf("upload %.40q: %d accounts imported", tc.upload, n)
+		}
+	}
+	end := send(frame + fmt.Sprintf(`{"end":true,"total":%d}`, len(line)) + "\n")
+	if n, _ := ts.store.Count(); *end.Exit != 0 || n != 1 {
+		t.Fatalf("a whole upload: %+v, %d accounts", end, n)
+	}
+}
+
+// TestStaleSocketOnlyWhenRefused: the server replaces a socket file only
+// when connecting to it is refused (nobody listens); a live socket of
+// another kind is left alone, and the server refuses to start.
+func TestStaleSocketOnlyWhenRefused(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "test.db")
+	sock := AdminSocketPath(db)
+	dg, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dg.Close()
+	store, err := OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	admin, err := ListenAdmin(store, nil)
+	if err == nil {
+		admin.Shutdown(context.Background())
+		t.Fatal("the admin socket replaced a live datagram socket")
+	}
+	if !strings.Contains(err.Error(), sock+" exists and cannot be checked") || !strings.Contains(err.Error(), "remove it if no server uses it") {
+		t.Fatalf("error: %v", err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("the socket file was touched: %v %v", fi, err)
+	}
+	// The datagram socket still gets what is sent to it.
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("the datagram socket is gone: %v", err)
+	}
+	c.Close()
 }
