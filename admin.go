@@ -115,20 +115,19 @@ func runAdmin(open func() (*Store, error), req adminRequest, in io.Reader, out a
 }
 
 func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
-	var name string
 	switch req.Op {
+	case opImport:
+		return adminImport(open, req, in, out)
 	case opShow, opDelete, opLock, opUnlock:
-		n, err := NormalizeUsername(req.Name)
+		name, err := NormalizeUsername(req.Name)
 		if err != nil {
 			return adminFail(AdminRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username %q", req.Name)
 		}
-		name = n
-	}
-	notFound := func() error {
-		return adminFail(AdminRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
-	}
-	if req.Op == opImport {
-		return adminImport(open, req, in, out)
+		store, err := open()
+		if err != nil {
+			return err
+		}
+		return accountOp(store, req.Op, name, req.JSON, out.Stdout)
 	}
 	store, err := open()
 	if err != nil {
@@ -137,41 +136,6 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 	switch req.Op {
 	case opList:
 		return listAccounts(store, out.Stdout, req.JSON)
-	case opShow:
-		rec, err := store.Get(name)
-		if errors.Is(err, ErrNotFound) {
-			return notFound()
-		}
-		if err != nil {
-			return err
-		}
-		return writeAccount(out.Stdout, accountInfo(name, rec), req.JSON)
-	case opDelete:
-		err := store.Delete(name)
-		if errors.Is(err, ErrNotFound) {
-			return notFound()
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out.Stdout, "deleted account %q\n", name)
-		return nil
-	case opLock, opUnlock:
-		lock := req.Op == opLock
-		changed, err := store.SetLocked(name, lock)
-		if errors.Is(err, ErrNotFound) {
-			return notFound()
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case changed:
-			fmt.Fprintf(out.Stdout, "%sed account %q\n", req.Op, name)
-		default:
-			fmt.Fprintf(out.Stdout, "account %q was already %sed\n", name, req.Op)
-		}
-		return nil
 	case opExport:
 		return adminExport(store, req, out)
 	case opBackup:
@@ -183,6 +147,33 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 		return nil
 	}
 	return adminFail(AdminFailed, "", "unknown admin operation %q", req.Op)
+}
+
+// accountOp shows, deletes, locks or unlocks the account name.
+func accountOp(store *Store, op, name string, asJSON bool, w io.Writer) error {
+	var err error
+	switch op {
+	case opShow:
+		var rec Record
+		if rec, err = store.Get(name); err == nil {
+			return writeAccount(w, accountInfo(name, rec), asJSON)
+		}
+	case opDelete:
+		if err = store.Delete(name); err == nil {
+			fmt.Fprintf(w, "deleted account %q\n", name)
+		}
+	case opLock, opUnlock:
+		var changed bool
+		if changed, err = store.SetLocked(name, op == opLock); err == nil && changed {
+			fmt.Fprintf(w, "%sed account %q\n", op, name)
+		} else if err == nil {
+			fmt.Fprintf(w, "account %q was already %sed\n", name, op)
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return adminFail(AdminRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
+	}
+	return err
 }
 
 // listAccounts streams the account list: a server with a million accounts

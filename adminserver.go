@@ -159,23 +159,6 @@ func (a *AdminServer) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// deadlineConn refreshes the deadline before each read and write, so a
-// long transfer that keeps moving is not cut, and a stuck peer is.
-type deadlineConn struct {
-	net.Conn
-	timeout time.Duration
-}
-
-func (d deadlineConn) Read(p []byte) (int, error) {
-	d.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.Conn.Read(p)
-}
-
-func (d deadlineConn) Write(p []byte) (int, error) {
-	d.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.Conn.Write(p)
-}
-
 func (a *AdminServer) handle(nc net.Conn) {
 	// A bug in one admin command must not take the logins down with it.
 	defer func() {

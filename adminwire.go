@@ -25,13 +25,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
+	"time"
 )
 
 const (
-	// maxAdminRequest bounds a JSON line: the request, or a frame's head
+	// maxAdminLine bounds a JSON line: the request, or a frame's head
 	// (not the bytes a frame carries).
-	maxAdminRequest = 64 << 10
+	maxAdminLine = 64 << 10
 	// adminFrameMax is the largest frame written; bigger writes are split.
 	adminFrameMax = 64 << 10
 )
@@ -49,18 +51,18 @@ var (
 	// ErrFrameBad is returned when a frame's head line is not a JSON frame
 	// head.
 	ErrFrameBad = errors.New("a frame head is not JSON")
-	// errLineTooLong is returned when a JSON line is over maxAdminRequest.
+	// errLineTooLong is returned when a JSON line is over maxAdminLine.
 	errLineTooLong = errors.New("admin request line too long")
 )
 
-// readAdminLine reads one JSON line, bounded by maxAdminRequest. At the
+// readAdminLine reads one JSON line, bounded by maxAdminLine. At the
 // end of the connection it returns what came before, which may lack its LF.
 func readAdminLine(r *bufio.Reader) ([]byte, error) {
 	var line []byte
 	for {
 		part, err := r.ReadSlice('\n')
 		line = append(line, part...)
-		if len(line) > maxAdminRequest {
+		if len(line) > maxAdminLine {
 			return nil, errLineTooLong
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -239,4 +241,21 @@ func (u *uploadReader) next() error {
 	}
 	u.left = f.Len
 	return nil
+}
+
+// deadlineConn refreshes the deadline before each read and write, so a
+// long transfer that keeps moving is not cut, and a stuck peer is.
+type deadlineConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineConn) Read(p []byte) (int, error) {
+	d.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Read(p)
+}
+
+func (d deadlineConn) Write(p []byte) (int, error) {
+	d.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.Conn.Write(p)
 }
