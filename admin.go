@@ -1,27 +1,13 @@
 package main
 
-// admin.go is account administration: the `authbox users …` and
-// `authbox backup` commands, and the local admin socket through which they
-// reach a running server. bbolt lets one process hold the db file, so while
-// `authbox serve` runs the commands cannot open it; instead they send their
-// request over a Unix socket beside the db (db path + ".sock", mode 0600:
-// file permissions are the access control, and it is never on TCP). With
+// admin.go is account administration: the operations of the `authbox
+// users …` and `authbox backup` commands. bbolt lets one process hold the
+// db file, so while `authbox serve` runs the commands cannot open it;
+// instead they send their request over a Unix socket beside the db (db
+// path + ".sock", mode 0600: file permissions are the access control, and
+// it is never on TCP; adminserver.go, adminwire.go, adminclient.go). With
 // no server they open the db themselves. Either way the same function,
 // runAdmin, does the work and writes the output, so the two cannot differ.
-//
-// The admin protocol, one request per connection:
-//
-//	client: one JSON line (adminRequest); for an import, then the input
-//	        file's bytes in frames, each a JSON line {"len":N} and N
-//	        bytes, and last one JSON line {"end":true,"total":T}, T being
-//	        the sum of the Ns; then it half-closes. An upload without its
-//	        end line, or whose total is not what arrived, was cut off (the
-//	        client died, or could not read its input): nothing of it is
-//	        imported.
-//	server: frames, each a JSON line {"stream":S,"len":N} and N bytes,
-//	        S being "stdout", "stderr" or "file" (the output file of a
-//	        backup or an export, which the client writes); and last one
-//	        JSON line {"end":true,"exit":C,"error":…,"hint":…}.
 
 import (
 	"bufio"
@@ -37,35 +23,31 @@ import (
 	"unicode/utf8"
 )
 
+// AdminErrorKind is the kind of an admin command's failure. Its number is
+// what the end frame's "exit" carries (adminwire.go), and the exit code the
+// CLI gives it (adminCLIError).
+type AdminErrorKind int
+
 const (
-	// adminDialTimeout bounds connecting to the admin socket. It is local:
-	// a live server answers at once, so a longer wait means none is there.
-	adminDialTimeout = 2 * time.Second
-	// adminIOTimeout bounds each read of a request and each write of a
-	// frame on the server side, so a stuck admin client cannot hold a
-	// goroutine and a read transaction for ever.
-	adminIOTimeout = 30 * time.Second
-	// adminIdleTimeout bounds the client's wait for the next frame: an
-	// import or a backup of a big db does seconds to minutes of work
-	// before it answers; this only catches a server that hung.
-	adminIdleTimeout = 10 * time.Minute
-	// maxAdminRequest bounds the JSON request line (not an import's data).
-	maxAdminRequest = 64 << 10
-	// adminFrameMax is the largest frame written; bigger writes are split.
-	adminFrameMax = 64 << 10
-	// progressMinBytes is the smallest import file that gets a progress
-	// bar: below it the import ends before a bar would be worth drawing.
-	progressMinBytes = 1 << 20
+	// AdminRefused is a name that is not valid, or names no account.
+	AdminRefused AdminErrorKind = 1
+	// AdminFailed is every other failure.
+	AdminFailed AdminErrorKind = 2
 )
 
-var (
-	// ErrUploadCut is returned when an import's upload ends before its end
-	// line: the client stopped before the end of its input.
-	ErrUploadCut = errors.New("the upload was cut off before the end of the file")
-	// ErrUploadBad is returned when an import's upload is not made of
-	// frames as admin.go describes, or its total is not what arrived.
-	ErrUploadBad = errors.New("the upload is malformed")
-)
+// AdminError is an admin command's failure as the user is to see it, the
+// same through the socket as from a local run.
+type AdminError struct {
+	Kind AdminErrorKind
+	Msg  string
+	Hint string // what to do about it, or ""
+}
+
+func (e *AdminError) Error() string { return e.Msg }
+
+func adminFail(kind AdminErrorKind, hint, format string, args ...any) error {
+	return &AdminError{Kind: kind, Msg: fmt.Sprintf(format, args...), Hint: hint}
+}
 
 // Admin operations.
 const (
@@ -121,32 +103,31 @@ func accountInfo(name string, rec Record) AccountInfo {
 // runAdmin does one admin command against the store that open returns: the
 // server's, or the db file opened only once it is needed, so that an
 // import reads its whole input first. in is an import's input. Every
-// failure is a *cliError, so that it reaches the user the same way from
+// failure is an *AdminError, so that it reaches the user the same way from
 // the socket as from a local run.
 func runAdmin(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
 	err := adminOp(open, req, in, out)
-	var ce *cliError
-	if err != nil && !errors.As(err, &ce) {
-		return fail(exitOther, "", "%s", err)
+	var ae *AdminError
+	if err != nil && !errors.As(err, &ae) {
+		return adminFail(AdminFailed, "", "%s", err)
 	}
 	return err
 }
 
 func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
-	var name string
 	switch req.Op {
-	case opShow, opDelete, opLock, opUnlock:
-		n, err := NormalizeUsername(req.Name)
-		if err != nil {
-			return fail(exitRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username %q", req.Name)
-		}
-		name = n
-	}
-	notFound := func() error {
-		return fail(exitRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
-	}
-	if req.Op == opImport {
+	case opImport:
 		return adminImport(open, req, in, out)
+	case opShow, opDelete, opLock, opUnlock:
+		name, err := NormalizeUsername(req.Name)
+		if err != nil {
+			return adminFail(AdminRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username %q", req.Name)
+		}
+		store, err := open()
+		if err != nil {
+			return err
+		}
+		return accountOp(store, req.Op, name, req.JSON, out.Stdout)
 	}
 	store, err := open()
 	if err != nil {
@@ -155,41 +136,6 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 	switch req.Op {
 	case opList:
 		return listAccounts(store, out.Stdout, req.JSON)
-	case opShow:
-		rec, err := store.Get(name)
-		if errors.Is(err, ErrNotFound) {
-			return notFound()
-		}
-		if err != nil {
-			return err
-		}
-		return writeAccount(out.Stdout, accountInfo(name, rec), req.JSON)
-	case opDelete:
-		err := store.Delete(name)
-		if errors.Is(err, ErrNotFound) {
-			return notFound()
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out.Stdout, "deleted account %q\n", name)
-		return nil
-	case opLock, opUnlock:
-		lock := req.Op == opLock
-		changed, err := store.SetLocked(name, lock)
-		if errors.Is(err, ErrNotFound) {
-			return notFound()
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case changed:
-			fmt.Fprintf(out.Stdout, "%sed account %q\n", req.Op, name)
-		default:
-			fmt.Fprintf(out.Stdout, "account %q was already %sed\n", name, req.Op)
-		}
-		return nil
 	case opExport:
 		return adminExport(store, req, out)
 	case opBackup:
@@ -200,7 +146,34 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 		fmt.Fprintf(out.Stdout, "wrote a backup of %d bytes to %s; \"authbox serve --db %s\" serves it\n", n, req.File, req.File)
 		return nil
 	}
-	return fail(exitOther, "", "unknown admin operation %q", req.Op)
+	return adminFail(AdminFailed, "", "unknown admin operation %q", req.Op)
+}
+
+// accountOp shows, deletes, locks or unlocks the account name.
+func accountOp(store *Store, op, name string, asJSON bool, w io.Writer) error {
+	var err error
+	switch op {
+	case opShow:
+		var rec Record
+		if rec, err = store.Get(name); err == nil {
+			return writeAccount(w, accountInfo(name, rec), asJSON)
+		}
+	case opDelete:
+		if err = store.Delete(name); err == nil {
+			fmt.Fprintf(w, "deleted account %q\n", name)
+		}
+	case opLock, opUnlock:
+		var changed bool
+		if changed, err = store.SetLocked(name, op == opLock); err == nil && changed {
+			fmt.Fprintf(w, "%sed account %q\n", op, name)
+		} else if err == nil {
+			fmt.Fprintf(w, "account %q was already %sed\n", name, op)
+		}
+	}
+	if errors.Is(err, ErrNotFound) {
+		return adminFail(AdminRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
+	}
+	return err
 }
 
 // listAccounts streams the account list: a server with a million accounts
@@ -345,7 +318,7 @@ func adminImport(open func() (*Store, error), req adminRequest, in io.Reader, ou
 	}
 	if len(res.Rejected) > 0 && !req.Partial {
 		counts(0, 0)
-		return fail(exitOther, "fix the lines above and import again, or import the other lines with --partial",
+		return adminFail(AdminFailed, "fix the lines above and import again, or import the other lines with --partial",
 			"nothing imported: %d of %d lines rejected", len(res.Rejected), res.Lines)
 	}
 	var created, skipped int
@@ -403,7 +376,7 @@ func plural(n int, one, many string) string {
 // login, so they are counted and left out.
 func adminExport(store *Store, req adminRequest, out adminOut) error {
 	if req.Format != FormatPG {
-		return fail(exitOther, "export writes --format pg", "cannot export in format %q", req.Format)
+		return adminFail(AdminFailed, "export writes --format pg", "cannot export in format %q", req.Format)
 	}
 	w := bufio.NewWriter(out.File)
 	var n, legacy int
@@ -437,5 +410,5 @@ func inputError(file string, err error) error {
 	if errors.As(err, &pe) {
 		err = pe.Err
 	}
-	return fail(exitOther, "", "reading %s: %s", file, errText(err))
+	return adminFail(AdminFailed, "", "reading %s: %s", file, errText(err))
 }

@@ -22,10 +22,37 @@ import (
 // server does while its imported users are being upgraded.
 const seedConfig = `mechanisms = ["SCRAM-SHA-256", "SEED-SHA256"]` + "\n"
 
-// mustCLI runs the binary and fails the test unless it exits with code.
+// cliInProcess runs the CLI in this process, in dir, through run(): under
+// -race and in the coverage, which the binary that runCLI starts is not. A
+// command that may want a terminal still needs runCLI, whose child has no
+// controlling terminal to open. The working directory is the process's:
+// it is dir only while the command runs (so a test that calls this must not
+// be parallel), and back before anything else, say a go build, needs it.
+func cliInProcess(t *testing.T, dir, stdin string, args ...string) result {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	var out, errb bytes.Buffer
+	code := run(append([]string{"authbox"}, args...), strings.NewReader(stdin), &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// mustCLI runs the CLI in process and fails the test unless it exits with
+// code.
 func mustCLI(t *testing.T, code int, dir, stdin string, args ...string) result {
 	t.Helper()
-	r := runCLI(t, dir, stdin, nil, args...)
+	return mustExit(t, code, args, cliInProcess(t, dir, stdin, args...))
+}
+
+// mustExit fails the test unless r, the run of args, exited with code.
+func mustExit(t *testing.T, code int, args []string, r result) result {
+	t.Helper()
 	if r.code != code {
 		t.Fatalf("authbox %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
 	}
@@ -138,19 +165,28 @@ func TestUsersCommandsSameOnlineAndOffline(t *testing.T) {
 		{[]string{"users", "import", "--format", "pg", "."}, 2, "authbox: error: reading .: is a directory\n"},
 		{[]string{"users", "list"}, 0, "émile  legacy  -"},
 	}
-	for i, tc := range cases {
-		online := mustCLI(t, tc.code, on, "", with(tc.args...)...)
-		offline := mustCLI(t, tc.code, off, "", with(tc.args...)...)
-		if !strings.Contains(online.stdout+online.stderr, tc.want) {
-			t.Errorf("%v: output does not contain %q:\n%s%s", tc.args, tc.want, online.stdout, online.stderr)
+	// both runs args on each copy and returns what each printed.
+	both := func(code int, args []string) (online, offline string) {
+		t.Helper()
+		a := mustCLI(t, code, on, "", with(args...)...)
+		b := mustCLI(t, code, off, "", with(args...)...)
+		return a.stdout + "|" + a.stderr, b.stdout + "|" + b.stderr
+	}
+	// Before anything changes, the two copies are the same to the byte,
+	// and so is what the read-only commands print, times included.
+	for _, args := range [][]string{{"users", "list"}, {"users", "list", "--json"}, {"users", "show", "alice"}, {"users", "show", "--json", "user"}} {
+		if a, b := both(0, args); a != b {
+			t.Errorf("%v differs before any change:\nthrough the server:\n%s\non the file:\n%s", args, a, b)
 		}
-		// The first commands run before anything changed: exact. Later
-		// ones may print an update time that fell in another second.
-		a, b := online.stdout+"|"+online.stderr, offline.stdout+"|"+offline.stderr
-		if i > 3 {
-			a, b = timeRE.ReplaceAllString(a, "TIME"), timeRE.ReplaceAllString(b, "TIME")
+	}
+	// Each command sees what the ones before it did, on both copies alike;
+	// only an update time may have fallen in another second.
+	for _, tc := range cases {
+		a, b := both(tc.code, tc.args)
+		if !strings.Contains(a, tc.want) {
+			t.Errorf("%v: output does not contain %q:\n%s", tc.args, tc.want, a)
 		}
-		if a != b {
+		if a, b := timeRE.ReplaceAllString(a, "TIME"), timeRE.ReplaceAllString(b, "TIME"); a != b {
 			t.Errorf("%v differs:\nthrough the server:\n%s\non the file:\n%s", tc.args, a, b)
 		}
 	}
@@ -706,8 +742,9 @@ func TestPasswdAndDeleteCLI(t *testing.T) {
 	}
 	do(0, "New-pass2\n", "login") // none of the failures changed it
 
-	// No terminal to confirm on, and no --yes: nothing happens.
-	if r := do(2, "New-pass2\n", "delete"); !strings.Contains(r.stderr, "cannot ask for a confirmation") || !strings.Contains(r.stderr, "--yes") {
+	// No terminal to confirm on, and no --yes: nothing happens. In a
+	// child, which has no terminal to open.
+	if r := mustExit(t, 2, []string{"delete"}, runCLI(t, dir, "New-pass2\n", nil, "delete", server, "--user", "alice", "--password-stdin")); !strings.Contains(r.stderr, "cannot ask for a confirmation") || !strings.Contains(r.stderr, "--yes") {
 		t.Fatalf("delete without --yes: %+v", r)
 	}
 	do(1, "Wrong-pass9\n", "delete", "--yes")
@@ -744,7 +781,7 @@ func TestPwCommand(t *testing.T) {
 	}
 	mustCLI(t, 2, dir, "Provision-pw1\n", "pw", "--iterations", "100", "--password-stdin")
 	mustCLI(t, 2, dir, "weak\n", "pw", "--config", cfg, "--password-stdin")
-	mustCLI(t, 2, dir, "", "pw", "--config", cfg) // no terminal
+	mustExit(t, 2, []string{"pw"}, runCLI(t, dir, "", nil, "pw", "--config", cfg)) // no terminal: a child, which has none
 	// What it prints provisions an account.
 	writeFile(t, filepath.Join(dir, "new.pg"), "carl,"+v+"\n")
 	mustCLI(t, 0, dir, "", "users", "import", "--format", "pg", "new.pg")
@@ -806,49 +843,12 @@ func TestAdminSocketLifecycle(t *testing.T) {
 
 	// A file that is not a socket is not removed: the server refuses.
 	writeFile(t, sock, "mine")
-	r = runCLI(t, dir, "", nil, "serve", "--config", cfg, "--listen", "127.0.0.1:0")
+	r = cliInProcess(t, dir, "", "serve", "--config", cfg, "--listen", "127.0.0.1:0")
 	if r.code != 2 || !strings.Contains(r.stderr, "authbox.db.sock exists and is not a socket") {
 		t.Fatalf("serve over a regular file: %+v", r)
 	}
 	if b, _ := os.ReadFile(sock); string(b) != "mine" {
 		t.Fatal("the file was touched")
-	}
-}
-
-// TestAdminSocketSpeaksFrames checks the admin protocol as documented in
-// admin.go, byte by byte, on an in-process server.
-func TestAdminSocketSpeaksFrames(t *testing.T) {
-	ts := startServer(t, testConfig(t))
-	admin, err := ListenAdmin(ts.store, nil)
-	if err == nil {
-		t.Cleanup(func() { admin.Shutdown(nil) })
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustRegister(t, ts.addr, "alice", "Secret123")
-	nc, err := net.Dial("unix", admin.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	io.WriteString(nc, `{"op":"show","name":"alice","json":true}`+"\n")
-	nc.(*net.UnixConn).CloseWrite()
-	reply, err := io.ReadAll(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, rest, _ := strings.Cut(string(reply), "\n")
-	var f adminFrame
-	if err := json.Unmarshal([]byte(head), &f); err != nil || f.Stream != "stdout" || f.Len > len(rest) {
-		t.Fatalf("first frame %q: %v", head, err)
-	}
-	var a AccountInfo
-	if err := json.Unmarshal([]byte(rest[:f.Len]), &a); err != nil || a.Name != "alice" || a.Kind != "scram" {
-		t.Fatalf("payload %q: %v", rest[:f.Len], err)
-	}
-	if end := rest[f.Len:]; end != `{"end":true,"exit":0}`+"\n" {
-		t.Fatalf("end %q", end)
 	}
 }
 
@@ -892,129 +892,6 @@ func TestImportCutOffImportsNothing(t *testing.T) {
 	if r := mustCLI(t, 0, dir, "", "users", "list"); r.stdout != "no accounts\n" {
 		t.Fatalf("a cut-off upload was imported:\n%s", r.stdout)
 	}
-}
-
-// TestAdminUploadNeedsItsEnd speaks the upload framing of admin.go to an
-// in-process admin socket: only an upload with its end line and the right
-// total is imported.
-func TestAdminUploadNeedsItsEnd(t *testing.T) {
-	ts := startServer(t, testConfig(t))
-	admin, err := ListenAdmin(ts.store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Shutdown(nil) })
-	line := "user," + rfcPGVerifier + "\n"
-	frame := fmt.Sprintf(`{"len":%d}`+"\n%s", len(line), line)
-	req := `{"op":"import","format":"pg","file":"x.pg"}` + "\n"
-	send := func(upload string) adminEnd {
-		t.Helper()
-		nc, err := net.Dial("unix", admin.Path())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		io.WriteString(nc, req+upload)
-		nc.(*net.UnixConn).CloseWrite()
-		reply, err := io.ReadAll(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSuffix(string(reply), "\n"), "\n")
-		var end adminEnd
-		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &end); err != nil || !end.End {
-			t.Fatalf("reply %q: %v", reply, err)
-		}
-		return end
-	}
-	for _, tc := range []struct{ upload, want string }{
-		{line, "the upload is malformed"},                        // unframed, as before the framing
-		{frame, "the upload was cut off"},                        // no end line
-		{frame + frame[:10], "the upload was cut off"},           // cut inside a frame head
-		{frame + frame[:len(frame)-5], "the upload was cut off"}, // cut inside a frame
-		{frame + `{"end":true,"total":1}` + "\n", "bytes arrived, and the client sent 1"},
-		{`{"len":100000000}` + "\n", "a frame of 100000000 bytes"},
-	} {
-		end := send(tc.upload)
-		if end.Exit != exitOther || !strings.Contains(end.Error, tc.want) {
-			t.Errorf("upload %.40q: %+v, want exit 2 and %q", tc.upload, end, tc.want)
-		}
-		if n, _ := ts.store.Count(); n != 0 {
-			t.Fatalf("upload %.40q: %d accounts imported", tc.upload, n)
-		}
-	}
-	end := send(frame + fmt.Sprintf(`{"end":true,"total":%d}`, len(line)) + "\n")
-	if n, _ := ts.store.Count(); end.Exit != exitOK || n != 1 {
-		t.Fatalf("a whole upload: %+v, %d accounts", end, n)
-	}
-}
-
-// TestAdminPeerCheck: the client talks only to an admin socket served by
-// its own user or root.
-func TestAdminPeerCheck(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "x.sock")
-	for _, tc := range []struct {
-		peer uint32
-		euid int
-		ok   bool
-	}{{1000, 1000, true}, {0, 1000, true}, {0, 0, true}, {1001, 1000, false}, {1000, 0, false}} {
-		err := adminPeerAllowed(sock, tc.peer, tc.euid)
-		if (err == nil) != tc.ok {
-			t.Errorf("peer %d, us %d: %v", tc.peer, tc.euid, err)
-		}
-		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("refusing the admin socket %s: it is served by uid %d, not by you (uid %d) or root", sock, tc.peer, tc.euid)) {
-			t.Errorf("message: %v", err)
-		}
-	}
-	// The real check reads the peer's uid from the socket: ours.
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	nc, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if err := checkAdminPeer(nc.(*net.UnixConn), sock); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestStaleSocketOnlyWhenRefused: the server replaces a socket file only
-// when connecting to it is refused (nobody listens); a live socket of
-// another kind is left alone, and the server refuses to start.
-func TestStaleSocketOnlyWhenRefused(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "test.db")
-	sock := AdminSocketPath(db)
-	dg, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dg.Close()
-	store, err := OpenStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	admin, err := ListenAdmin(store, nil)
-	if err == nil {
-		admin.Shutdown(nil)
-		t.Fatal("the admin socket replaced a live datagram socket")
-	}
-	if !strings.Contains(err.Error(), sock+" exists and cannot be checked") || !strings.Contains(err.Error(), "remove it if no server uses it") {
-		t.Fatalf("error: %v", err)
-	}
-	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
-		t.Fatalf("the socket file was touched: %v %v", fi, err)
-	}
-	// The datagram socket still gets what is sent to it.
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("the datagram socket is gone: %v", err)
-	}
-	c.Close()
 }
 
 // TestOfflineCommandsCreateNoDB: with no server, only an import that

@@ -12,8 +12,19 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
+)
+
+const (
+	// adminDialTimeout bounds connecting to the admin socket. It is local:
+	// a live server answers at once, so a longer wait means none is there.
+	adminDialTimeout = 2 * time.Second
+	// adminIdleTimeout bounds the client's wait for the next frame: an
+	// import or a backup of a big db does seconds to minutes of work
+	// before it answers; this only catches a server that hung.
+	adminIdleTimeout = 10 * time.Minute
 )
 
 // adminClient runs an admin command the way the situation allows: through
@@ -38,7 +49,26 @@ func newAdminClient(ctx *cli.Context) (*adminClient, error) {
 
 // run sends req to the server if one answers on the socket, else opens
 // the db. in is an import's input; mayCreate lets an import start a new db.
+// Its failures are *cliError, with the exit code the README gives them.
 func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error {
+	return adminCLIError(ac.do(req, in, mayCreate))
+}
+
+// adminCLIError turns an admin command's failure into the CLI's: a refusal
+// exits 1, any other failure 2.
+func adminCLIError(err error) error {
+	var ae *AdminError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	code := exitOther
+	if ae.Kind == AdminRefused {
+		code = exitRefused
+	}
+	return &cliError{code: code, msg: ae.Msg, hint: ae.Hint}
+}
+
+func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error {
 	sock := AdminSocketPath(ac.db)
 	nc, err := net.DialTimeout("unix", sock, adminDialTimeout)
 	if err == nil {
@@ -58,18 +88,18 @@ func (ac *adminClient) run(req adminRequest, in io.Reader, mayCreate bool) error
 		fi, err := os.Stat(ac.db)
 		switch {
 		case errors.Is(err, os.ErrNotExist) && !mayCreate:
-			return nil, fail(exitOther, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
+			return nil, adminFail(AdminFailed, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
 		case err == nil && fi.Mode().IsRegular() && fi.Size() == 0 && !mayCreate:
-			return nil, fail(exitOther, "give the db with --db, or the config that names it with --config; an import creates a new db",
+			return nil, adminFail(AdminFailed, "give the db with --db, or the config that names it with --config; an import creates a new db",
 				"%s is an empty file, not an authbox database", ac.db)
 		}
 		s, err := OpenStore(ac.db)
 		if errors.Is(err, ErrDBLocked) {
-			return nil, fail(exitOther, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
+			return nil, adminFail(AdminFailed, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
 				"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
 		}
 		if err != nil {
-			return nil, fail(exitOther, "check the path and its permissions", "%s", err)
+			return nil, adminFail(AdminFailed, "check the path and its permissions", "%s", err)
 		}
 		store = s
 		return s, nil
@@ -130,8 +160,8 @@ func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) 
 		nc.CloseWrite()
 		sent <- u
 	}()
-	r := bufio.NewReader(c)
-	lost := func(err error) error {
+	end, err := ac.playFrames(bufio.NewReader(c))
+	if err != nil {
 		nc.Close() // ends the sender too
 		u := <-sent
 		if u.readErr != nil {
@@ -142,29 +172,25 @@ func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) 
 		}
 		return fail(exitOther, "see the server's log", "the server's admin socket failed mid-command: %s", err)
 	}
+	// The server hangs up after the end, which ends the upload. An input
+	// that could not be read is the user's error, whatever the server made
+	// of the upload it cut short.
+	if u := <-sent; u.readErr != nil {
+		return inputError(req.File, u.readErr)
+	}
+	if end.Exit != nil && *end.Exit != 0 {
+		return &AdminError{Kind: AdminErrorKind(*end.Exit), Msg: end.Error, Hint: end.Hint}
+	}
+	return nil
+}
+
+// playFrames writes the server's frames to the user's streams and the
+// output file, up to the end frame, which it returns.
+func (ac *adminClient) playFrames(r *bufio.Reader) (adminFrame, error) {
 	for {
-		line, err := readAdminLine(r)
-		if err != nil {
-			return lost(err)
-		}
-		var f struct {
-			adminFrame
-			adminEnd
-		}
-		if err := json.Unmarshal(line, &f); err != nil {
-			return lost(err)
-		}
-		if f.End {
-			// The server hangs up after the end, which ends the upload.
-			// An input that could not be read is the user's error, whatever
-			// the server made of the upload it cut short.
-			if u := <-sent; u.readErr != nil {
-				return inputError(req.File, u.readErr)
-			}
-			if f.Exit != exitOK {
-				return &cliError{code: f.Exit, msg: f.Error, hint: f.Hint}
-			}
-			return nil
+		f, err := readFrame(r)
+		if err != nil || f.End {
+			return f, err
 		}
 		var dst io.Writer
 		switch f.Stream {
@@ -176,10 +202,10 @@ func (ac *adminClient) remote(nc *net.UnixConn, req adminRequest, in io.Reader) 
 			dst = ac.out.File
 		}
 		if dst == nil || f.Len < 0 {
-			return lost(fmt.Errorf("unexpected frame %q", f.Stream))
+			return f, fmt.Errorf("unexpected frame %q", f.Stream)
 		}
 		if _, err := io.CopyN(dst, r, int64(f.Len)); err != nil {
-			return lost(err)
+			return f, err
 		}
 	}
 }

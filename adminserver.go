@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,9 +15,15 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
+
+// adminIOTimeout bounds each read of a request and each write of a frame
+// on the server side, so a stuck admin client cannot hold a goroutine and a
+// read transaction for ever.
+const adminIOTimeout = 30 * time.Second
 
 // AdminServer answers admin commands on the socket beside the db while
 // `authbox serve` holds the db.
@@ -26,9 +33,13 @@ type AdminServer struct {
 	path  string
 	ln    net.Listener
 	wg    sync.WaitGroup
+	// closing tells the accept loop that its listener was closed on
+	// purpose.
+	closing atomic.Bool
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	cut   bool // Shutdown's grace is over: a connection accepted now is closed
 }
 
 // ListenAdmin creates the admin socket beside the store's db file, mode
@@ -70,11 +81,17 @@ func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the admin socket %s: %s", path, errText(err))
 	}
+	log.Info("admin socket", "path", path)
+	return serveAdmin(store, log, path, ln), nil
+}
+
+// serveAdmin serves admin commands on ln, the socket at path, until
+// Shutdown.
+func serveAdmin(store *Store, log *slog.Logger, path string, ln net.Listener) *AdminServer {
 	a := &AdminServer{store: store, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
 	a.wg.Add(1)
 	go a.serve()
-	log.Info("admin socket", "path", path)
-	return a, nil
+	return a
 }
 
 // Path is the socket's path.
@@ -82,12 +99,29 @@ func (a *AdminServer) Path() string { return a.path }
 
 func (a *AdminServer) serve() {
 	defer a.wg.Done()
+	backoff := acceptBackoff{log: a.log}
 	for {
 		c, err := a.ln.Accept()
 		if err != nil {
-			return // closed by Shutdown; a Unix listener has no other failure worth a retry
+			if a.closing.Load() {
+				return
+			}
+			if backoff.retry(err) {
+				continue
+			}
+			// Closed, the socket refuses at once: the commands then say no
+			// server answers, where an open one would leave them waiting.
+			a.log.Error("the admin socket failed; admin commands cannot reach this server", "err", err)
+			a.ln.Close()
+			return
 		}
+		backoff.ok()
 		a.mu.Lock()
+		if a.cut {
+			a.mu.Unlock()
+			c.Close()
+			return
+		}
 		a.conns[c] = struct{}{}
 		a.wg.Add(1)
 		a.mu.Unlock()
@@ -103,39 +137,26 @@ func (a *AdminServer) serve() {
 }
 
 // Shutdown stops accepting, removes the socket file, and waits for the
-// commands under way until done is closed; then it cuts them.
-func (a *AdminServer) Shutdown(done <-chan struct{}) {
+// commands under way, at most until ctx ends; then it cuts them and
+// returns ctx's error.
+func (a *AdminServer) Shutdown(ctx context.Context) error {
+	a.closing.Store(true)
 	a.ln.Close() // a listening Unix socket made by Listen unlinks its file
 	finished := make(chan struct{})
 	go func() { a.wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
-		return
-	case <-done:
+		return nil
+	case <-ctx.Done():
 	}
 	a.mu.Lock()
+	a.cut = true
 	for c := range a.conns {
 		c.Close()
 	}
 	a.mu.Unlock()
 	<-finished
-}
-
-// deadlineConn refreshes the deadline before each read and write, so a
-// long transfer that keeps moving is not cut, and a stuck peer is.
-type deadlineConn struct {
-	net.Conn
-	timeout time.Duration
-}
-
-func (d deadlineConn) Read(p []byte) (int, error) {
-	d.SetReadDeadline(time.Now().Add(d.timeout))
-	return d.Conn.Read(p)
-}
-
-func (d deadlineConn) Write(p []byte) (int, error) {
-	d.SetWriteDeadline(time.Now().Add(d.timeout))
-	return d.Conn.Write(p)
+	return ctx.Err()
 }
 
 func (a *AdminServer) handle(nc net.Conn) {
@@ -164,22 +185,18 @@ func (a *AdminServer) handle(nc net.Conn) {
 		who = append(who, "user", req.Name)
 	}
 	a.log.Info("admin", who...)
-	w := bufio.NewWriterSize(c, adminFrameMax+256)
-	fw := &frameWriter{w: w}
+	fw := newFrameWriter(c)
 	var in io.Reader
 	if req.Op == opImport {
 		in = &uploadReader{r: r}
 	}
 	err = runAdmin(func() (*Store, error) { return a.store, nil }, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
-	end := adminEnd{End: true}
-	var ce *cliError
-	if errors.As(err, &ce) {
-		end.Exit, end.Error, end.Hint = ce.code, ce.msg, ce.hint
-		a.log.Info("admin failed", append(who, "err", ce.msg)...)
+	exit := 0
+	end := adminFrame{Exit: &exit}
+	var ae *AdminError
+	if errors.As(err, &ae) {
+		exit, end.Error, end.Hint = int(ae.Kind), ae.Msg, ae.Hint
+		a.log.Info("admin failed", append(who, "err", ae.Msg)...)
 	}
-	if fw.err == nil {
-		b, _ := json.Marshal(end)
-		w.Write(append(b, '\n'))
-		w.Flush()
-	}
+	fw.end(end)
 }

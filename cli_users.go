@@ -13,6 +13,10 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// progressMinBytes is the smallest import file that gets a progress bar:
+// below it the import ends before a bar would be worth drawing.
+const progressMinBytes = 1 << 20
+
 // adminCommands are `authbox users …` and `authbox backup`.
 func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Command {
 	dbFlag := &cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config, authbox.db)"}

@@ -72,8 +72,8 @@ func cmdServe(ctx *cli.Context) error {
 	case err := <-served:
 		// Serve failed on its own: stop the workers before the deferred
 		// store.Close pulls the db from under them.
-		now := make(chan struct{})
-		close(now)
+		now, cancelNow := context.WithCancel(context.Background())
+		cancelNow()
 		admin.Shutdown(now)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 		defer cancel()
@@ -85,7 +85,7 @@ func cmdServe(ctx *cli.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
 	defer cancel()
 	adminDone := make(chan struct{})
-	go func() { admin.Shutdown(sctx.Done()); close(adminDone) }()
+	go func() { admin.Shutdown(sctx); close(adminDone) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("grace period over; remaining connections were closed", "err", err)
 	}

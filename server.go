@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -132,23 +131,19 @@ func (s *Server) Serve(ln net.Listener) error {
 	// workers then drain what is left and exit.
 	defer close(s.queue)
 
-	var backoff time.Duration
+	backoff := acceptBackoff{log: s.log}
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.shutting.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), acceptBackoffMax)
-				s.log.Error("accept failed; pausing", "err", err, "pause", backoff)
-				time.Sleep(backoff)
+			if backoff.retry(err) {
 				continue
 			}
 			return err
 		}
-		backoff = 0
+		backoff.ok()
 		src := sourceKey(nc.RemoteAddr())
 		// Spec §2 allows only the greeting or ERR BUSY at connect, so a
 		// source over its cap is told BUSY, with its own reason.
@@ -166,17 +161,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 		}
 	}
-}
-
-// isTemporary reports accept errors worth retrying: running out of file
-// descriptors or buffers passes once connections close.
-func isTemporary(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-	return false
 }
 
 // reject answers a connection the server will not serve, before any worker
