@@ -63,7 +63,7 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	srv := NewServer(cfg, store, log)
 
-	sigs, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigs, stop := signal.NotifyContext(ctx.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
