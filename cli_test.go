@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -45,6 +44,10 @@ func authboxBin(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	// In-process runs have no controlling terminal, like the binary that
+	// command runs in a session of its own: no prompt can wait on the
+	// developer's terminal, and "no terminal" reads the same either way.
+	openTTY = func() (*os.File, error) { return nil, errors.New("no controlling terminal in tests") }
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
@@ -53,7 +56,9 @@ func TestMain(m *testing.M) {
 }
 
 // command prepares the binary in a new session, so it has no controlling
-// terminal: a prompt can never wait on the developer's terminal.
+// terminal: a prompt can never wait on the developer's terminal. Tests
+// use the binary only for what needs a process of its own (signals,
+// kill -9, running alongside another command); runCLI runs in-process.
 func command(t testing.TB, dir string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(authboxBin(t), args...)
 	cmd.Dir = dir
@@ -67,21 +72,31 @@ type result struct {
 	stdout, stderr string
 }
 
-// runCLI runs the binary to completion with stdin.
+// runCLI runs "authbox args..." in-process to completion, as the binary
+// would run in dir with env added and stdin piped in: through run, so
+// that -race and coverage see it. The working directory and the
+// environment are the process's, so it sets them for the call only, and
+// t.Chdir and t.Setenv make sure no parallel test shares them.
 func runCLI(t testing.TB, dir, stdin string, env []string, args ...string) result {
 	t.Helper()
-	cmd := command(t, dir, env, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %v: %v", args, err)
+	if dir != "" {
+		back := must(os.Getwd())
+		t.Chdir(dir)
+		defer os.Chdir(back)
 	}
-	return r
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		old, had := os.LookupEnv(k)
+		t.Setenv(k, v)
+		if had {
+			defer os.Setenv(k, old)
+		} else {
+			defer os.Unsetenv(k)
+		}
+	}
+	var out, errb syncBuffer
+	code := run(append([]string{"authbox"}, args...), strings.NewReader(stdin), &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
 
 // serveProc is "authbox serve" running as a child process.
