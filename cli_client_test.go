@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -197,5 +200,45 @@ func TestCLILockedAndCapped(t *testing.T) {
 	r = runCLI(t, dir, "Some-pass-1\n", nil, "login", "--config", capped, "--server", srv.addr, "--user", "bob", "--password-stdin")
 	if r.code != 2 || !strings.Contains(r.stderr, "more PBKDF2 iterations than this client allows") || !strings.Contains(r.stderr, "client.max_iterations sets the cap") {
 		t.Fatalf("over the cap: %+v", r)
+	}
+}
+
+// timeoutErr is a net.Error that timed out, as a stuck server's reply does.
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+// TestExplain checks what the user reads, and the exit code, for each
+// kind of client error.
+func TestExplain(t *testing.T) {
+	cs := &clientSetup{server: "127.0.0.1:7886", name: "alice"}
+	for _, tc := range []struct {
+		err       error
+		code      int
+		msg, hint string
+	}{
+		{&ProtoError{Code: CodeAuth}, 1, "login failed: wrong username or password", "names are case-sensitive"},
+		{&ProtoError{Code: CodeLocked}, 1, `account "alice" is locked`, "unlock"},
+		{&ProtoError{Code: CodeExists}, 1, `username "alice" is taken`, "choose another"},
+		{&ProtoError{Code: CodeBadName, Text: "too long"}, 1, "the server rejected the username: too long", "1 to 64 bytes"},
+		{&ProtoError{Code: CodeDenied, Text: "registration is closed"}, 2, "registration is closed", "administrator to create"},
+		{&ProtoError{Code: CodeBusy, Text: "queue full"}, 2, "the server is busy: queue full", "try again in a moment"},
+		{&ProtoError{Code: CodeLimit, Text: "too many"}, 2, "too many", ""},
+		{&ProtoError{Code: CodeTimeout, Text: "idle"}, 2, "the server timed out the connection: idle", "try again"},
+		// Server text reaches the terminal without its control characters.
+		{&ProtoError{Code: "WEIRD\x1b[2J", Text: "bell\a"}, 2, "the server answered WEIRD?[2J: bell?", ""},
+		{fmt.Errorf("login: %w", ErrServerSignature), 2, "login: " + ErrServerSignature.Error(), "do not trust this server"},
+		{fmt.Errorf("%w: 1, the minimum is 4096", ErrTooFewIterations), 2, ErrTooFewIterations.Error() + ": 1, the minimum is 4096", "client.max_iterations sets the cap"},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, 2,
+			"cannot reach 127.0.0.1:7886: connection refused", `is "authbox serve" running there?`},
+		{&net.OpError{Op: "read", Net: "tcp", Err: timeoutErr{}}, 2, "no answer from 127.0.0.1:7886 in time", "slow or stuck"},
+		{ErrNoSCRAM, 2, "talking to 127.0.0.1:7886: " + ErrNoSCRAM.Error(), ""},
+	} {
+		var ce *cliError
+		if !errors.As(cs.explain(tc.err), &ce) || ce.code != tc.code || ce.msg != tc.msg || !strings.Contains(ce.hint, tc.hint) || (tc.hint == "") != (ce.hint == "") {
+			t.Errorf("explain(%v) = %+v, want exit %d, %q, hint with %q", tc.err, ce, tc.code, tc.msg, tc.hint)
+		}
 	}
 }
