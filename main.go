@@ -100,6 +100,8 @@ func usageError(ctx *cli.Context, err error, _ bool) error {
 	return fail(exitOther, helpHint(ctx), "%s", msg)
 }
 
+// newApp is the table of commands, long because it is one table: each
+// entry is its name, its help, its flags and its action.
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:            "authbox",
