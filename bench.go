@@ -70,8 +70,7 @@ var (
 )
 
 func benchCommand(usageErr cli.OnUsageErrorFunc) *cli.Command {
-	serverFlag := &cli.StringFlag{Name: "server", Usage: "server `ADDR` (default: client.server from the config, 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
-	configFlag := &cli.StringFlag{Name: "config", Usage: "read settings from `FILE` (auth.toml)"}
+	serverFlag, configFlag := newServerFlag(), newConfigFlag()
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "load-test a running server (logins or registrations); \"bench populate\" bulk-loads bench accounts",
@@ -158,7 +157,7 @@ func cmdBench(ctx *cli.Context) error {
 	if o.server == "" {
 		o.server = cfg.Client.Server
 	}
-	usage := `run "authbox bench --help" for usage`
+	usage := helpHint(ctx)
 	switch {
 	case o.mode != "login" && o.mode != "register":
 		return fail(exitOther, usage, "--mode must be login or register, got %q", o.mode)

@@ -13,8 +13,8 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// clientSetup is what register and login share: config, server, name and
-// password.
+// clientSetup is what the client commands share: the config, the server,
+// the name, and the terminal to ask for passwords on.
 type clientSetup struct {
 	cfg    Config
 	server string

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -18,7 +17,8 @@ import (
 const progressMinBytes = 1 << 20
 
 // adminCommands are `authbox users …` and `authbox backup`.
-func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Command {
+func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
+	configFlag := newConfigFlag()
 	dbFlag := &cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config, authbox.db)"}
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
 	formatFlag := &cli.StringFlag{Name: "format", Usage: "`FORMAT` of the file: seed-csv (the original system's USERS table) or pg (PostgreSQL SCRAM verifiers)"}
@@ -44,7 +44,7 @@ func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Co
 			// Runs when no subcommand matches: say so in our words, not
 			// the CLI library's "No help topic".
 			Action: func(ctx *cli.Context) error {
-				hint := `run "authbox users --help" for its commands`
+				hint := runHint(commandPath(ctx), "its commands")
 				if ctx.NArg() > 0 {
 					return fail(exitOther, hint, "unknown command \"users %s\"", ctx.Args().First())
 				}
@@ -75,13 +75,7 @@ func adminCommands(usageErr cli.OnUsageErrorFunc, configFlag cli.Flag) []*cli.Co
 // oneArg returns the single positional argument. urfave/cli stops reading
 // flags at the first argument, so a flag after it is called out.
 func oneArg(ctx *cli.Context, what string) (string, error) {
-	var path []string
-	for _, c := range ctx.Lineage() {
-		if c.Command != nil && c.Command.Name != "" && c.Command.Name != ctx.App.Name {
-			path = append([]string{c.Command.Name}, path...)
-		}
-	}
-	usage := `run "authbox ` + strings.Join(path, " ") + ` --help" for usage`
+	usage := helpHint(ctx)
 	switch {
 	case ctx.NArg() == 0:
 		return "", fail(exitOther, usage, "missing %s", what)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -39,14 +40,20 @@ func main() {
 
 // run is main without the process: the tests drive it directly.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	app := newApp(stdin, stdout, stderr)
-	err := app.Run(args)
+	return runContext(context.Background(), args, stdin, stdout, stderr)
+}
+
+// runContext is run with a context whose end stops "serve" as SIGTERM
+// does: the tests stop an in-process server with it, since a signal would
+// reach the whole test process.
+func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := newApp(stdin, stdout, stderr).RunContext(ctx, args)
 	if err == nil {
 		return exitOK
 	}
 	var ce *cliError
 	if !errors.As(err, &ce) {
-		ce = &cliError{code: exitOther, msg: err.Error(), hint: `run "authbox --help" for usage`}
+		ce = &cliError{code: exitOther, msg: err.Error(), hint: runHint("", "usage")}
 	}
 	fmt.Fprintf(stderr, "authbox: error: %s\n", ce.msg)
 	if ce.hint != "" {
@@ -55,18 +62,47 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return ce.code
 }
 
-func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	serverFlag := &cli.StringFlag{Name: "server", Usage: "server `HOST:PORT` (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
-	userFlag := &cli.StringFlag{Name: "user", Usage: "username `NAME` (asked for when missing)"}
-	stdinFlag := &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input instead of the terminal", DisableDefaultText: true}
-	configFlag := &cli.StringFlag{Name: "config", Usage: "read settings from `FILE`, in the format of auth.toml (default: the built-in defaults)"}
-	usageErr := func(ctx *cli.Context, err error, _ bool) error {
-		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-			msg = "unknown flag --" + strings.TrimPrefix(f, "-")
-		}
-		return fail(exitOther, helpHint(ctx), "%s", msg)
+// The flags that several commands take, each defined here once. Every app
+// makes its own: urfave/cli writes into a flag as it applies it (the value
+// from AUTHBOX_SERVER, say), so one flag shared between runs would carry
+// one run's state into the next.
+
+func newServerFlag() cli.Flag {
+	return &cli.StringFlag{Name: "server", Usage: "server `HOST:PORT` (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
+}
+
+func newConfigFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Usage: "read settings from `FILE`, in the format of auth.toml (default: the built-in defaults)"}
+}
+
+func newPasswordStdinFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input instead of the terminal", DisableDefaultText: true}
+}
+
+// clientFlags are the flags of the client commands (register, login,
+// passwd, delete), then extra: a flag for all of them goes here.
+func clientFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{
+		newServerFlag(),
+		&cli.StringFlag{Name: "user", Usage: "username `NAME` (asked for when missing)"},
+		newPasswordStdinFlag(),
+		newConfigFlag(),
+	}, extra...)
+}
+
+// usageError reports what urfave/cli found wrong with the flags in our
+// words, with a hint to the command's help.
+func usageError(ctx *cli.Context, err error, _ bool) error {
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + strings.TrimPrefix(f, "-")
 	}
+	return fail(exitOther, helpHint(ctx), "%s", msg)
+}
+
+// newApp is the table of commands, long because it is one table: each
+// entry is its name, its help, its flags and its action.
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:            "authbox",
 		Usage:           "a small SCRAM-SHA-256 authentication server and its client",
@@ -74,13 +110,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		OnUsageError:    usageErr,
+		OnUsageError:    usageError,
 		ExitErrHandler:  func(*cli.Context, error) {},
 		// With no command, say so on standard error; a bare "authbox" in a
 		// script is a mistake, not a request for help.
 		Action: func(ctx *cli.Context) error {
 			if ctx.NArg() > 0 {
-				return fail(exitOther, `run "authbox --help" for the commands`, "unknown command %q", ctx.Args().First())
+				return fail(exitOther, runHint("", "the commands"), "unknown command %q", ctx.Args().First())
 			}
 			// The help goes to standard error with the error: a bare
 			// "authbox" is a mistake, and its output must not look like data.
@@ -88,15 +124,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			ctx.App.Writer = ctx.App.ErrWriter
 			cli.ShowAppHelp(ctx)
 			ctx.App.Writer = out
-			return fail(exitOther, `run "authbox COMMAND --help" for a command's flags`, "no command given")
+			return fail(exitOther, runHint("COMMAND", "a command's flags"), "no command given")
 		},
 		Commands: []*cli.Command{
 			{
 				Name:         "serve",
 				Usage:        "run the server",
-				OnUsageError: usageErr,
+				OnUsageError: usageError,
 				Flags: []cli.Flag{
-					configFlag,
+					newConfigFlag(),
 					&cli.StringFlag{Name: "listen", Usage: "listen on `ADDR` (overrides the config's listen)"},
 					&cli.StringFlag{Name: "db", Usage: "account database `FILE` (overrides the config's db)"},
 				},
@@ -105,58 +141,77 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			{
 				Name:         "register",
 				Usage:        "create an account on a server",
-				OnUsageError: usageErr,
-				Flags:        []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag},
+				OnUsageError: usageError,
+				Flags:        clientFlags(),
 				Action:       cmdRegister,
 			},
 			{
 				Name:         "login",
 				Usage:        "check a username and password against a server",
-				OnUsageError: usageErr,
-				Flags:        []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag},
+				OnUsageError: usageError,
+				Flags:        clientFlags(),
 				Action:       cmdLogin,
 			},
 			{
 				Name:         "passwd",
 				Usage:        "change an account's password (current password, then the new one twice; --password-stdin: two lines)",
-				OnUsageError: usageErr,
-				Flags:        []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag},
+				OnUsageError: usageError,
+				Flags:        clientFlags(),
 				Action:       cmdPasswd,
 			},
 			{
 				Name:         "delete",
 				Usage:        "delete an account, after its password and a confirmation",
-				OnUsageError: usageErr,
-				Flags: []cli.Flag{serverFlag, userFlag, stdinFlag, configFlag,
-					&cli.BoolFlag{Name: "yes", Usage: "do not ask for a confirmation"}},
-				Action: cmdDelete,
+				OnUsageError: usageError,
+				Flags:        clientFlags(&cli.BoolFlag{Name: "yes", Usage: "do not ask for a confirmation"}),
+				Action:       cmdDelete,
 			},
 			{
 				Name:         "pw",
 				Usage:        "print the SCRAM-SHA-256 verifier of a password, as PostgreSQL stores it, for users import --format pg",
-				OnUsageError: usageErr,
-				Flags: []cli.Flag{stdinFlag, configFlag,
+				OnUsageError: usageError,
+				Flags: []cli.Flag{newPasswordStdinFlag(), newConfigFlag(),
 					&cli.IntFlag{Name: "iterations", Usage: "PBKDF2 iterations `N` (default: iterations from the config, 600000)"}},
 				Action: cmdPw,
 			},
-			benchCommand(usageErr),
+			benchCommand(usageError),
 		},
 	}
-	app.Commands = append(app.Commands, adminCommands(usageErr, configFlag)...)
+	app.Commands = append(app.Commands, adminCommands(usageError)...)
 	return app
+}
+
+// runHint is the one builder of the hints that point at a help page:
+// runHint("users list", "usage") is `run "authbox users list --help" for usage`.
+func runHint(command, forWhat string) string {
+	if command != "" {
+		command += " "
+	}
+	return `run "authbox ` + command + `--help" for ` + forWhat
 }
 
 // helpHint points at the help of the command at hand.
 func helpHint(ctx *cli.Context) string {
-	if ctx != nil && ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != ctx.App.Name {
-		return `run "authbox ` + ctx.Command.FullName() + ` --help" for usage`
-	}
-	return `run "authbox --help" for usage`
+	return runHint(commandPath(ctx), "usage")
 }
 
+// commandPath is the command at hand as typed after "authbox": "users
+// list" for a subcommand, "" for none. (urfave/cli's Command.FullName
+// would do, but v2 never fills in the parents it is meant to join.)
+func commandPath(ctx *cli.Context) string {
+	var path []string
+	for _, c := range ctx.Lineage() {
+		if c.Command != nil && c.Command.Name != "" && c.Command.Name != ctx.App.Name {
+			path = append([]string{c.Command.Name}, path...)
+		}
+	}
+	return strings.Join(path, " ")
+}
+
+// noCLIArgs refuses positional arguments, for the commands that take none.
 func noCLIArgs(ctx *cli.Context) error {
 	if ctx.NArg() > 0 {
-		return fail(exitOther, `run "authbox `+ctx.Command.Name+` --help" for usage`, "unexpected argument %q", ctx.Args().First())
+		return fail(exitOther, helpHint(ctx), "unexpected argument %q", ctx.Args().First())
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 	if iters == 0 {
 		iters = cfg.Iterations
 	}
-	usage := `run "authbox bench populate --help" for usage`
+	usage := helpHint(ctx)
 	if n < 1 || n > 100_000_000 {
 		return fail(exitOther, usage, "--users must be 1 to 100000000, got %d", n)
 	}

@@ -38,32 +38,17 @@ func cmdServe(ctx *cli.Context) error {
 	defer logs.Close()
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
-	// Listen first: a server that cannot listen must not leave a new empty
-	// db file behind.
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, store, admin, err := openServe(cfg, log)
 	if err != nil {
-		return fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
+		return err
 	}
 	defer ln.Close()
-
-	store, err := OpenStore(cfg.DB)
-	if errors.Is(err, ErrDBLocked) {
-		return fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
-			"database %s is locked by another process", cfg.DB)
-	}
-	if err != nil {
-		return fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
-	}
 	defer store.Close()
-
-	admin, err := ListenAdmin(store, log)
-	if err != nil {
-		ln.Close()
-		return fail(exitOther, `the admin socket is the db's path plus ".sock": remove what is in the way, or choose another --db (a shorter one if the path is too long for a socket)`, "%s", err)
-	}
 	srv := NewServer(cfg, store, log)
 
-	sigs, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGINT or SIGTERM stops it; so does the end of the run's context,
+	// which is how the tests stop a serve that runs in their process.
+	sigs, stop := signal.NotifyContext(ctx.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -96,6 +81,33 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// openServe opens what serve needs: the listener, the store and the admin
+// socket. On failure it closes what it opened and says what to do.
+func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *AdminServer, error) {
+	// Listen first: a server that cannot listen must not leave a new empty
+	// db file behind.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, nil, nil, fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
+	}
+	store, err := OpenStore(cfg.DB)
+	if err != nil {
+		ln.Close()
+		if errors.Is(err, ErrDBLocked) {
+			return nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
+				"database %s is locked by another process", cfg.DB)
+		}
+		return nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
+	}
+	admin, err := ListenAdmin(store, log)
+	if err != nil {
+		ln.Close()
+		store.Close()
+		return nil, nil, nil, fail(exitOther, `the admin socket is the db's path plus ".sock": remove what is in the way, or choose another --db (a shorter one if the path is too long for a socket)`, "%s", err)
+	}
+	return ln, store, admin, nil
 }
 
 // logFlushEvery is how long a server log line may wait in memory. Writing

@@ -48,13 +48,18 @@ func newTerminal(ctx *cli.Context) *terminal {
 	return &terminal{stdin: ctx.App.Reader, stderr: ctx.App.ErrWriter}
 }
 
+// openTTY opens the controlling terminal. The tests replace it: their
+// in-process runs must have none, like the binary they run in a session of
+// its own, so that no prompt waits on the developer's terminal.
+var openTTY = func() (*os.File, error) { return os.OpenFile("/dev/tty", os.O_RDWR, 0) }
+
 // tty returns a terminal's file descriptor: standard input if it is one,
 // else the controlling terminal.
 func (t *terminal) tty() (*os.File, func(), error) {
 	if f, ok := t.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		return f, func() {}, nil
 	}
-	f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	f, err := openTTY()
 	if err != nil {
 		return nil, nil, errors.New("no terminal")
 	}

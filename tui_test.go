@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"unsafe"
+)
+
+func TestCheckPolicy(t *testing.T) {
+	all := ClientConfig{MinPasswordLength: 8, RequireDigit: true, RequireLower: true, RequireUpper: true}
+	for _, tc := range []struct {
+		pw      string
+		pol     ClientConfig
+		missing string // "" when the password passes
+	}{
+		{"Abcdefg1", all, ""},
+		{"abc", all, "at least 8 characters, a digit and an upper-case letter"},
+		{"ABCDEFGH", all, "a digit and a lower-case letter"},
+		{"abcdefgh1", all, "an upper-case letter"},
+		{"ééééééé", ClientConfig{MinPasswordLength: 7}, ""}, // characters, not bytes
+		{"short", ClientConfig{MinPasswordLength: 6}, "at least 6 characters"},
+	} {
+		err := checkPolicy(tc.pw, tc.pol)
+		var ce *cliError
+		switch {
+		case tc.missing == "" && err != nil:
+			t.Errorf("%q refused: %v", tc.pw, err)
+		case tc.missing == "":
+		case !errors.As(err, &ce) || ce.msg != "the password is too weak: it needs "+tc.missing:
+			t.Errorf("%q: %v, want it to need %s", tc.pw, err, tc.missing)
+		case strings.Contains(ce.msg+ce.hint, tc.pw):
+			t.Errorf("the message quotes the password: %+v", ce)
+		case ce.hint != "choose a password with "+policyText(tc.pol):
+			t.Errorf("hint %q", ce.hint)
+		}
+	}
+	if got := policyText(all); got != "at least 8 characters, a digit, a lower-case letter and an upper-case letter" {
+		t.Errorf("policyText = %q", got)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	if got := printable("ok \x1b[31mred\x07\u0085 é \xff"); got != "ok ?[31mred?? é ?" {
+		t.Fatalf("printable = %q", got)
+	}
+}
+
+// TestStdinLines reads passwords line by line from standard input: CRLF
+// or a missing last newline are fine, a missing line is named by number.
+func TestStdinLines(t *testing.T) {
+	term := &terminal{stdin: strings.NewReader("first\r\nsecond")}
+	if pw, err := term.password(true, "current password: "); err != nil || pw != "first" {
+		t.Fatalf("line 1: %q %v", pw, err)
+	}
+	if pw, err := term.password(true, "new password: "); err != nil || pw != "second" {
+		t.Fatalf("line 2: %q %v", pw, err)
+	}
+	_, err := term.password(true, "new password: ")
+	if ce := (*cliError)(nil); !errors.As(err, &ce) || ce.msg != "--password-stdin: no new password on line 3 of standard input" {
+		t.Fatalf("line 3: %v", err)
+	}
+}
+
+// TestProgress draws the import's bar into a buffer (newProgress turns it
+// on only for a terminal), and checks that output clears it and that the
+// data passes through whole.
+func TestProgress(t *testing.T) {
+	var plain bytes.Buffer
+	if p := newProgress(&plain); p.on || p.clearing(&plain) != io.Writer(&plain) {
+		t.Fatal("a progress bar on something that is no terminal")
+	}
+	var screen, out syncBuffer
+	p := &progress{w: &screen, on: true}
+	data := strings.Repeat("x", 1<<16)
+	r := p.reading(strings.NewReader(data), int64(len(data)), "reading in.pg")
+	got, err := io.ReadAll(r)
+	if err != nil || string(got) != data {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if p.bar == nil {
+		t.Fatal("no spinner after the last byte")
+	}
+	fmt.Fprintf(p.clearing(&out), "imported 1 account\n")
+	if p.bar != nil || out.String() != "imported 1 account\n" || !strings.Contains(screen.String(), "reading in.pg") {
+		t.Fatalf("bar %v, out %q, screen %q", p.bar, out.String(), screen.String())
+	}
+	p.stop()
+}
+
+// openPTY opens a pseudo-terminal and returns its master and the path of
+// its slave.
+func openPTY(t *testing.T) (*os.File, string) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatal(e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, master.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatal(e)
+	}
+	return master, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// withTTY makes a pseudo-terminal the in-process runs' terminal for the
+// rest of the test, and returns its master, to type into.
+func withTTY(t *testing.T) *os.File {
+	master, slave := openPTY(t)
+	saved := openTTY
+	openTTY = func() (*os.File, error) { return os.OpenFile(slave, os.O_RDWR|syscall.O_NOCTTY, 0) }
+	t.Cleanup(func() { openTTY = saved })
+	return master
+}
+
+// TestCLITerminalPrompts answers the prompts on a pseudo-terminal: the
+// name, the password twice, the confirmation of a delete. The line
+// discipline keeps what is typed ahead, so the answers go in first.
+func TestCLITerminalPrompts(t *testing.T) {
+	dir := t.TempDir()
+	srv := serveInProcess(t, dir, "--config", writeConfig(t, dir, ""))
+	tty := withTTY(t)
+	server := "--server=" + srv.addr
+	typed := func(lines ...string) {
+		t.Helper()
+		if _, err := io.WriteString(tty, strings.Join(lines, "\n")+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const pw = "Typed-pass-1"
+
+	typed("alice", pw, pw)
+	r := runCLI(t, dir, "", nil, "register", server)
+	if r.code != 0 || r.stderr != "username: password: \npassword (again): \n" || !strings.Contains(r.stdout, `registered "alice"`) {
+		t.Fatalf("register at the terminal: %+v", r)
+	}
+	typed(pw+"x", pw+"y")
+	if r := runCLI(t, dir, "", nil, "register", server, "--user", "bob"); r.code != 2 || !strings.Contains(r.stderr, "the passwords do not match") {
+		t.Fatalf("mismatch: %+v", r)
+	}
+	typed("")
+	if r := runCLI(t, dir, "", nil, "login", server, "--user", "alice"); r.code != 2 || !strings.Contains(r.stderr, "the password is empty") {
+		t.Fatalf("empty password: %+v", r)
+	}
+	typed("no")
+	if r := runCLI(t, dir, "", nil, "delete", server, "--user", "alice"); r.code != 2 || !strings.Contains(r.stderr, "not confirmed; the account was not deleted") {
+		t.Fatalf("delete, not confirmed: %+v", r)
+	}
+	typed("YES", pw)
+	r = runCLI(t, dir, "", nil, "delete", server, "--user", "alice")
+	if r.code != 0 || !strings.Contains(r.stderr, `delete the account "alice" on `+srv.addr+` for good? [y/N] password: `) {
+		t.Fatalf("delete: %+v", r)
+	}
+	for _, out := range []string{r.stdout, r.stderr} {
+		if strings.Contains(out, pw) {
+			t.Fatalf("the password reached the output: %q", out)
+		}
+	}
+}
