@@ -59,6 +59,9 @@ const (
 	opImport = "import"
 	opExport = "export"
 	opBackup = "backup"
+	// opFingerprint prints the server's TLS fingerprint: the running
+	// server's own, or offline the one the config and db give.
+	opFingerprint = "fingerprint"
 )
 
 // adminRequest is one admin command, as sent over the socket.
@@ -104,13 +107,34 @@ func accountInfo(name string, rec Record) AccountInfo {
 // server's, or the db file opened only once it is needed, so that an
 // import reads its whole input first. in is an import's input. Every
 // failure is an *AdminError, so that it reaches the user the same way from
-// the socket as from a local run.
-func runAdmin(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
-	err := adminOp(open, req, in, out)
+// the socket as from a local run. identity is the server's TLS identity,
+// nil for a plain-TCP server.
+func runAdmin(open func() (*Store, error), identity func() (*ServerIdentity, error), req adminRequest, in io.Reader, out adminOut) error {
+	if req.Op == opFingerprint {
+		return runAdminErr(writeFingerprint(identity, out.Stdout))
+	}
+	return runAdminErr(adminOp(open, req, in, out))
+}
+
+func runAdminErr(err error) error {
 	var ae *AdminError
 	if err != nil && !errors.As(err, &ae) {
 		return adminFail(AdminFailed, "", "%s", err)
 	}
+	return err
+}
+
+// writeFingerprint prints the fingerprint clients pin, alone on a line so
+// that scripts can take it as it is.
+func writeFingerprint(identity func() (*ServerIdentity, error), w io.Writer) error {
+	id, err := identity()
+	if err != nil {
+		return adminFail(AdminFailed, "check tls_cert_file and tls_key_file, or restore the db from a backup", "cannot load the TLS identity: %s", err)
+	}
+	if id == nil {
+		return adminFail(AdminFailed, "a server with tls = false has no fingerprint; clients reach it with --plain", "this server speaks plain TCP (tls = false)")
+	}
+	_, err = fmt.Fprintln(w, id.Fingerprint)
 	return err
 }
 

@@ -586,7 +586,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		}, &logins)
 		go worker(func(i int) error {
 			name := fmt.Sprintf("load%d-%d", g, i)
-			c, err := Dial(srv.addr)
+			c, err := testDial(t, srv.addr)
 			if err != nil {
 				return err
 			}

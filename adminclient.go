@@ -32,6 +32,7 @@ const (
 type adminClient struct {
 	db         string
 	iterations int // the config's
+	cfg        Config
 	out        adminOut
 }
 
@@ -44,7 +45,8 @@ func newAdminClient(ctx *cli.Context) (*adminClient, error) {
 	if db == "" {
 		db = cfg.DB
 	}
-	return &adminClient{db: db, iterations: cfg.Iterations, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
+	cfg.DB = db
+	return &adminClient{db: db, iterations: cfg.Iterations, cfg: cfg, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
 }
 
 // run sends req to the server if one answers on the socket, else opens
@@ -104,7 +106,23 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 		store = s
 		return s, nil
 	}
-	err = runAdmin(open, req, in, ac.out)
+	// Offline, the identity is the one the server would present: from
+	// the configured files, else from the db (made there if the db has
+	// none yet, as the server's first start would).
+	identity := func() (*ServerIdentity, error) {
+		if !ac.cfg.TLS {
+			return nil, nil
+		}
+		var st *Store
+		if ac.cfg.TLSCertFile == "" {
+			var err error
+			if st, err = open(); err != nil {
+				return nil, err
+			}
+		}
+		return LoadIdentity(ac.cfg, st)
+	}
+	err = runAdmin(open, identity, req, in, ac.out)
 	if store != nil {
 		if cerr := store.Close(); err == nil && cerr != nil {
 			return fail(exitOther, "", "closing %s: %s", ac.db, cerr)

@@ -29,7 +29,10 @@ const adminIOTimeout = 30 * time.Second
 // `authbox serve` holds the db.
 type AdminServer struct {
 	store *Store
-	log   *slog.Logger
+	// identity is the server's TLS identity (nil, nil for plain TCP), for
+	// "authbox fingerprint".
+	identity func() (*ServerIdentity, error)
+	log      *slog.Logger
 	path  string
 	ln    net.Listener
 	wg    sync.WaitGroup
@@ -45,10 +48,11 @@ type AdminServer struct {
 // ListenAdmin creates the admin socket beside the store's db file, mode
 // 0600, and serves it until Shutdown. A socket file left by a server that
 // died is replaced: the caller holds the db, so no live server owns it.
-func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
+func ListenAdmin(store *Store, identity func() (*ServerIdentity, error), log *slog.Logger) (*AdminServer, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+
 	path := AdminSocketPath(store.Path())
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -82,13 +86,16 @@ func ListenAdmin(store *Store, log *slog.Logger) (*AdminServer, error) {
 		return nil, fmt.Errorf("cannot create the admin socket %s: %s", path, errText(err))
 	}
 	log.Info("admin socket", "path", path)
-	return serveAdmin(store, log, path, ln), nil
+	return serveAdmin(store, identity, log, path, ln), nil
 }
 
 // serveAdmin serves admin commands on ln, the socket at path, until
 // Shutdown.
-func serveAdmin(store *Store, log *slog.Logger, path string, ln net.Listener) *AdminServer {
-	a := &AdminServer{store: store, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
+func serveAdmin(store *Store, identity func() (*ServerIdentity, error), log *slog.Logger, path string, ln net.Listener) *AdminServer {
+	if identity == nil {
+		identity = func() (*ServerIdentity, error) { return nil, nil }
+	}
+	a := &AdminServer{store: store, identity: identity, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
 	a.wg.Add(1)
 	go a.serve()
 	return a
@@ -190,7 +197,7 @@ func (a *AdminServer) handle(nc net.Conn) {
 	if req.Op == opImport {
 		in = &uploadReader{r: r}
 	}
-	err = runAdmin(func() (*Store, error) { return a.store, nil }, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
+	err = runAdmin(func() (*Store, error) { return a.store, nil }, a.identity, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
 	exit := 0
 	end := adminFrame{Exit: &exit}
 	var ae *AdminError

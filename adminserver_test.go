@@ -114,7 +114,7 @@ func TestAdminAcceptRecovers(t *testing.T) {
 	store, db, logs, log := adminFixture(t)
 	emfile := &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
 	ln := newFlakyListener(t, AdminSocketPath(db), 3, emfile)
-	a := serveAdmin(store, log, ln.Addr().String(), ln)
+	a := serveAdmin(store, nil, log, ln.Addr().String(), ln)
 	t.Cleanup(func() { a.Shutdown(context.Background()) })
 	var out bytes.Buffer
 	ac := &adminClient{db: db, out: adminOut{Stdout: &out, Stderr: io.Discard}}
@@ -137,7 +137,7 @@ func TestAdminAcceptRecovers(t *testing.T) {
 func TestAdminAcceptGivesUp(t *testing.T) {
 	store, db, logs, log := adminFixture(t)
 	ln := newFlakyListener(t, AdminSocketPath(db), -1, errors.New("broken beyond repair"))
-	a := serveAdmin(store, log, ln.Addr().String(), ln)
+	a := serveAdmin(store, nil, log, ln.Addr().String(), ln)
 	t.Cleanup(func() { a.Shutdown(context.Background()) })
 	<-ln.closed
 	logs.wait(t, `msg="the admin socket failed; admin commands cannot reach this server" err="broken beyond repair"`)
@@ -159,7 +159,7 @@ func TestAdminShutdown(t *testing.T) {
 		t.Run(fmt.Sprint("grace=", grace), func(t *testing.T) {
 			store, db, logs, log := adminFixture(t)
 			ln := newFlakyListener(t, AdminSocketPath(db), 0, nil)
-			a := serveAdmin(store, log, ln.Addr().String(), ln)
+			a := serveAdmin(store, nil, log, ln.Addr().String(), ln)
 			t.Cleanup(func() { a.Shutdown(context.Background()) })
 			nc, err := net.Dial("unix", a.Path())
 			if err != nil {
@@ -206,7 +206,7 @@ func TestAdminShutdown(t *testing.T) {
 // describes it, byte by byte, on an in-process server.
 func TestAdminSocketSpeaksFrames(t *testing.T) {
 	ts := startServer(t, testConfig(t))
-	admin, err := ListenAdmin(ts.store, nil)
+	admin, err := ListenAdmin(ts.store, nil, nil)
 	if err == nil {
 		t.Cleanup(func() { admin.Shutdown(context.Background()) })
 	}
@@ -244,7 +244,7 @@ func TestAdminSocketSpeaksFrames(t *testing.T) {
 // total is imported.
 func TestAdminUploadNeedsItsEnd(t *testing.T) {
 	ts := startServer(t, testConfig(t))
-	admin, err := ListenAdmin(ts.store, nil)
+	admin, err := ListenAdmin(ts.store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestStaleSocketOnlyWhenRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	admin, err := ListenAdmin(store, nil)
+	admin, err := ListenAdmin(store, nil, nil)
 	if err == nil {
 		admin.Shutdown(context.Background())
 		t.Fatal("the admin socket replaced a live datagram socket")

@@ -664,7 +664,8 @@ func TestDefaultsAreDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Listen != "127.0.0.1:7886" || cfg.Queue != 8 || cfg.Iterations != 600000 ||
-		len(cfg.Mechanisms) != 1 || cfg.Mechanisms[0] != MechSCRAM || !cfg.OpenRegistration || cfg.Client.MaxIterations != 10000000 {
+		strings.Join(cfg.Mechanisms, " ") != "SCRAM-SHA-256-PLUS SCRAM-SHA-256" || !cfg.OpenRegistration || cfg.Client.MaxIterations != 10000000 ||
+		!cfg.TLS || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" || cfg.RequireChannelBinding || !cfg.Client.TLS {
 		t.Fatalf("defaults drifted from the issue: %+v", cfg)
 	}
 }

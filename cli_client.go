@@ -20,6 +20,7 @@ type clientSetup struct {
 	server string
 	name   string
 	term   *terminal
+	conn   *connector
 }
 
 // setupClient reads the config, the server and the name, then checks the
@@ -41,6 +42,9 @@ func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 	}
 	if _, _, err := net.SplitHostPort(cs.server); err != nil {
 		return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886 (from --server, AUTHBOX_SERVER or client.server)", "invalid server address %q", cs.server)
+	}
+	if cs.conn, err = newConnector(ctx, cfg.Client, cs.term); err != nil {
+		return nil, err
 	}
 	name := ctx.String("user")
 	if name == "" {
@@ -82,7 +86,7 @@ func (cs *clientSetup) preflight(register bool) error {
 
 // dial connects and reads the greeting, turning failures into messages.
 func (cs *clientSetup) dial() (*Client, error) {
-	c, err := Dial(cs.server)
+	c, err := cs.conn.dial(cs.server)
 	if err != nil {
 		return nil, cs.explain(err)
 	}
@@ -118,6 +122,13 @@ func (cs *clientSetup) explain(err error) error {
 	var pe *ProtoError
 	var ne net.Error
 	var oe *net.OpError
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if te := explainTrust(err); te != nil {
+		return te
+	}
 	switch {
 	case errors.As(err, &pe):
 		// The text comes from the server: keep its control characters

@@ -47,7 +47,16 @@ func TestMain(m *testing.M) {
 	// command runs in a session of its own: no prompt can wait on the
 	// developer's terminal, and "no terminal" reads the same either way.
 	openTTY = func() (*os.File, error) { return nil, errors.New("no controlling terminal in tests") }
+	// Clients pin servers here, never in the developer's own file; each
+	// server a test starts is pinned as it starts (pinServer), as a user
+	// would have after a first contact.
+	pins, err := os.MkdirTemp("", "authbox-known-servers-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv(knownServersEnv, filepath.Join(pins, "known_servers"))
 	code := m.Run()
+	os.RemoveAll(pins)
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
@@ -125,7 +134,27 @@ func (p *serveProc) waitLog(t testing.TB, s string) bool {
 	return true
 }
 
-var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var (
+	listeningRE   = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	fingerprintRE = regexp.MustCompile(`msg=listening .*fingerprint=(SHA256:\S+)`)
+)
+
+// pinServer pins the server whose "listening" line is log in the tests'
+// known_servers file, so that client commands trust it.
+func pinServer(t testing.TB, addr, log string) {
+	t.Helper()
+	m := fingerprintRE.FindStringSubmatch(log)
+	if m == nil {
+		return // a plain-TCP server
+	}
+	k, err := LoadKnownServers(os.Getenv(knownServersEnv))
+	if err == nil {
+		err = k.Add(addr, m[1])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
 
 // startServe runs "authbox serve" on a free loopback port and waits for its
 // "listening" line.
@@ -150,6 +179,7 @@ func startServe(t testing.TB, dir string, args ...string) *serveProc {
 			default:
 			}
 			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				pinServer(t, m[1], sc.Text())
 				ready <- m[1]
 			}
 		}

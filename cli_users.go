@@ -130,6 +130,16 @@ func cmdUsersExport(ctx *cli.Context) error {
 	return withOutputFile(ctx, adminRequest{Op: opExport, Format: FormatPG})
 }
 
+// cmdFingerprint prints the fingerprint: the running server's, through
+// the admin socket, or offline the one its config and db give; the output
+// is the same either way.
+func cmdFingerprint(ctx *cli.Context) error {
+	if err := noCLIArgs(ctx); err != nil {
+		return err
+	}
+	return adminAction(ctx, adminRequest{Op: opFingerprint}, nil)
+}
+
 func cmdBackup(ctx *cli.Context) error {
 	return withOutputFile(ctx, adminRequest{Op: opBackup})
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -181,10 +182,28 @@ func isConnReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
+// testDial connects the real client as a user who pinned the server would:
+// over TLS to a server pinned in the tests' known_servers file (the serve
+// command's servers, see pinServer), else over plain TCP (startServer's,
+// unless the test turned TLS on).
+func testDial(t testing.TB, addr string) (*Client, error) {
+	t.Helper()
+	if path := os.Getenv(knownServersEnv); path != "" {
+		k, err := LoadKnownServers(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := k.Lookup(addr); ok {
+			return DialTLS(addr, (&Trust{Known: k}).TLSConfig(addr))
+		}
+	}
+	return Dial(addr)
+}
+
 // mustRegister registers name with password through the real client.
 func mustRegister(t testing.TB, addr, name, password string) {
 	t.Helper()
-	c, err := Dial(addr)
+	c, err := testDial(t, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +216,7 @@ func mustRegister(t testing.TB, addr, name, password string) {
 // login logs in through the real client and returns its error.
 func login(t testing.TB, addr, name, password string) error {
 	t.Helper()
-	c, err := Dial(addr)
+	c, err := testDial(t, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -648,7 +648,7 @@ func TestKill9LosesNoAcknowledgedAccount(t *testing.T) {
 					default:
 					}
 					name := fmt.Sprintf("r%dg%di%d", round, g, i)
-					c, err := Dial(srv.addr)
+					c, err := testDial(t, srv.addr)
 					if err != nil {
 						return // the server is gone
 					}

@@ -87,7 +87,7 @@ func clientFlags(extra ...cli.Flag) []cli.Flag {
 		&cli.StringFlag{Name: "user", Usage: "username `NAME` (asked for when missing)"},
 		newPasswordStdinFlag(),
 		newConfigFlag(),
-	}, extra...)
+	}, append(newTrustFlags(), extra...)...)
 }
 
 // usageError reports what urfave/cli found wrong with the flags in our
@@ -173,6 +173,14 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 				Flags: []cli.Flag{newPasswordStdinFlag(), newConfigFlag(),
 					&cli.IntFlag{Name: "iterations", Usage: "PBKDF2 iterations `N` (default: iterations from the config, 600000)"}},
 				Action: cmdPw,
+			},
+			{
+				Name:         "fingerprint",
+				Usage:        "print the server's TLS key fingerprint, which clients pin (through the running server, or from the db and config)",
+				OnUsageError: usageError,
+				Flags: []cli.Flag{newConfigFlag(),
+					&cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config)"}},
+				Action: cmdFingerprint,
 			},
 			benchCommand(usageError),
 		},

@@ -38,13 +38,12 @@ func cmdServe(ctx *cli.Context) error {
 	defer logs.Close()
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
-	ln, store, admin, err := openServe(cfg, log)
+	ln, store, srv, admin, err := openServe(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	defer store.Close()
-	srv := NewServer(cfg, store, log)
 
 	// SIGINT or SIGTERM stops it; so does the end of the run's context,
 	// which is how the tests stop a serve that runs in their process.
@@ -83,31 +82,41 @@ func cmdServe(ctx *cli.Context) error {
 	return nil
 }
 
-// openServe opens what serve needs: the listener, the store and the admin
-// socket. On failure it closes what it opened and says what to do.
-func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *AdminServer, error) {
+// openServe opens what serve needs: the listener, the store, the server
+// with its TLS identity, and the admin socket. On failure it closes what
+// it opened and says what to do.
+func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *AdminServer, error) {
 	// Listen first: a server that cannot listen must not leave a new empty
 	// db file behind.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, nil, nil, fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
+		return nil, nil, nil, nil, fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
 	}
 	store, err := OpenStore(cfg.DB)
 	if err != nil {
 		ln.Close()
 		if errors.Is(err, ErrDBLocked) {
-			return nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
+			return nil, nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
 				"database %s is locked by another process", cfg.DB)
 		}
-		return nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
+		return nil, nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
 	}
-	admin, err := ListenAdmin(store, log)
+	srv := NewServer(cfg, store, log)
+	if _, err := srv.Identity(); err != nil {
+		ln.Close()
+		store.Close()
+		if errors.Is(err, ErrBadIdentity) {
+			return nil, nil, nil, nil, fail(exitOther, "restore the db from a backup, or give a certificate with tls_cert_file and tls_key_file", "%s: %s", cfg.DB, err)
+		}
+		return nil, nil, nil, nil, fail(exitOther, "give a PEM certificate chain and its PEM private key, or leave both empty for the identity kept in the db", "cannot load the TLS certificate: %s", err)
+	}
+	admin, err := ListenAdmin(store, srv.Identity, log)
 	if err != nil {
 		ln.Close()
 		store.Close()
-		return nil, nil, nil, fail(exitOther, `the admin socket is the db's path plus ".sock": remove what is in the way, or choose another --db (a shorter one if the path is too long for a socket)`, "%s", err)
+		return nil, nil, nil, nil, fail(exitOther, `the admin socket is the db's path plus ".sock": remove what is in the way, or choose another --db (a shorter one if the path is too long for a socket)`, "%s", err)
 	}
-	return ln, store, admin, nil
+	return ln, store, srv, admin, nil
 }
 
 // logFlushEvery is how long a server log line may wait in memory. Writing

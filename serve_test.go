@@ -62,6 +62,7 @@ func serveInProcess(t testing.TB, dir string, args ...string) *inProcServe {
 	for {
 		if m := listeningRE.FindStringSubmatch(s.log.String()); m != nil {
 			s.addr = m[1]
+			pinServer(t, s.addr, s.log.String())
 			return s
 		}
 		select {
@@ -160,13 +161,13 @@ func TestCLIServeRefuses(t *testing.T) {
 func TestCLIServeDefaults(t *testing.T) {
 	dir := t.TempDir()
 	srv := serveInProcess(t, dir)
-	c, err := Dial(srv.addr)
+	c, err := testDial(t, srv.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if len(c.Mechs) != 1 || c.Mechs[0] != MechSCRAM {
-		t.Fatalf("mechanisms %v", c.Mechs)
+	if strings.Join(c.Mechs, " ") != "SCRAM-SHA-256-PLUS SCRAM-SHA-256" || !c.OverTLS() {
+		t.Fatalf("mechanisms %v, over TLS %v", c.Mechs, c.OverTLS())
 	}
 	r, err := c.Do("REGISTER", "alice")
 	if err != nil || r.Word != ReplySalt || r.Args[1] != "600000" {
