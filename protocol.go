@@ -6,6 +6,7 @@ package main
 // everything here can be fuzzed and tested on plain strings.
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -118,6 +119,19 @@ var (
 	ErrEmptyLine = &ProtoError{Code: CodeBadCmd, Text: "empty line"}
 )
 
+// ReadLine reads one line, its LF included, from r, which must have been
+// made with bufio.NewReaderSize(…, MaxLineBytes): a line that does not fit
+// is ErrLineTooLong. The slice is r's buffer, valid until the next read; at
+// the end of input it is what came before, with io.EOF. Each caller keeps
+// its own deadlines and its own wording of the errors.
+func ReadLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) || len(line) > MaxLineBytes {
+		return nil, ErrLineTooLong
+	}
+	return line, err
+}
+
 // TrimEOL removes the LF and one CR before it, as the framing rules allow.
 func TrimEOL(line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\n"))
@@ -216,13 +230,19 @@ func ParseReply(line string) (Reply, error) {
 }
 
 // b64 is the wire encoding of binary values: standard, padded, and strict
-// so that each value has exactly one spelling.
+// so that each value has exactly one spelling. Decode only with DecodeB64:
+// b64.DecodeString alone accepts CR and LF.
 var b64 = base64.StdEncoding.Strict()
 
 // EncodeB64 encodes a binary value for the wire.
 func EncodeB64(b []byte) string { return b64.EncodeToString(b) }
 
-// DecodeB64 decodes a wire value; failure is ERR BADREQ.
+// AppendB64 appends the wire encoding of src to dst, for a client that
+// builds its lines in a reused buffer.
+func AppendB64(dst, src []byte) []byte { return b64.AppendEncode(dst, src) }
+
+// DecodeB64 decodes a wire value, whoever sent it; failure is ERR BADREQ
+// (a client reading a server's reply words its own error).
 func DecodeB64(s string) ([]byte, error) {
 	// encoding/base64 skips CR and LF even in strict mode; here they would
 	// be a second spelling of the same value.
@@ -358,17 +378,18 @@ func printableNonce(s string) bool {
 // ServerFirst is what a client checks in server-first-message before it
 // spends PBKDF2 time on it.
 type ServerFirst struct {
+	Nonce      string // the client's nonce and the server's part after it
 	Salt       []byte
 	Iterations int
 }
 
-// ParseServerFirst reads the salt and iteration count.
+// ParseServerFirst reads the nonce, the salt and the iteration count.
 func ParseServerFirst(msg string) (ServerFirst, error) {
 	f := strings.Split(msg, ",")
 	if len(f) < 3 || !strings.HasPrefix(f[0], "r=") || !strings.HasPrefix(f[1], "s=") || !strings.HasPrefix(f[2], "i=") {
 		return ServerFirst{}, errors.New("malformed SCRAM server-first-message")
 	}
-	salt, err := b64.DecodeString(f[1][2:])
+	salt, err := DecodeB64(f[1][2:])
 	if err != nil {
 		return ServerFirst{}, errors.New("malformed salt in SCRAM server-first-message")
 	}
@@ -376,7 +397,7 @@ func ParseServerFirst(msg string) (ServerFirst, error) {
 	if err != nil {
 		return ServerFirst{}, errors.New("malformed iteration count in SCRAM server-first-message")
 	}
-	return ServerFirst{Salt: salt, Iterations: it}, nil
+	return ServerFirst{Nonce: f[0][2:], Salt: salt, Iterations: it}, nil
 }
 
 // SeedStored is the legacy record value: hex(SHA-256(salt + password)).
