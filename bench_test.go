@@ -392,7 +392,7 @@ func loopHarness(tb testing.TB, users int, log *slog.Logger) (*bench, *benchConn
 		return capture.buf
 	}}
 	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
-	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	bc := newBenchConn(lc)
 	return bn, bc, c
 }
 
@@ -428,7 +428,7 @@ func BenchmarkLoginClient(b *testing.B) {
 	bl := newBareLines(testIterations)
 	lc := &loopConn{handle: func(line []byte) []byte { out, _ := bl.reply(line); return out }}
 	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30, bare: true}, keys: keyCache{m: map[string]*keyEntry{}}}
-	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	bc := newBenchConn(lc)
 	if err := bn.login(bc, "bench0"); err != nil {
 		b.Fatal(err)
 	}

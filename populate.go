@@ -17,6 +17,11 @@ import (
 	"golang.org/x/term"
 )
 
+// populateChunk is how many accounts one bulk-load transaction writes:
+// large enough that commits (and fsyncs) are rare, small enough that a
+// transaction's dirty pages stay a few tens of MiB.
+const populateChunk = 100_000
+
 func cmdBenchPopulate(ctx *cli.Context) error {
 	if err := noCLIArgs(ctx); err != nil {
 		return err

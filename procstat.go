@@ -13,6 +13,15 @@ import (
 	"time"
 )
 
+const (
+	// clockTicks is the kernel's USER_HZ, the unit of utime and stime in
+	// /proc/PID/stat: 100 on every Linux architecture Go supports.
+	clockTicks = 100
+	// rssEvery is how often a server's RSS is sampled during a run: often
+	// enough to catch the peak of a connection burst.
+	rssEvery = 50 * time.Millisecond
+)
+
 // readProcCPU returns a process's utime+stime, all threads, from /proc.
 func readProcCPU(pid int) (time.Duration, error) {
 	if pid <= 0 {
@@ -64,4 +73,51 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rssSampler follows a process's resident memory through a run.
+type rssSampler struct {
+	pid          int
+	before, peak int64 // peak is written by the sampling goroutine until done
+	stop, done   chan struct{}
+}
+
+// sampleRSS reads pid's RSS now and then every rssEvery until end; with
+// pid 0 it samples nothing and reports zeros.
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+	if pid <= 0 {
+		close(s.done)
+		return s
+	}
+	s.before, _ = readProcRSS(pid)
+	s.peak = s.before
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if v, err := readProcRSS(pid); err == nil {
+					s.peak = max(s.peak, v)
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// end stops sampling and returns the RSS at the start, the peak and now;
+// a process that exited reads as 0 now.
+func (s *rssSampler) end() (before, peak, now int64) {
+	close(s.stop)
+	<-s.done
+	if s.pid <= 0 {
+		return 0, 0, 0
+	}
+	now, _ = readProcRSS(s.pid)
+	return s.before, max(s.peak, now), now
 }
