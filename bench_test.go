@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/json"
@@ -15,11 +16,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -101,22 +105,25 @@ func serveBare(ln net.Listener, bl *bareLines) error {
 	}
 }
 
-// TestBareServer runs the bare reference server as its own process, so that
-// its CPU time can be read from /proc like the real server's:
+// TestBareServer is not a test but the bare reference server as a process
+// of its own, so that its CPU time can be read from /proc like the real
+// server's; bench.sh starts it so:
 //
 //	go test -c -o bare.test && AUTHBOX_BARE_ADDR=127.0.0.1:0 ./bare.test -test.run '^TestBareServer$' -test.timeout 0
 //
-// It prints "bare server listening on ADDR" and serves until killed.
+// It prints "bare server listening on ADDR", serves until SIGINT or
+// SIGTERM and then passes, so that the process exits 0 when it is stopped.
 // AUTHBOX_BARE_ITERATIONS sets the iteration count it announces (4096).
+// Without AUTHBOX_BARE_ADDR, as in every ordinary test run, it is skipped.
 func TestBareServer(t *testing.T) {
 	addr := os.Getenv("AUTHBOX_BARE_ADDR")
 	if addr == "" {
-		t.Skip("set AUTHBOX_BARE_ADDR=127.0.0.1:0 to run the bare reference server until killed")
+		t.Skip("the bare reference server runs only with AUTHBOX_BARE_ADDR set (see bench.sh)")
 	}
 	iters := testIterations
 	if v := os.Getenv("AUTHBOX_BARE_ITERATIONS"); v != "" {
 		var err error
-		if iters, err = strconv.Atoi(v); err != nil || iters < MinIterations {
+		if iters, err = ParseIterations(v); err != nil || iters < MinIterations {
 			t.Fatalf("AUTHBOX_BARE_ITERATIONS=%q: want a count of at least %d", v, MinIterations)
 		}
 	}
@@ -124,8 +131,81 @@ func TestBareServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- serveBare(ln, newBareLines(iters)) }()
 	fmt.Printf("bare server listening on %s\n", ln.Addr())
-	t.Fatal(serveBare(ln, newBareLines(iters)))
+	select {
+	case <-ctx.Done():
+		ln.Close()
+		<-served
+	case err := <-served:
+		t.Fatal(err)
+	}
+}
+
+// TestBareServerStops runs the bare reference server as bench.sh does and
+// checks that it answers, and that SIGTERM ends it with exit status 0.
+func TestBareServerStops(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestBareServer$", "-test.timeout", "0")
+	cmd.Env = append(os.Environ(), "AUTHBOX_BARE_ADDR=127.0.0.1:0", "AUTHBOX_BARE_ITERATIONS=5000")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// One reader of its output, which waits for the process once the
+	// output ends: Wait must not run before the reads are done.
+	addrc := make(chan string, 1)
+	exited := make(chan struct{})
+	var rest strings.Builder
+	var waitErr error
+	go func() {
+		defer close(exited)
+		lines := bufio.NewScanner(out)
+		for lines.Scan() {
+			if a, ok := strings.CutPrefix(lines.Text(), "bare server listening on "); ok {
+				addrc <- a
+			} else {
+				rest.WriteString(lines.Text() + "\n")
+			}
+		}
+		waitErr = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-exited:
+		t.Fatalf("the bare server exited before listening: %v, output %q", waitErr, rest.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bare server did not say where it listens within 10s")
+	}
+
+	rc, greeting := dialRaw(t, addr)
+	if !strings.HasPrefix(greeting, "AUTHBOX 1 ") {
+		t.Fatalf("greeting %q", greeting)
+	}
+	if r := rc.do("REGISTER bench0"); !strings.HasSuffix(r, " 5000") {
+		t.Fatalf("SALT with AUTHBOX_BARE_ITERATIONS=5000: %q", r)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bare server still runs 10s after SIGTERM")
+	}
+	if waitErr != nil || !strings.Contains(rest.String(), "PASS") {
+		t.Fatalf("bare server after SIGTERM: %v, output %q", waitErr, rest.String())
+	}
 }
 
 // startBare runs the bare server in this process until the test ends.
