@@ -221,10 +221,19 @@ func startBare(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// benchJSON runs "authbox bench ... --json" and decodes its report.
-func benchJSON(t *testing.T, dir string, args ...string) benchReport {
+// benchCLI runs "authbox ARGS..." in this process, as main does, so that
+// the bench's code runs under the race detector and counts in coverage.
+func benchCLI(t testing.TB, args ...string) result {
 	t.Helper()
-	r := runCLI(t, dir, "", nil, append([]string{"bench", "--json", "--warmup", "0"}, args...)...)
+	var out, errb bytes.Buffer
+	code := run(append([]string{"authbox"}, args...), strings.NewReader(""), &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// benchJSON runs "authbox bench ... --json" and decodes its report.
+func benchJSON(t *testing.T, args ...string) benchReport {
+	t.Helper()
+	r := benchCLI(t, append([]string{"bench", "--json", "--warmup", "0"}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("bench %v: %+v", args, r)
 	}
@@ -236,10 +245,9 @@ func benchJSON(t *testing.T, dir string, args ...string) benchReport {
 }
 
 func TestBenchLoginAndRegister(t *testing.T) {
-	dir := t.TempDir()
 	ts := startServer(t, testConfig(t))
 
-	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "12", "--conc", "4", "--duration", "300ms")
+	rep := benchJSON(t, "--server", ts.addr, "--users", "12", "--conc", "4", "--duration", "300ms")
 	if rep.Mode != "login" || rep.Ops == 0 || rep.Errors != 0 || rep.Iterations != testIterations || rep.Conc != 4 {
 		t.Fatalf("login run: %+v", rep)
 	}
@@ -256,7 +264,7 @@ func TestBenchLoginAndRegister(t *testing.T) {
 	}
 	// A second run finds the accounts and logs in as them; the text report
 	// is what a user reads.
-	r := runCLI(t, dir, "", nil, "bench", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
+	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
 	if r.code != 0 {
 		t.Fatalf("reuse run: %+v", r)
 	}
@@ -269,7 +277,7 @@ func TestBenchLoginAndRegister(t *testing.T) {
 		t.Errorf("progress went to a stderr that is not a terminal: %q", r.stderr)
 	}
 
-	rep = benchJSON(t, dir, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
+	rep = benchJSON(t, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
 	if rep.Mode != "register" || rep.Ops == 0 || rep.Errors != 0 {
 		t.Fatalf("register run: %+v", rep)
 	}
@@ -281,24 +289,22 @@ func TestBenchLoginAndRegister(t *testing.T) {
 }
 
 func TestBenchBareServer(t *testing.T) {
-	dir := t.TempDir()
 	addr := startBare(t)
-	rep := benchJSON(t, dir, "--server", addr, "--bare", "--users", "5", "--conc", "2", "--duration", "200ms")
+	rep := benchJSON(t, "--server", addr, "--bare", "--users", "5", "--conc", "2", "--duration", "200ms")
 	if rep.Ops == 0 || rep.Errors != 0 || rep.Iterations != testIterations || !rep.Bare {
 		t.Fatalf("bare run: %+v", rep)
 	}
 	// Without --bare the client checks the server's nonce and signature,
 	// and the bare server's replayed lines fail.
-	rep = benchJSON(t, dir, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
+	rep = benchJSON(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
 	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 {
 		t.Fatalf("checked run against the bare server: %+v", rep)
 	}
 }
 
 func TestBenchSourcesAndErrors(t *testing.T) {
-	dir := t.TempDir()
 	ts := startServer(t, testConfig(t))
-	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "3", "--conc", "6", "--sources", "3", "--duration", "200ms")
+	rep := benchJSON(t, "--server", ts.addr, "--users", "3", "--conc", "6", "--sources", "3", "--duration", "200ms")
 	if rep.Sources != 3 || rep.Errors != 0 {
 		t.Fatalf("sources run: %+v", rep)
 	}
@@ -308,20 +314,20 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 		}
 	}
 	// An unknown bench user: logins fail with the server's code.
-	rep = benchJSON(t, dir, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
+	rep = benchJSON(t, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
 	if rep.ErrorsByCode[CodeAuth] == 0 {
 		t.Fatalf("logins as users that do not exist: %+v", rep)
 	}
 
-	r := runCLI(t, dir, "", nil, "bench", "--mode", "bogus")
+	r := benchCLI(t, "bench", "--mode", "bogus")
 	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: --mode must be login or register") || !strings.Contains(r.stderr, "authbox: hint: ") {
 		t.Fatalf("bad mode: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "--server", "192.0.2.1:7886", "--sources", "4")
+	r = benchCLI(t, "bench", "--server", "192.0.2.1:7886", "--sources", "4")
 	if r.code != 2 || !strings.Contains(r.stderr, "--sources needs a loopback") {
 		t.Fatalf("sources on a remote server: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "--server", "127.0.0.1:1", "--duration", "100ms")
+	r = benchCLI(t, "bench", "--server", "127.0.0.1:1", "--duration", "100ms")
 	if r.code != 2 || !strings.Contains(r.stderr, "bench setup:") || !strings.Contains(r.stderr, "connection refused") {
 		t.Fatalf("no server: %+v", r)
 	}
@@ -331,7 +337,6 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 // answers, or never greets, cannot make the bench hang: every wait has a
 // deadline.
 func TestBenchHostileServer(t *testing.T) {
-	dir := t.TempDir()
 	for _, greet := range []bool{true, false} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -356,7 +361,7 @@ func TestBenchHostileServer(t *testing.T) {
 			}
 		}()
 		start := time.Now()
-		rep := benchJSON(t, dir, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
+		rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
 		ln.Close()
 		conns.Wait()
 		if rep.Ops != 0 || rep.ErrorsByCode["timeout"] == 0 {
@@ -371,16 +376,16 @@ func TestBenchHostileServer(t *testing.T) {
 func TestBenchPopulate(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pop.db")
-	r := runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "2500", "--iterations", "4096")
+	r := benchCLI(t, "bench", "populate", "--db", db, "--users", "2500", "--iterations", "4096")
 	if r.code != 0 || !strings.Contains(r.stdout, "wrote 2500 bench accounts (bench0..bench2499, 4096 iterations)") ||
 		!strings.Contains(r.stdout, "bytes per bench account") {
 		t.Fatalf("populate: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "3000", "--iterations", "4096")
+	r = benchCLI(t, "bench", "populate", "--db", db, "--users", "3000", "--iterations", "4096")
 	if r.code != 0 || !strings.Contains(r.stdout, "wrote 500 bench accounts") || !strings.Contains(r.stdout, "2500 already there were kept") {
 		t.Fatalf("second populate: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "0")
+	r = benchCLI(t, "bench", "populate", "--db", db, "--users", "0")
 	if r.code != 2 || !strings.Contains(r.stderr, "--users must be") {
 		t.Fatalf("populate 0 users: %+v", r)
 	}
@@ -389,14 +394,14 @@ func TestBenchPopulate(t *testing.T) {
 	cfg.DB = db
 	ts := startServer(t, cfg)
 	// The server holds the file: the offline loader must refuse it.
-	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "10")
+	r = benchCLI(t, "bench", "populate", "--db", db, "--users", "10")
 	if r.code != 2 || !strings.Contains(r.stderr, "stop the server first") {
 		t.Fatalf("populate on a served db: %+v", r)
 	}
 	if n, _ := ts.store.Count(); n != 3000 {
 		t.Fatalf("%d accounts, want 3000", n)
 	}
-	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "3000", "--no-setup", "--conc", "3", "--duration", "300ms")
+	rep := benchJSON(t, "--server", ts.addr, "--users", "3000", "--no-setup", "--conc", "3", "--duration", "300ms")
 	if rep.Ops == 0 || rep.Errors != 0 {
 		t.Fatalf("logins as populated accounts: %+v", rep)
 	}
