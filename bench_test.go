@@ -333,6 +333,94 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 	}
 }
 
+// TestBenchFlagErrors checks each refusal of bad settings: exit 2, an
+// error naming the setting, and a hint, before any connection is made.
+func TestBenchFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "extra"}, `unexpected argument "extra"`},
+		{[]string{"bench", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
+		{[]string{"bench", "--conc", "0"}, "--conc must be at least 1"},
+		{[]string{"bench", "--users", "0"}, "--users must be at least 1"},
+		{[]string{"bench", "--duration", "0s"}, "--duration and --timeout must be positive"},
+		{[]string{"bench", "--timeout", "0s"}, "--duration and --timeout must be positive"},
+		{[]string{"bench", "--warmup", "-1s"}, "--warmup and --settle not negative"},
+		{[]string{"bench", "--sources", "-1"}, "--sources must not be negative"},
+		{[]string{"bench", "--pid", "-1"}, "--pid must be a process id"},
+		{[]string{"bench", "--pid", "2147483647"}, "--pid 2147483647: no such process on this machine"},
+		{[]string{"bench", "--server", "localhost"}, `--server "localhost" is not host:port`},
+		{[]string{"bench", "--server", "localhost:7886", "--sources", "70000"}, "at most 65024 loopback sources"},
+		{[]string{"bench", "populate", "extra"}, `unexpected argument "extra"`},
+		{[]string{"bench", "populate", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
+		{[]string{"bench", "populate", "--db", filepath.Join(dir, "p.db"), "--iterations", "4095"}, "--iterations must be 4096 to"},
+		{[]string{"bench", "populate", "--db", filepath.Join(dir, "no", "such", "dir", "p.db")}, "no such file or directory"},
+	} {
+		r := benchCLI(t, tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: ") || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "authbox: hint: ") || r.stdout != "" {
+			t.Errorf("%v: %+v, want exit 2 and %q", tc.args, r, tc.want)
+		}
+	}
+}
+
+// TestBenchBusyServer checks that ERR BUSY is counted under its code, with
+// the pause the spec asks for between retries.
+func TestBenchBusyServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			io.WriteString(nc, FormatReply(ReplyErr, CodeBusy, "server is busy, retry shortly"))
+			nc.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode[CodeBusy] == 0 || rep.Errors != int64(rep.ErrorsByCode[CodeBusy]) {
+		t.Fatalf("against a busy server: %+v", rep)
+	}
+	// Without the pause two clients would make thousands of connections
+	// in 200ms; with it, each waits 10 to 20ms between tries.
+	if n := conns.Load(); n > 200 {
+		t.Fatalf("%d connections in 200ms from 2 clients: no backoff", n)
+	}
+}
+
+// TestBenchSetupFindsAccounts checks the setup's two paths: register first
+// when bench0 is missing (and log in as an account that is there), log in
+// first when bench0 is there (and register the missing ones); an account
+// with another password stops the run.
+func TestBenchSetupFindsAccounts(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "bench1", benchPassword)
+	if rep := benchJSON(t, "--server", ts.addr, "--users", "3", "--conc", "2", "--duration", "100ms"); rep.Errors != 0 || rep.Ops == 0 {
+		t.Fatalf("setup with bench1 there: %+v", rep)
+	}
+	if rep := benchJSON(t, "--server", ts.addr, "--users", "5", "--conc", "2", "--duration", "100ms"); rep.Errors != 0 || rep.Ops == 0 {
+		t.Fatalf("setup with bench0..bench2 there: %+v", rep)
+	}
+	if n, _ := ts.store.Count(); n != 5 {
+		t.Fatalf("%d accounts after setting up 5", n)
+	}
+	mustRegister(t, ts.addr, "bench5", "Another-password-2")
+	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "6", "--conc", "1", "--duration", "100ms")
+	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: bench setup: bench5: "+ErrBenchSetup.Error()) {
+		t.Fatalf("setup with bench5 of another password: %+v", r)
+	}
+}
+
 // TestBenchHostileServer checks that a server that greets and then never
 // answers, or never greets, cannot make the bench hang: every wait has a
 // deadline.

@@ -22,7 +22,8 @@ const (
 	rssEvery = 50 * time.Millisecond
 )
 
-// readProcCPU returns a process's utime+stime, all threads, from /proc.
+// readProcCPU returns a process's utime+stime, all threads, from /proc;
+// pid 0 is no process, and no time.
 func readProcCPU(pid int) (time.Duration, error) {
 	if pid <= 0 {
 		return 0, nil
@@ -31,9 +32,13 @@ func readProcCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, errors.New("no such process on this machine")
 	}
+	return parseProcCPU(string(b))
+}
+
+// parseProcCPU reads utime and stime from the text of /proc/PID/stat.
+func parseProcCPU(s string) (time.Duration, error) {
 	// The command name, in parentheses, may hold spaces: fields count
 	// from the last ')'.
-	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
 		return 0, errors.New("unreadable /proc stat")
@@ -57,7 +62,12 @@ func readProcRSS(pid int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	return parseProcRSS(string(b))
+}
+
+// parseProcRSS reads VmRSS from the text of /proc/PID/status.
+func parseProcRSS(s string) (int64, error) {
+	for _, line := range strings.Split(s, "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10, err
