@@ -1,11 +1,13 @@
 package main
 
 // bench.go is "authbox bench", a load generator for a running server in the
-// spirit of redis-benchmark and pgbench, and "authbox bench populate", an
-// offline bulk loader of bench accounts. The load generator speaks the
-// protocol itself with SCRAM keys derived once per (salt, iterations), so
+// spirit of redis-benchmark and pgbench: its flags (and those of "bench
+// populate", the bulk loader in populate.go), the setup of the accounts,
+// the workers and the run. The load generator speaks the protocol itself
+// (benchconn.go) with SCRAM keys derived once per (salt, iterations), so
 // that what it measures is the server and not its own PBKDF2 (RFC 5802 §5.1
-// allows a client to cache SaltedPassword).
+// allows a client to cache SaltedPassword); benchreport.go and procstat.go
+// make its report.
 
 import (
 	"crypto/rand"
@@ -15,14 +17,12 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 )
 
 const (
@@ -178,11 +178,7 @@ func cmdBench(ctx *cli.Context) error {
 	if err != nil {
 		return fail(exitOther, usage, "%s", err)
 	}
-	var progress io.Writer
-	if f, ok := ctx.App.ErrWriter.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		progress = f
-	}
-	rep, err := b.run(progress)
+	rep, err := b.run(ifTerminal(ctx.App.ErrWriter))
 	if err != nil {
 		return err
 	}
@@ -261,14 +257,14 @@ func newBench(o benchOptions) (*bench, error) {
 // already there, and each worker then takes the path that costs nothing
 // in that case (log in to existing accounts, register fresh ones).
 func (b *bench) setup(progress io.Writer) error {
-	reuse, err := b.accountsExist()
+	exist, err := b.accountsExist()
 	if err != nil {
 		return fmt.Errorf("bench0: %w", err)
 	}
 	workers := min(b.o.conc, b.o.users, 64)
 	var next, done atomic.Int64
 	errc := make(chan error, workers)
-	stopProgress := b.progress(progress, func(elapsed time.Duration) string {
+	stopProgress := progressLine(progress, func(elapsed time.Duration) string {
 		return fmt.Sprintf("setting up bench accounts: %d/%d", done.Load(), b.o.users)
 	})
 	var wg sync.WaitGroup
@@ -295,7 +291,7 @@ func (b *bench) setup(progress io.Writer) error {
 					}
 				}
 				name := "bench" + strconv.Itoa(i)
-				if err := b.setupAccount(c, name, reuse); err != nil {
+				if err := b.setupAccount(c, name, exist); err != nil {
 					errc <- fmt.Errorf("%s: %w", name, err)
 					return
 				}
@@ -310,11 +306,11 @@ func (b *bench) setup(progress io.Writer) error {
 }
 
 // setupAccount makes sure one bench account logs in with the bench
-// password. reuse says that the accounts are probably there already, so
-// that a login is tried first; otherwise a registration is.
-func (b *bench) setupAccount(c *benchConn, name string, reuse bool) error {
+// password. exist says that bench0 did, so the others probably do too and
+// a login is tried first; otherwise a registration is.
+func (b *bench) setupAccount(c *benchConn, name string, exist bool) error {
 	var err error
-	if reuse {
+	if exist {
 		err = b.login(c, name)
 		if err == nil {
 			err = b.simple(c, CmdLogout)
@@ -343,15 +339,11 @@ func (b *bench) accountsExist() (bool, error) {
 		return false, err
 	}
 	defer c.close()
-	switch err := b.login(c, "bench0"); errorClass(err) {
-	case CodeAuth:
+	err = b.login(c, "bench0")
+	if errorClass(err) == CodeAuth {
 		return false, nil
-	default:
-		if err != nil {
-			return false, err
-		}
-		return true, nil
 	}
+	return err == nil, err
 }
 
 // workerStats is what one client gathered while measuring.
@@ -440,7 +432,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 		unit = "registrations"
 	}
 	if b.o.warmup > 0 {
-		stopP := b.progress(progress, func(d time.Duration) string {
+		stopP := progressLine(progress, func(d time.Duration) string {
 			return fmt.Sprintf("warming up: %.1fs of %s", d.Seconds(), b.o.warmup)
 		})
 		time.Sleep(b.o.warmup)
@@ -450,7 +442,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	self0 := selfCPU()
 	start := time.Now()
 	b.phase.Store(phaseMeasure)
-	stopP := b.progress(progress, func(d time.Duration) string {
+	stopP := progressLine(progress, func(d time.Duration) string {
 		n := b.ops.Load()
 		return fmt.Sprintf("%5.1fs  %d %s  %.0f/s  %d errors", d.Seconds(), n, unit, float64(n)/d.Seconds(), b.errs.Load())
 	})

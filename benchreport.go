@@ -10,10 +10,13 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // benchReport is the outcome of a run; the JSON field names are stable.
@@ -46,13 +49,23 @@ type benchReport struct {
 	SettleSec     float64 `json:"settle_sec,omitempty"`
 }
 
-// progress redraws one status line on a terminal until the returned
+// ifTerminal returns w if it is a terminal, and nil otherwise: the live
+// progress line is drawn only where someone watches it, never into a file
+// or a pipe.
+func ifTerminal(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return f
+	}
+	return nil
+}
+
+// progressLine redraws one status line on a terminal until the returned
 // function is called; w nil means no terminal, and no display.
-func (b *bench) progress(w io.Writer, status func(time.Duration) string) func() {
+func progressLine(w io.Writer, status func(elapsed time.Duration) string) (stop func()) {
 	if w == nil {
 		return func() {}
 	}
-	stop := make(chan struct{})
+	stopc := make(chan struct{})
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {
@@ -61,7 +74,7 @@ func (b *bench) progress(w io.Writer, status func(time.Duration) string) func() 
 		defer t.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-stopc:
 				fmt.Fprint(w, "\r\033[K")
 				return
 			case <-t.C:
@@ -69,7 +82,7 @@ func (b *bench) progress(w io.Writer, status func(time.Duration) string) func() 
 			}
 		}
 	}()
-	return func() { close(stop); <-done }
+	return func() { close(stopc); <-done }
 }
 
 // errorClass names a failed operation for the report: the server's ERR

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,13 +84,20 @@ func TestReportText(t *testing.T) {
 // TestProgressLine checks the live line on a terminal: redrawn in place,
 // and erased when the phase ends.
 func TestProgressLine(t *testing.T) {
-	b := &bench{}
-	b.progress(nil, func(time.Duration) string { panic("no terminal, no status") })()
+	progressLine(nil, func(time.Duration) string { panic("no terminal, no status") })()
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if ifTerminal(&strings.Builder{}) != nil || ifTerminal(f) != nil {
+		t.Fatal("a buffer or a file taken for a terminal")
+	}
 
 	var out syncBuffer
 	drawn := make(chan struct{})
 	calls := 0
-	stop := b.progress(&out, func(time.Duration) string {
+	stop := progressLine(&out, func(time.Duration) string {
 		if calls++; calls == 1 {
 			close(drawn)
 		}

@@ -11,10 +11,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 )
 
 // populateChunk is how many accounts one bulk-load transaction writes:
@@ -56,14 +56,12 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 	}
 	defer store.Close()
 
-	created, skipped, err := populate(store, n, iters, func(done int) {
-		if f, ok := ctx.App.ErrWriter.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			fmt.Fprintf(f, "\r\033[Kwriting bench accounts: %d/%d", done, n)
-		}
+	var written atomic.Int64
+	stopProgress := progressLine(ifTerminal(ctx.App.ErrWriter), func(time.Duration) string {
+		return fmt.Sprintf("writing bench accounts: %d/%d", written.Load(), n)
 	})
-	if f, ok := ctx.App.ErrWriter.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(f, "\r\033[K")
-	}
+	created, skipped, err := populate(store, n, iters, func(done int) { written.Store(int64(done)) })
+	stopProgress()
 	if err != nil {
 		return fail(exitOther, "", "populate %s: %s", path, err)
 	}
