@@ -89,8 +89,8 @@ const (
 )
 
 // ProtoError is an error that has a place on the wire. Handlers return it;
-// one function in server.go writes it. Any other error reaches the wire as
-// ERR INTERNAL, its detail only in the log.
+// one function, conn.reply in conn.go, writes it. Any other error reaches
+// the wire as ERR INTERNAL, its detail only in the log.
 type ProtoError struct {
 	Code string
 	Text string
@@ -280,22 +280,22 @@ func ParseIterations(s string) (int, error) {
 	return n, nil
 }
 
-// ErrBadName is the reply for a name outside the username rules. Validity
-// is public knowledge, so saying why reveals nothing about who exists.
-var errBadName = func(why string) error { return protoErr(CodeBadName, "%s", why) }
+// badName is the reply for a name outside the username rules. Validity is
+// public knowledge, so saying why reveals nothing about who exists.
+func badName(why string) error { return protoErr(CodeBadName, "%s", why) }
 
 // NormalizeUsername applies the PRECIS UsernameCasePreserved profile
 // (RFC 8265) and the length rule. The result is what is stored and compared.
 func NormalizeUsername(name string) (string, error) {
 	if name == "" {
-		return "", errBadName("username is empty")
+		return "", badName("username is empty")
 	}
 	n, err := precis.UsernameCasePreserved.String(name)
 	if err != nil {
-		return "", errBadName("username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)")
+		return "", badName("username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)")
 	}
 	if len(n) == 0 || len(n) > MaxUsernameBytes {
-		return "", errBadName(fmt.Sprintf("username must be 1 to %d bytes after normalization", MaxUsernameBytes))
+		return "", badName(fmt.Sprintf("username must be 1 to %d bytes after normalization", MaxUsernameBytes))
 	}
 	return n, nil
 }
