@@ -1,11 +1,13 @@
 package main
 
 // bench.go is "authbox bench", a load generator for a running server in the
-// spirit of redis-benchmark and pgbench, and "authbox bench populate", an
-// offline bulk loader of bench accounts. The load generator speaks the
-// protocol itself with SCRAM keys derived once per (salt, iterations), so
+// spirit of redis-benchmark and pgbench: its flags (and those of "bench
+// populate", the bulk loader in populate.go), the setup of the accounts,
+// the workers and the run. The load generator speaks the protocol itself
+// (benchconn.go) with SCRAM keys derived once per (salt, iterations), so
 // that what it measures is the server and not its own PBKDF2 (RFC 5802 §5.1
-// allows a client to cache SaltedPassword).
+// allows a client to cache SaltedPassword); benchreport.go and procstat.go
+// make its report.
 
 import (
 	"crypto/rand"
@@ -15,16 +17,12 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"os"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 )
 
 const (
@@ -41,20 +39,18 @@ const (
 	benchBusyBackoff = 10 * time.Millisecond
 	// benchProgressEvery is how often the live progress line is redrawn.
 	benchProgressEvery = 250 * time.Millisecond
-	// benchRSSEvery is how often the server's RSS is sampled with --pid.
-	benchRSSEvery = 50 * time.Millisecond
 	// benchConnsPerSource keeps each loopback source address well under
 	// the server's per-source connection cap (max_conns_per_source, 32 by
 	// default), with room for connections the server has not yet seen
 	// closed.
 	benchConnsPerSource = 16
-	// populateChunk is how many accounts one bulk-load transaction writes:
-	// large enough that commits (and fsyncs) are rare, small enough that a
-	// transaction's dirty pages stay a few tens of MiB.
-	populateChunk = 100_000
 	// benchNonceLen is the raw size of the client nonce; base64 makes 32
 	// characters, the size our client library uses.
 	benchNonceLen = 24
+	// benchLineBuf is the starting capacity of a connection's request
+	// buffer: every request the bench sends fits (the longest, AUTH with a
+	// 64-byte name, is about 330 bytes), so it never grows.
+	benchLineBuf = 512
 )
 
 var (
@@ -181,11 +177,7 @@ func cmdBench(ctx *cli.Context) error {
 	if err != nil {
 		return fail(exitOther, usage, "%s", err)
 	}
-	var progress io.Writer
-	if f, ok := ctx.App.ErrWriter.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		progress = f
-	}
-	rep, err := b.run(progress)
+	rep, err := b.run(ifTerminal(ctx.App.ErrWriter))
 	if err != nil {
 		return err
 	}
@@ -264,14 +256,14 @@ func newBench(o benchOptions) (*bench, error) {
 // already there, and each worker then takes the path that costs nothing
 // in that case (log in to existing accounts, register fresh ones).
 func (b *bench) setup(progress io.Writer) error {
-	reuse, err := b.accountsExist()
+	exist, err := b.accountsExist()
 	if err != nil {
 		return fmt.Errorf("bench0: %w", err)
 	}
 	workers := min(b.o.conc, b.o.users, 64)
 	var next, done atomic.Int64
 	errc := make(chan error, workers)
-	stopProgress := b.progress(progress, func(elapsed time.Duration) string {
+	stopProgress := progressLine(progress, func(elapsed time.Duration) string {
 		return fmt.Sprintf("setting up bench accounts: %d/%d", done.Load(), b.o.users)
 	})
 	var wg sync.WaitGroup
@@ -290,33 +282,15 @@ func (b *bench) setup(progress io.Writer) error {
 				if i >= b.o.users {
 					return
 				}
-				var err error
 				if c == nil {
+					var err error
 					if c, err = b.dial(w); err != nil {
 						errc <- err
 						return
 					}
 				}
 				name := "bench" + strconv.Itoa(i)
-				if reuse {
-					err = b.login(c, name)
-					if err == nil {
-						err = b.simple(c, CmdLogout)
-					} else if errorClass(err) == CodeAuth {
-						err = b.register(c, name, nil)
-					}
-				} else {
-					err = b.register(c, name, nil)
-					if errorClass(err) == CodeExists {
-						if err = b.login(c, name); err == nil {
-							err = b.simple(c, CmdLogout)
-						}
-					}
-				}
-				if errorClass(err) == CodeAuth || errorClass(err) == CodeExists {
-					err = ErrBenchSetup
-				}
-				if err != nil {
+				if err := b.setupAccount(c, name, exist); err != nil {
 					errc <- fmt.Errorf("%s: %w", name, err)
 					return
 				}
@@ -330,6 +304,32 @@ func (b *bench) setup(progress io.Writer) error {
 	return <-errc
 }
 
+// setupAccount makes sure one bench account logs in with the bench
+// password. exist says that bench0 did, so the others probably do too and
+// a login is tried first; otherwise a registration is.
+func (b *bench) setupAccount(c *benchConn, name string, exist bool) error {
+	var err error
+	if exist {
+		err = b.login(c, name)
+		if err == nil {
+			err = b.simple(c, CmdLogout)
+		} else if errorClass(err) == CodeAuth {
+			err = b.register(c, name, nil)
+		}
+	} else {
+		err = b.register(c, name, nil)
+		if errorClass(err) == CodeExists {
+			if err = b.login(c, name); err == nil {
+				err = b.simple(c, CmdLogout)
+			}
+		}
+	}
+	if errorClass(err) == CodeAuth || errorClass(err) == CodeExists {
+		return ErrBenchSetup
+	}
+	return err
+}
+
 // accountsExist logs in as bench0: success means a previous run made the
 // accounts; ERR AUTH means they must be registered.
 func (b *bench) accountsExist() (bool, error) {
@@ -338,70 +338,17 @@ func (b *bench) accountsExist() (bool, error) {
 		return false, err
 	}
 	defer c.close()
-	switch err := b.login(c, "bench0"); errorClass(err) {
-	case CodeAuth:
+	err = b.login(c, "bench0")
+	if errorClass(err) == CodeAuth {
 		return false, nil
-	default:
-		if err != nil {
-			return false, err
-		}
-		return true, nil
 	}
-}
-
-// progress redraws one status line on a terminal until the returned
-// function is called; w nil means no terminal, and no display.
-func (b *bench) progress(w io.Writer, status func(time.Duration) string) func() {
-	if w == nil {
-		return func() {}
-	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(done)
-		t := time.NewTicker(benchProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				fmt.Fprint(w, "\r\033[K")
-				return
-			case <-t.C:
-				fmt.Fprintf(w, "\r\033[K%s", status(time.Since(start)))
-			}
-		}
-	}()
-	return func() { close(stop); <-done }
+	return err == nil, err
 }
 
 // workerStats is what one client gathered while measuring.
 type workerStats struct {
 	lat  []time.Duration
 	errs map[string]int
-}
-
-// errorClass names a failed operation for the report: the server's ERR
-// code, or what went wrong on the client's side.
-func errorClass(err error) string {
-	var pe *ProtoError
-	var ne net.Error
-	var oe *net.OpError
-	switch {
-	case errors.As(err, &pe):
-		return pe.Code
-	case errors.Is(err, ErrBenchSignature):
-		return "signature"
-	case errors.Is(err, ErrBenchReply):
-		return "protocol"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.As(err, &oe) && oe.Op == "dial":
-		return "dial"
-	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return "closed"
-	}
-	return "io"
 }
 
 func (b *bench) worker(w int, st *workerStats) {
@@ -462,6 +409,8 @@ func (b *bench) worker(w int, st *workerStats) {
 	}
 }
 
+// run sets up the accounts, warms up, measures for the duration and
+// gathers the report.
 func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	if b.o.mode == "login" && !b.o.noSetup {
 		if err := b.setup(progress); err != nil {
@@ -475,40 +424,14 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); b.worker(w, stats[w]) }()
 	}
-
-	var rssBefore, rssPeak int64
-	var rssMu sync.Mutex
-	stopRSS := func() {}
-	if b.o.pid > 0 {
-		rssBefore, _ = readProcRSS(b.o.pid)
-		rssPeak = rssBefore
-		stop, done := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			t := time.NewTicker(benchRSSEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					if v, err := readProcRSS(b.o.pid); err == nil {
-						rssMu.Lock()
-						rssPeak = max(rssPeak, v)
-						rssMu.Unlock()
-					}
-				}
-			}
-		}()
-		stopRSS = func() { close(stop); <-done }
-	}
+	rss := sampleRSS(b.o.pid)
 
 	unit := "logins"
 	if b.o.mode == "register" {
 		unit = "registrations"
 	}
 	if b.o.warmup > 0 {
-		stopP := b.progress(progress, func(d time.Duration) string {
+		stopP := progressLine(progress, func(d time.Duration) string {
 			return fmt.Sprintf("warming up: %.1fs of %s", d.Seconds(), b.o.warmup)
 		})
 		time.Sleep(b.o.warmup)
@@ -518,7 +441,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	self0 := selfCPU()
 	start := time.Now()
 	b.phase.Store(phaseMeasure)
-	stopP := b.progress(progress, func(d time.Duration) string {
+	stopP := progressLine(progress, func(d time.Duration) string {
 		n := b.ops.Load()
 		return fmt.Sprintf("%5.1fs  %d %s  %.0f/s  %d errors", d.Seconds(), n, unit, float64(n)/d.Seconds(), b.errs.Load())
 	})
@@ -529,42 +452,16 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	self1 := selfCPU()
 	stopP()
 	wg.Wait()
-	stopRSS()
+	before, peak, end := rss.end()
 
-	rep := &benchReport{
-		Server: b.o.server, Mode: b.o.mode, Reuse: b.o.reuse, Bare: b.o.bare, Conc: b.o.conc,
-		Sources: len(b.sources), Iterations: int(b.iters.Load()), Seconds: elapsed.Seconds(),
-		ErrorsByCode: map[string]int{},
-	}
-	if b.o.mode == "login" {
-		rep.Users = b.o.users
-	}
-	var lat []time.Duration
-	for _, st := range stats {
-		lat = append(lat, st.lat...)
-		for k, v := range st.errs {
-			rep.ErrorsByCode[k] += v
-			rep.Errors += int64(v)
-		}
-	}
-	rep.Ops = int64(len(lat))
-	rep.OpsPerSec = float64(rep.Ops) / elapsed.Seconds()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	rep.LatencyMs = map[string]any{}
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"p99.9", 0.999}, {"max", 1}} {
-		rep.LatencyMs[p.name] = ms(quantile(lat, p.q))
-	}
+	rep := b.report(stats, elapsed)
 	if rep.Ops > 0 {
 		rep.BenchCPUUs = (self1 - self0).Seconds() * 1e6 / float64(rep.Ops)
 	}
 	if b.o.pid > 0 {
 		rep.ServerPID = b.o.pid
 		rep.setServerCPU(cpu0, cpu1, errors.Join(cpuErr0, cpuErr1))
-		end, _ := readProcRSS(b.o.pid)
-		rep.ServerRSSMiB, rep.ServerPeakMiB, rep.ServerEndMiB = mib(rssBefore), mib(max(rssPeak, end)), mib(end)
+		rep.ServerRSSMiB, rep.ServerPeakMiB, rep.ServerEndMiB = mib(before), mib(peak), mib(end)
 		if b.o.settle > 0 {
 			time.Sleep(b.o.settle)
 			v, _ := readProcRSS(b.o.pid)
@@ -573,7 +470,3 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	}
 	return rep, nil
 }
-
-// clockTicks is the kernel's USER_HZ, the unit of utime and stime in
-// /proc/PID/stat: 100 on every Linux architecture Go supports.
-const clockTicks = 100

@@ -45,7 +45,8 @@ start_authbox() {
 	exit 1
 }
 
-# start_bare: runs the bare reference server; sets BARE_ADDR, BARE_PID.
+# start_bare: runs the bare reference server (TestBareServer in
+# bench_test.go, which serves until SIGTERM); sets BARE_ADDR, BARE_PID.
 start_bare() {
 	local log="$OUT/bare.$RANDOM.log"
 	AUTHBOX_BARE_ADDR=127.0.0.1:0 "$OUT/bare.test" -test.run '^TestBareServer$' -test.timeout 0 >"$log" 2>&1 &
@@ -60,7 +61,14 @@ start_bare() {
 	exit 1
 }
 
-stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+# stop PID: stops a server started above; both exit 0 on SIGTERM, so any
+# other status is reported (the run's figures are still printed).
+stop() {
+	kill "$1"
+	local rc=0
+	wait "$1" || rc=$?
+	[ "$rc" = 0 ] || echo "warning: process $1 exited with status $rc when stopped" >&2
+}
 
 # run TAG ARGS...: one bench run, its JSON report appended to results.jsonl.
 run() {

@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/json"
@@ -15,11 +16,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -101,22 +105,25 @@ func serveBare(ln net.Listener, bl *bareLines) error {
 	}
 }
 
-// TestBareServer runs the bare reference server as its own process, so that
-// its CPU time can be read from /proc like the real server's:
+// TestBareServer is not a test but the bare reference server as a process
+// of its own, so that its CPU time can be read from /proc like the real
+// server's; bench.sh starts it so:
 //
 //	go test -c -o bare.test && AUTHBOX_BARE_ADDR=127.0.0.1:0 ./bare.test -test.run '^TestBareServer$' -test.timeout 0
 //
-// It prints "bare server listening on ADDR" and serves until killed.
+// It prints "bare server listening on ADDR", serves until SIGINT or
+// SIGTERM and then passes, so that the process exits 0 when it is stopped.
 // AUTHBOX_BARE_ITERATIONS sets the iteration count it announces (4096).
+// Without AUTHBOX_BARE_ADDR, as in every ordinary test run, it is skipped.
 func TestBareServer(t *testing.T) {
 	addr := os.Getenv("AUTHBOX_BARE_ADDR")
 	if addr == "" {
-		t.Skip("set AUTHBOX_BARE_ADDR=127.0.0.1:0 to run the bare reference server until killed")
+		t.Skip("the bare reference server runs only with AUTHBOX_BARE_ADDR set (see bench.sh)")
 	}
 	iters := testIterations
 	if v := os.Getenv("AUTHBOX_BARE_ITERATIONS"); v != "" {
 		var err error
-		if iters, err = strconv.Atoi(v); err != nil || iters < MinIterations {
+		if iters, err = ParseIterations(v); err != nil || iters < MinIterations {
 			t.Fatalf("AUTHBOX_BARE_ITERATIONS=%q: want a count of at least %d", v, MinIterations)
 		}
 	}
@@ -124,8 +131,81 @@ func TestBareServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- serveBare(ln, newBareLines(iters)) }()
 	fmt.Printf("bare server listening on %s\n", ln.Addr())
-	t.Fatal(serveBare(ln, newBareLines(iters)))
+	select {
+	case <-ctx.Done():
+		ln.Close()
+		<-served
+	case err := <-served:
+		t.Fatal(err)
+	}
+}
+
+// TestBareServerStops runs the bare reference server as bench.sh does and
+// checks that it answers, and that SIGTERM ends it with exit status 0.
+func TestBareServerStops(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestBareServer$", "-test.timeout", "0")
+	cmd.Env = append(os.Environ(), "AUTHBOX_BARE_ADDR=127.0.0.1:0", "AUTHBOX_BARE_ITERATIONS=5000")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// One reader of its output, which waits for the process once the
+	// output ends: Wait must not run before the reads are done.
+	addrc := make(chan string, 1)
+	exited := make(chan struct{})
+	var rest strings.Builder
+	var waitErr error
+	go func() {
+		defer close(exited)
+		lines := bufio.NewScanner(out)
+		for lines.Scan() {
+			if a, ok := strings.CutPrefix(lines.Text(), "bare server listening on "); ok {
+				addrc <- a
+			} else {
+				rest.WriteString(lines.Text() + "\n")
+			}
+		}
+		waitErr = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-exited:
+		t.Fatalf("the bare server exited before listening: %v, output %q", waitErr, rest.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bare server did not say where it listens within 10s")
+	}
+
+	rc, greeting := dialRaw(t, addr)
+	if !strings.HasPrefix(greeting, "AUTHBOX 1 ") {
+		t.Fatalf("greeting %q", greeting)
+	}
+	if r := rc.do("REGISTER bench0"); !strings.HasSuffix(r, " 5000") {
+		t.Fatalf("SALT with AUTHBOX_BARE_ITERATIONS=5000: %q", r)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bare server still runs 10s after SIGTERM")
+	}
+	if waitErr != nil || !strings.Contains(rest.String(), "PASS") {
+		t.Fatalf("bare server after SIGTERM: %v, output %q", waitErr, rest.String())
+	}
 }
 
 // startBare runs the bare server in this process until the test ends.
@@ -141,10 +221,19 @@ func startBare(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// benchJSON runs "authbox bench ... --json" and decodes its report.
-func benchJSON(t *testing.T, dir string, args ...string) benchReport {
+// benchCLI runs "authbox ARGS..." in this process, as main does, so that
+// the bench's code runs under the race detector and counts in coverage.
+func benchCLI(t testing.TB, args ...string) result {
 	t.Helper()
-	r := runCLI(t, dir, "", nil, append([]string{"bench", "--json", "--warmup", "0"}, args...)...)
+	var out, errb bytes.Buffer
+	code := run(append([]string{"authbox"}, args...), strings.NewReader(""), &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// benchJSON runs "authbox bench ... --json" and decodes its report.
+func benchJSON(t *testing.T, args ...string) benchReport {
+	t.Helper()
+	r := benchCLI(t, append([]string{"bench", "--json", "--warmup", "0"}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("bench %v: %+v", args, r)
 	}
@@ -156,10 +245,9 @@ func benchJSON(t *testing.T, dir string, args ...string) benchReport {
 }
 
 func TestBenchLoginAndRegister(t *testing.T) {
-	dir := t.TempDir()
 	ts := startServer(t, testConfig(t))
 
-	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "12", "--conc", "4", "--duration", "300ms")
+	rep := benchJSON(t, "--server", ts.addr, "--users", "12", "--conc", "4", "--duration", "300ms")
 	if rep.Mode != "login" || rep.Ops == 0 || rep.Errors != 0 || rep.Iterations != testIterations || rep.Conc != 4 {
 		t.Fatalf("login run: %+v", rep)
 	}
@@ -176,7 +264,7 @@ func TestBenchLoginAndRegister(t *testing.T) {
 	}
 	// A second run finds the accounts and logs in as them; the text report
 	// is what a user reads.
-	r := runCLI(t, dir, "", nil, "bench", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
+	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
 	if r.code != 0 {
 		t.Fatalf("reuse run: %+v", r)
 	}
@@ -189,7 +277,7 @@ func TestBenchLoginAndRegister(t *testing.T) {
 		t.Errorf("progress went to a stderr that is not a terminal: %q", r.stderr)
 	}
 
-	rep = benchJSON(t, dir, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
+	rep = benchJSON(t, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
 	if rep.Mode != "register" || rep.Ops == 0 || rep.Errors != 0 {
 		t.Fatalf("register run: %+v", rep)
 	}
@@ -201,24 +289,22 @@ func TestBenchLoginAndRegister(t *testing.T) {
 }
 
 func TestBenchBareServer(t *testing.T) {
-	dir := t.TempDir()
 	addr := startBare(t)
-	rep := benchJSON(t, dir, "--server", addr, "--bare", "--users", "5", "--conc", "2", "--duration", "200ms")
+	rep := benchJSON(t, "--server", addr, "--bare", "--users", "5", "--conc", "2", "--duration", "200ms")
 	if rep.Ops == 0 || rep.Errors != 0 || rep.Iterations != testIterations || !rep.Bare {
 		t.Fatalf("bare run: %+v", rep)
 	}
 	// Without --bare the client checks the server's nonce and signature,
 	// and the bare server's replayed lines fail.
-	rep = benchJSON(t, dir, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
+	rep = benchJSON(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
 	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 {
 		t.Fatalf("checked run against the bare server: %+v", rep)
 	}
 }
 
 func TestBenchSourcesAndErrors(t *testing.T) {
-	dir := t.TempDir()
 	ts := startServer(t, testConfig(t))
-	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "3", "--conc", "6", "--sources", "3", "--duration", "200ms")
+	rep := benchJSON(t, "--server", ts.addr, "--users", "3", "--conc", "6", "--sources", "3", "--duration", "200ms")
 	if rep.Sources != 3 || rep.Errors != 0 {
 		t.Fatalf("sources run: %+v", rep)
 	}
@@ -228,22 +314,110 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 		}
 	}
 	// An unknown bench user: logins fail with the server's code.
-	rep = benchJSON(t, dir, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
+	rep = benchJSON(t, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
 	if rep.ErrorsByCode[CodeAuth] == 0 {
 		t.Fatalf("logins as users that do not exist: %+v", rep)
 	}
 
-	r := runCLI(t, dir, "", nil, "bench", "--mode", "bogus")
+	r := benchCLI(t, "bench", "--mode", "bogus")
 	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: --mode must be login or register") || !strings.Contains(r.stderr, "authbox: hint: ") {
 		t.Fatalf("bad mode: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "--server", "192.0.2.1:7886", "--sources", "4")
+	r = benchCLI(t, "bench", "--server", "192.0.2.1:7886", "--sources", "4")
 	if r.code != 2 || !strings.Contains(r.stderr, "--sources needs a loopback") {
 		t.Fatalf("sources on a remote server: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "--server", "127.0.0.1:1", "--duration", "100ms")
+	r = benchCLI(t, "bench", "--server", "127.0.0.1:1", "--duration", "100ms")
 	if r.code != 2 || !strings.Contains(r.stderr, "bench setup:") || !strings.Contains(r.stderr, "connection refused") {
 		t.Fatalf("no server: %+v", r)
+	}
+}
+
+// TestBenchFlagErrors checks each refusal of bad settings: exit 2, an
+// error naming the setting, and a hint, before any connection is made.
+func TestBenchFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "extra"}, `unexpected argument "extra"`},
+		{[]string{"bench", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
+		{[]string{"bench", "--conc", "0"}, "--conc must be at least 1"},
+		{[]string{"bench", "--users", "0"}, "--users must be at least 1"},
+		{[]string{"bench", "--duration", "0s"}, "--duration and --timeout must be positive"},
+		{[]string{"bench", "--timeout", "0s"}, "--duration and --timeout must be positive"},
+		{[]string{"bench", "--warmup", "-1s"}, "--warmup and --settle not negative"},
+		{[]string{"bench", "--sources", "-1"}, "--sources must not be negative"},
+		{[]string{"bench", "--pid", "-1"}, "--pid must be a process id"},
+		{[]string{"bench", "--pid", "2147483647"}, "--pid 2147483647: no such process on this machine"},
+		{[]string{"bench", "--server", "localhost"}, `--server "localhost" is not host:port`},
+		{[]string{"bench", "--server", "localhost:7886", "--sources", "70000"}, "at most 65024 loopback sources"},
+		{[]string{"bench", "populate", "extra"}, `unexpected argument "extra"`},
+		{[]string{"bench", "populate", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
+		{[]string{"bench", "populate", "--db", filepath.Join(dir, "p.db"), "--iterations", "4095"}, "--iterations must be 4096 to"},
+		{[]string{"bench", "populate", "--db", filepath.Join(dir, "no", "such", "dir", "p.db")}, "no such file or directory"},
+	} {
+		r := benchCLI(t, tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: ") || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "authbox: hint: ") || r.stdout != "" {
+			t.Errorf("%v: %+v, want exit 2 and %q", tc.args, r, tc.want)
+		}
+	}
+}
+
+// TestBenchBusyServer checks that ERR BUSY is counted under its code, with
+// the pause the spec asks for between retries.
+func TestBenchBusyServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			io.WriteString(nc, FormatReply(ReplyErr, CodeBusy, "server is busy, retry shortly"))
+			nc.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode[CodeBusy] == 0 || rep.Errors != int64(rep.ErrorsByCode[CodeBusy]) {
+		t.Fatalf("against a busy server: %+v", rep)
+	}
+	// Without the pause two clients would make thousands of connections
+	// in 200ms; with it, each waits 10 to 20ms between tries.
+	if n := conns.Load(); n > 200 {
+		t.Fatalf("%d connections in 200ms from 2 clients: no backoff", n)
+	}
+}
+
+// TestBenchSetupFindsAccounts checks the setup's two paths: register first
+// when bench0 is missing (and log in as an account that is there), log in
+// first when bench0 is there (and register the missing ones); an account
+// with another password stops the run.
+func TestBenchSetupFindsAccounts(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "bench1", benchPassword)
+	if rep := benchJSON(t, "--server", ts.addr, "--users", "3", "--conc", "2", "--duration", "100ms"); rep.Errors != 0 || rep.Ops == 0 {
+		t.Fatalf("setup with bench1 there: %+v", rep)
+	}
+	if rep := benchJSON(t, "--server", ts.addr, "--users", "5", "--conc", "2", "--duration", "100ms"); rep.Errors != 0 || rep.Ops == 0 {
+		t.Fatalf("setup with bench0..bench2 there: %+v", rep)
+	}
+	if n, _ := ts.store.Count(); n != 5 {
+		t.Fatalf("%d accounts after setting up 5", n)
+	}
+	mustRegister(t, ts.addr, "bench5", "Another-password-2")
+	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "6", "--conc", "1", "--duration", "100ms")
+	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: bench setup: bench5: "+ErrBenchSetup.Error()) {
+		t.Fatalf("setup with bench5 of another password: %+v", r)
 	}
 }
 
@@ -251,7 +425,6 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 // answers, or never greets, cannot make the bench hang: every wait has a
 // deadline.
 func TestBenchHostileServer(t *testing.T) {
-	dir := t.TempDir()
 	for _, greet := range []bool{true, false} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -276,7 +449,7 @@ func TestBenchHostileServer(t *testing.T) {
 			}
 		}()
 		start := time.Now()
-		rep := benchJSON(t, dir, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
+		rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
 		ln.Close()
 		conns.Wait()
 		if rep.Ops != 0 || rep.ErrorsByCode["timeout"] == 0 {
@@ -291,16 +464,16 @@ func TestBenchHostileServer(t *testing.T) {
 func TestBenchPopulate(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pop.db")
-	r := runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "2500", "--iterations", "4096")
+	r := benchCLI(t, "bench", "populate", "--db", db, "--users", "2500", "--iterations", "4096")
 	if r.code != 0 || !strings.Contains(r.stdout, "wrote 2500 bench accounts (bench0..bench2499, 4096 iterations)") ||
 		!strings.Contains(r.stdout, "bytes per bench account") {
 		t.Fatalf("populate: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "3000", "--iterations", "4096")
+	r = benchCLI(t, "bench", "populate", "--db", db, "--users", "3000", "--iterations", "4096")
 	if r.code != 0 || !strings.Contains(r.stdout, "wrote 500 bench accounts") || !strings.Contains(r.stdout, "2500 already there were kept") {
 		t.Fatalf("second populate: %+v", r)
 	}
-	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "0")
+	r = benchCLI(t, "bench", "populate", "--db", db, "--users", "0")
 	if r.code != 2 || !strings.Contains(r.stderr, "--users must be") {
 		t.Fatalf("populate 0 users: %+v", r)
 	}
@@ -309,14 +482,14 @@ func TestBenchPopulate(t *testing.T) {
 	cfg.DB = db
 	ts := startServer(t, cfg)
 	// The server holds the file: the offline loader must refuse it.
-	r = runCLI(t, dir, "", nil, "bench", "populate", "--db", db, "--users", "10")
+	r = benchCLI(t, "bench", "populate", "--db", db, "--users", "10")
 	if r.code != 2 || !strings.Contains(r.stderr, "stop the server first") {
 		t.Fatalf("populate on a served db: %+v", r)
 	}
 	if n, _ := ts.store.Count(); n != 3000 {
 		t.Fatalf("%d accounts, want 3000", n)
 	}
-	rep := benchJSON(t, dir, "--server", ts.addr, "--users", "3000", "--no-setup", "--conc", "3", "--duration", "300ms")
+	rep := benchJSON(t, "--server", ts.addr, "--users", "3000", "--no-setup", "--conc", "3", "--duration", "300ms")
 	if rep.Ops == 0 || rep.Errors != 0 {
 		t.Fatalf("logins as populated accounts: %+v", rep)
 	}
@@ -392,7 +565,7 @@ func loopHarness(tb testing.TB, users int, log *slog.Logger) (*bench, *benchConn
 		return capture.buf
 	}}
 	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
-	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	bc := newBenchConn(lc)
 	return bn, bc, c
 }
 
@@ -428,7 +601,7 @@ func BenchmarkLoginClient(b *testing.B) {
 	bl := newBareLines(testIterations)
 	lc := &loopConn{handle: func(line []byte) []byte { out, _ := bl.reply(line); return out }}
 	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30, bare: true}, keys: keyCache{m: map[string]*keyEntry{}}}
-	bc := &benchConn{nc: lc, r: bufio.NewReaderSize(lc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	bc := newBenchConn(lc)
 	if err := bn.login(bc, "bench0"); err != nil {
 		b.Fatal(err)
 	}

@@ -69,40 +69,55 @@ func hmacSHA256(key, data []byte) []byte {
 }
 
 // benchConn is one protocol connection of a bench client, with buffers it
-// reuses from operation to operation.
+// reuses from operation to operation. It wraps any net.Conn: the tests hand
+// it an in-memory one.
 type benchConn struct {
 	nc  net.Conn
 	r   *bufio.Reader
 	buf []byte
 }
 
-func (b *bench) dial(worker int) (*benchConn, error) {
+func newBenchConn(nc net.Conn) *benchConn {
+	return &benchConn{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), buf: make([]byte, 0, benchLineBuf)}
+}
+
+// dialConn is the one place the load generator opens a connection to the
+// server, from the worker's loopback source if it has one.
+func (b *bench) dialConn(worker int) (net.Conn, error) {
 	d := net.Dialer{Timeout: b.o.timeout}
 	if len(b.sources) > 0 {
 		d.LocalAddr = &net.TCPAddr{IP: b.sources[worker%len(b.sources)]}
 	}
-	nc, err := d.Dial("tcp", b.o.server)
+	return d.Dial("tcp", b.o.server)
+}
+
+// dial connects and reads the greeting.
+func (b *bench) dial(worker int) (*benchConn, error) {
+	nc, err := b.dialConn(worker)
 	if err != nil {
 		return nil, err
 	}
-	c := &benchConn{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), buf: make([]byte, 0, 512)}
+	c := newBenchConn(nc)
 	line, err := c.read(b.o.timeout)
+	if err == nil {
+		if _, gerr := ParseGreeting(line); gerr != nil {
+			err = fmt.Errorf("%w: %.40q: %v", ErrBenchReply, line, gerr)
+		}
+	}
 	if err != nil {
 		nc.Close()
 		return nil, err
-	}
-	if !strings.HasPrefix(line, ReplyGreeting+" ") {
-		nc.Close()
-		return nil, fmt.Errorf("%w: %.40q instead of a greeting", ErrBenchReply, line)
 	}
 	return c, nil
 }
 
-// read returns the next line without its end of line, within timeout.
+// read returns the next line without its end of line, within timeout. An
+// ERR line is returned as a *ProtoError.
 func (c *benchConn) read(timeout time.Duration) (string, error) {
 	c.nc.SetReadDeadline(time.Now().Add(timeout))
-	line, err := c.r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
+	line, err := ReadLine(c.r)
+	if errors.Is(err, ErrLineTooLong) {
+		// Not the server's TOOLONG: the report must not blame the client.
 		return "", fmt.Errorf("%w: line over %d bytes", ErrBenchReply, MaxLineBytes)
 	}
 	if err != nil {
@@ -133,8 +148,8 @@ func (b *bench) login(c *benchConn, name string) error {
 	rand.Read(raw[:])
 	nonce := EncodeB64(raw[:])
 	clientFirstBare := "n=" + EncodeSaslName(name) + ",r=" + nonce
-	c.buf = append(c.buf[:0], "AUTH "+MechSCRAM+" "...)
-	c.buf = b64.AppendEncode(c.buf, []byte("n,,"+clientFirstBare))
+	c.buf = append(c.buf[:0], CmdAuth+" "+MechSCRAM+" "...)
+	c.buf = AppendB64(c.buf, []byte("n,,"+clientFirstBare))
 	c.buf = append(c.buf, '\n')
 	line, err := c.do(b.o.timeout)
 	if err != nil {
@@ -144,34 +159,33 @@ func (b *bench) login(c *benchConn, name string) error {
 	if !ok {
 		return fmt.Errorf("%w to AUTH: %.40q", ErrBenchReply, line)
 	}
-	sfb, err := b64.DecodeString(arg)
+	sfb, err := DecodeB64(arg)
 	if err != nil {
 		return fmt.Errorf("%w: CHALLENGE is not base64", ErrBenchReply)
 	}
 	serverFirst := string(sfb)
-	full, salt, iters, err := parseBenchServerFirst(serverFirst)
+	sf, err := ParseServerFirst(serverFirst)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrBenchReply, err)
 	}
 	// The bare server replays one fixed challenge, so only a real server's
 	// nonce can be checked.
-	if !b.o.bare && (!strings.HasPrefix(full, nonce) || len(full) == len(nonce)) {
+	if !b.o.bare && (!strings.HasPrefix(sf.Nonce, nonce) || len(sf.Nonce) == len(nonce)) {
 		return fmt.Errorf("%w: server nonce does not extend ours", ErrBenchReply)
 	}
-	if iters < MinIterations || iters > b.o.maxIter {
-		return fmt.Errorf("%w: %d iterations", ErrBenchReply, iters)
+	if err := b.checkIterations(sf.Iterations); err != nil {
+		return err
 	}
-	b.iters.Store(int64(iters))
-	keys, err := b.keys.get(salt, iters)
+	keys, err := b.keys.get(sf.Salt, sf.Iterations)
 	if err != nil {
 		return err
 	}
-	withoutProof := "c=biws,r=" + full
+	withoutProof := "c=biws,r=" + sf.Nonce
 	authMessage := []byte(clientFirstBare + "," + serverFirst + "," + withoutProof)
 	proof := hmacSHA256(keys.storedKey, authMessage)
 	subtle.XORBytes(proof, proof, keys.clientKey)
-	c.buf = append(c.buf[:0], "RESPONSE "...)
-	c.buf = b64.AppendEncode(c.buf, []byte(withoutProof+",p="+EncodeB64(proof)))
+	c.buf = append(c.buf[:0], CmdResponse+" "...)
+	c.buf = AppendB64(c.buf, []byte(withoutProof+",p="+EncodeB64(proof)))
 	c.buf = append(c.buf, '\n')
 	line, err = c.do(b.o.timeout)
 	if err != nil {
@@ -184,26 +198,21 @@ func (b *bench) login(c *benchConn, name string) error {
 	// The signature is computed in both cases, so that the client does the
 	// same work against the bare server as against authbox.
 	want := "v=" + EncodeB64(hmacSHA256(keys.serverKey, authMessage))
-	got, err := b64.DecodeString(arg)
+	got, err := DecodeB64(arg)
 	if !b.o.bare && (err != nil || !hmac.Equal(got, []byte(want))) {
 		return ErrBenchSignature
 	}
 	return nil
 }
 
-// parseBenchServerFirst reads r=, s= and i= from a server-first-message.
-func parseBenchServerFirst(msg string) (nonce string, salt []byte, iters int, err error) {
-	f := strings.SplitN(msg, ",", 4)
-	if len(f) < 3 || !strings.HasPrefix(f[0], "r=") || !strings.HasPrefix(f[1], "s=") || !strings.HasPrefix(f[2], "i=") {
-		return "", nil, 0, fmt.Errorf("%w: malformed server-first-message", ErrBenchReply)
+// checkIterations refuses the iteration counts "authbox login" refuses
+// and notes the count for the report.
+func (b *bench) checkIterations(n int) error {
+	if n < MinIterations || n > b.o.maxIter {
+		return fmt.Errorf("%w: %d iterations", ErrBenchReply, n)
 	}
-	if salt, err = b64.DecodeString(f[1][2:]); err != nil {
-		return "", nil, 0, fmt.Errorf("%w: malformed salt", ErrBenchReply)
-	}
-	if iters, err = strconv.Atoi(f[2][2:]); err != nil {
-		return "", nil, 0, fmt.Errorf("%w: malformed iteration count", ErrBenchReply)
-	}
-	return f[0][2:], salt, iters, nil
+	b.iters.Store(int64(n))
+	return nil
 }
 
 // simple sends a command without arguments and expects a bare OK.
@@ -244,24 +253,26 @@ func (b *bench) register(c *benchConn, name string, keys *benchKeys) error {
 	if err != nil || r.Word != ReplySalt || len(r.Args) != 2 {
 		return fmt.Errorf("%w to REGISTER: %.40q", ErrBenchReply, line)
 	}
-	salt, err := b64.DecodeString(r.Args[0])
+	salt, err := DecodeB64(r.Args[0])
 	if err != nil {
 		return fmt.Errorf("%w: malformed salt", ErrBenchReply)
 	}
 	iters, err := ParseIterations(r.Args[1])
-	if err != nil || iters < MinIterations || iters > b.o.maxIter {
+	if err != nil {
 		return fmt.Errorf("%w: iteration count %q", ErrBenchReply, r.Args[1])
 	}
-	b.iters.Store(int64(iters))
+	if err := b.checkIterations(iters); err != nil {
+		return err
+	}
 	if keys == nil {
 		if keys, err = b.keys.get(salt, iters); err != nil {
 			return err
 		}
 	}
 	c.buf = append(c.buf[:0], CmdVerifier+" "...)
-	c.buf = b64.AppendEncode(c.buf, keys.storedKey)
+	c.buf = AppendB64(c.buf, keys.storedKey)
 	c.buf = append(c.buf, ' ')
-	c.buf = b64.AppendEncode(c.buf, keys.serverKey)
+	c.buf = AppendB64(c.buf, keys.serverKey)
 	c.buf = append(c.buf, '\n')
 	line, err = c.do(b.o.timeout)
 	if err != nil {

@@ -1,15 +1,22 @@
 package main
 
-// benchreport.go is what a bench run reports: rates, latency quantiles,
-// server CPU and memory, as text or JSON.
+// benchreport.go is what a bench run reports: the live progress line, the
+// class of each failure, and at the end rates, latency quantiles, server
+// CPU and memory, as text or JSON.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // benchReport is the outcome of a run; the JSON field names are stable.
@@ -40,6 +47,97 @@ type benchReport struct {
 	ServerEndMiB  float64 `json:"server_rss_mib_end,omitempty"`
 	ServerSettled float64 `json:"server_rss_mib_settled,omitempty"`
 	SettleSec     float64 `json:"settle_sec,omitempty"`
+}
+
+// ifTerminal returns w if it is a terminal, and nil otherwise: the live
+// progress line is drawn only where someone watches it, never into a file
+// or a pipe.
+func ifTerminal(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return f
+	}
+	return nil
+}
+
+// progressLine redraws one status line on a terminal until the returned
+// function is called; w nil means no terminal, and no display.
+func progressLine(w io.Writer, status func(elapsed time.Duration) string) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	stopc := make(chan struct{})
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(benchProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopc:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+				fmt.Fprintf(w, "\r\033[K%s", status(time.Since(start)))
+			}
+		}
+	}()
+	return func() { close(stopc); <-done }
+}
+
+// errorClass names a failed operation for the report: the server's ERR
+// code, or what went wrong on the client's side.
+func errorClass(err error) string {
+	var pe *ProtoError
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code
+	case errors.Is(err, ErrBenchSignature):
+		return "signature"
+	case errors.Is(err, ErrBenchReply):
+		return "protocol"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.As(err, &oe) && oe.Op == "dial":
+		return "dial"
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "closed"
+	}
+	return "io"
+}
+
+// report gathers what the workers measured over elapsed into the report's
+// counts, rate and latency quantiles.
+func (b *bench) report(stats []*workerStats, elapsed time.Duration) *benchReport {
+	rep := &benchReport{
+		Server: b.o.server, Mode: b.o.mode, Reuse: b.o.reuse, Bare: b.o.bare, Conc: b.o.conc,
+		Sources: len(b.sources), Iterations: int(b.iters.Load()), Seconds: elapsed.Seconds(),
+		ErrorsByCode: map[string]int{},
+	}
+	if b.o.mode == "login" {
+		rep.Users = b.o.users
+	}
+	var lat []time.Duration
+	for _, st := range stats {
+		lat = append(lat, st.lat...)
+		for k, v := range st.errs {
+			rep.ErrorsByCode[k] += v
+			rep.Errors += int64(v)
+		}
+	}
+	rep.Ops = int64(len(lat))
+	rep.OpsPerSec = float64(rep.Ops) / elapsed.Seconds()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	rep.LatencyMs = map[string]any{}
+	for _, p := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.50}, {"p90", 0.90}, {"p99", 0.99}, {"p99.9", 0.999}, {"max", 1}} {
+		rep.LatencyMs[p.name] = ms(quantile(lat, p.q))
+	}
+	return rep
 }
 
 // setServerCPU reports the server's CPU time over the run, or that there

@@ -155,8 +155,8 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) readLine() (string, error) {
-	line, err := c.r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
+	line, err := ReadLine(c.r)
+	if errors.Is(err, ErrLineTooLong) {
 		return "", errors.New("server sent a line longer than 4096 bytes")
 	}
 	if err != nil {
@@ -234,7 +234,7 @@ func (c *Client) sendVerifier(r Reply, name, password string) error {
 	if err := expect(r, ReplySalt, 2); err != nil {
 		return err
 	}
-	salt, err := b64.DecodeString(r.Args[0])
+	salt, err := DecodeB64(r.Args[0])
 	if err != nil || len(salt) < SaltLen {
 		return errors.New("server sent a malformed or short salt")
 	}
@@ -309,7 +309,7 @@ func (c *Client) Login(name, password string) error {
 	if err := expect(r, ReplyChallenge, 1); err != nil {
 		return err
 	}
-	serverFirst, err := b64.DecodeString(r.Args[0])
+	serverFirst, err := DecodeB64(r.Args[0])
 	if err != nil {
 		return errors.New("server sent a CHALLENGE that is not base64")
 	}
@@ -331,7 +331,7 @@ func (c *Client) Login(name, password string) error {
 	if err := expect(r, ReplyOK, 1); err != nil {
 		return err
 	}
-	serverFinal, err := b64.DecodeString(r.Args[0])
+	serverFinal, err := DecodeB64(r.Args[0])
 	if err != nil {
 		return ErrServerSignature
 	}

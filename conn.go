@@ -168,14 +168,11 @@ func (c *conn) readLine() ([]byte, error) {
 	c.nc.SetReadDeadline(c.lineDeadline())
 	c.mu.Unlock()
 
-	line, err := c.r.ReadSlice('\n')
+	line, err := ReadLine(c.r)
 
 	c.mu.Lock()
 	c.idle = false
 	c.mu.Unlock()
-	if errors.Is(err, bufio.ErrBufferFull) {
-		return nil, ErrLineTooLong
-	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && c.srv.shutting.Load() && c.pending == nil {
 		return nil, errShutdown

@@ -13,7 +13,17 @@ import (
 	"time"
 )
 
-// readProcCPU returns a process's utime+stime, all threads, from /proc.
+const (
+	// clockTicks is the kernel's USER_HZ, the unit of utime and stime in
+	// /proc/PID/stat: 100 on every Linux architecture Go supports.
+	clockTicks = 100
+	// rssEvery is how often a server's RSS is sampled during a run: often
+	// enough to catch the peak of a connection burst.
+	rssEvery = 50 * time.Millisecond
+)
+
+// readProcCPU returns a process's utime+stime, all threads, from /proc;
+// pid 0 is no process, and no time.
 func readProcCPU(pid int) (time.Duration, error) {
 	if pid <= 0 {
 		return 0, nil
@@ -22,9 +32,13 @@ func readProcCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, errors.New("no such process on this machine")
 	}
+	return parseProcCPU(string(b))
+}
+
+// parseProcCPU reads utime and stime from the text of /proc/PID/stat.
+func parseProcCPU(s string) (time.Duration, error) {
 	// The command name, in parentheses, may hold spaces: fields count
 	// from the last ')'.
-	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
 		return 0, errors.New("unreadable /proc stat")
@@ -48,7 +62,12 @@ func readProcRSS(pid int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	return parseProcRSS(string(b))
+}
+
+// parseProcRSS reads VmRSS from the text of /proc/PID/status.
+func parseProcRSS(s string) (int64, error) {
+	for _, line := range strings.Split(s, "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10, err
@@ -64,4 +83,51 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rssSampler follows a process's resident memory through a run.
+type rssSampler struct {
+	pid          int
+	before, peak int64 // peak is written by the sampling goroutine until done
+	stop, done   chan struct{}
+}
+
+// sampleRSS reads pid's RSS now and then every rssEvery until end; with
+// pid 0 it samples nothing and reports zeros.
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
+	if pid <= 0 {
+		close(s.done)
+		return s
+	}
+	s.before, _ = readProcRSS(pid)
+	s.peak = s.before
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if v, err := readProcRSS(pid); err == nil {
+					s.peak = max(s.peak, v)
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// end stops sampling and returns the RSS at the start, the peak and now;
+// a process that exited reads as 0 now.
+func (s *rssSampler) end() (before, peak, now int64) {
+	close(s.stop)
+	<-s.done
+	if s.pid <= 0 {
+		return 0, 0, 0
+	}
+	now, _ = readProcRSS(s.pid)
+	return s.before, max(s.peak, now), now
 }

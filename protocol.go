@@ -6,6 +6,7 @@ package main
 // everything here can be fuzzed and tested on plain strings.
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -89,8 +90,8 @@ const (
 )
 
 // ProtoError is an error that has a place on the wire. Handlers return it;
-// one function in server.go writes it. Any other error reaches the wire as
-// ERR INTERNAL, its detail only in the log.
+// one function, conn.reply in conn.go, writes it. Any other error reaches
+// the wire as ERR INTERNAL, its detail only in the log.
 type ProtoError struct {
 	Code string
 	Text string
@@ -118,6 +119,19 @@ var (
 	// ErrEmptyLine is returned for a line with no command word.
 	ErrEmptyLine = &ProtoError{Code: CodeBadCmd, Text: "empty line"}
 )
+
+// ReadLine reads one line, its LF included, from r, which must have been
+// made with bufio.NewReaderSize(…, MaxLineBytes): a line that does not fit
+// is ErrLineTooLong. The slice is r's buffer, valid until the next read; at
+// the end of input it is what came before, with io.EOF. Each caller keeps
+// its own deadlines and its own wording of the errors.
+func ReadLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) || len(line) > MaxLineBytes {
+		return nil, ErrLineTooLong
+	}
+	return line, err
+}
 
 // TrimEOL removes the LF and one CR before it, as the framing rules allow.
 func TrimEOL(line []byte) []byte {
@@ -217,13 +231,19 @@ func ParseReply(line string) (Reply, error) {
 }
 
 // b64 is the wire encoding of binary values: standard, padded, and strict
-// so that each value has exactly one spelling.
+// so that each value has exactly one spelling. Decode only with DecodeB64:
+// b64.DecodeString alone accepts CR and LF.
 var b64 = base64.StdEncoding.Strict()
 
 // EncodeB64 encodes a binary value for the wire.
 func EncodeB64(b []byte) string { return b64.EncodeToString(b) }
 
-// DecodeB64 decodes a wire value; failure is ERR BADREQ.
+// AppendB64 appends the wire encoding of src to dst, for a client that
+// builds its lines in a reused buffer.
+func AppendB64(dst, src []byte) []byte { return b64.AppendEncode(dst, src) }
+
+// DecodeB64 decodes a wire value, whoever sent it; failure is ERR BADREQ
+// (a client reading a server's reply words its own error).
 func DecodeB64(s string) ([]byte, error) {
 	// encoding/base64 skips CR and LF even in strict mode; here they would
 	// be a second spelling of the same value.
@@ -249,39 +269,43 @@ func DecodeKey(s string) ([]byte, error) {
 	return b, nil
 }
 
-// ParseIterations reads an iteration count from the wire.
+// ParseIterations reads an iteration count from the wire: decimal digits
+// without a sign or a leading zero, so that each count has one spelling.
+// (Checking the first byte rather than re-formatting the number keeps a
+// login free of an allocation.)
 func ParseIterations(s string) (int, error) {
 	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 || strconv.Itoa(n) != s {
+	if err != nil || n <= 0 || s[0] < '1' || s[0] > '9' {
 		return 0, protoErr(CodeBadReq, "iteration count is not a positive decimal number")
 	}
 	return n, nil
 }
 
-// ErrBadName is the reply for a name outside the username rules. Validity
-// is public knowledge, so saying why reveals nothing about who exists.
-var errBadName = func(why string) error { return protoErr(CodeBadName, "%s", why) }
+// badName is the reply for a name outside the username rules. Validity is
+// public knowledge, so saying why reveals nothing about who exists.
+func badName(why string) error { return protoErr(CodeBadName, "%s", why) }
 
 // NormalizeUsername applies the PRECIS UsernameCasePreserved profile
 // (RFC 8265) and the length rule. The result is what is stored and compared.
 func NormalizeUsername(name string) (string, error) {
 	if name == "" {
-		return "", errBadName("username is empty")
+		return "", badName("username is empty")
 	}
 	n, err := precis.UsernameCasePreserved.String(name)
 	if err != nil {
-		return "", errBadName("username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)")
+		return "", badName("username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)")
 	}
 	if len(n) == 0 || len(n) > MaxUsernameBytes {
-		return "", errBadName(fmt.Sprintf("username must be 1 to %d bytes after normalization", MaxUsernameBytes))
+		return "", badName(fmt.Sprintf("username must be 1 to %d bytes after normalization", MaxUsernameBytes))
 	}
 	return n, nil
 }
 
+// saslNameEscaper is built once: a Replacer builds its tables on first use.
+var saslNameEscaper = strings.NewReplacer("=", "=3D", ",", "=2C")
+
 // EncodeSaslName escapes a username for a SCRAM message (RFC 5802 §5.1).
-func EncodeSaslName(s string) string {
-	return strings.NewReplacer("=", "=3D", ",", "=2C").Replace(s)
-}
+func EncodeSaslName(s string) string { return saslNameEscaper.Replace(s) }
 
 // DecodeSaslName reverses EncodeSaslName; any other use of '=' is invalid.
 func DecodeSaslName(s string) (string, bool) {
@@ -384,17 +408,18 @@ func printableNonce(s string) bool {
 // ServerFirst is what a client checks in server-first-message before it
 // spends PBKDF2 time on it.
 type ServerFirst struct {
+	Nonce      string // the client's nonce and the server's part after it
 	Salt       []byte
 	Iterations int
 }
 
-// ParseServerFirst reads the salt and iteration count.
+// ParseServerFirst reads the nonce, the salt and the iteration count.
 func ParseServerFirst(msg string) (ServerFirst, error) {
 	f := strings.Split(msg, ",")
 	if len(f) < 3 || !strings.HasPrefix(f[0], "r=") || !strings.HasPrefix(f[1], "s=") || !strings.HasPrefix(f[2], "i=") {
 		return ServerFirst{}, errors.New("malformed SCRAM server-first-message")
 	}
-	salt, err := b64.DecodeString(f[1][2:])
+	salt, err := DecodeB64(f[1][2:])
 	if err != nil {
 		return ServerFirst{}, errors.New("malformed salt in SCRAM server-first-message")
 	}
@@ -402,7 +427,7 @@ func ParseServerFirst(msg string) (ServerFirst, error) {
 	if err != nil {
 		return ServerFirst{}, errors.New("malformed iteration count in SCRAM server-first-message")
 	}
-	return ServerFirst{Salt: salt, Iterations: it}, nil
+	return ServerFirst{Nonce: f[0][2:], Salt: salt, Iterations: it}, nil
 }
 
 // SeedStored is the legacy record value: hex(SHA-256(salt + password)).
