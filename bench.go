@@ -11,6 +11,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,7 +82,7 @@ bench populate". Register mode creates fresh accounts named benchreg-*: to
 keep its own PBKDF2 out of the figures it answers every SALT with one
 precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
 		OnUsageError: usageErr,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			serverFlag, configFlag,
 			&cli.StringFlag{Name: "mode", Value: "login", Usage: "`login` or register"},
 			&cli.IntFlag{Name: "users", Value: 1000, Usage: "log in as bench0..bench(`N`-1), chosen at random"},
@@ -96,7 +97,8 @@ precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
 			&cli.DurationFlag{Name: "settle", Usage: "with --pid, wait this long after the run and report the server's RSS again"},
 			&cli.DurationFlag{Name: "timeout", Value: benchDefaultTimeout, Usage: "limit for connecting and for each reply"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
-		},
+			&cli.BoolFlag{Name: "resume", Usage: "over TLS, resume sessions (a client session cache) instead of a full handshake per connection"},
+		}, newTrustFlags()...),
 		Action: cmdBench,
 		Subcommands: []*cli.Command{{
 			Name:  "populate",
@@ -133,6 +135,9 @@ type benchOptions struct {
 	settle   time.Duration
 	timeout  time.Duration
 	maxIter  int
+	// tls is the TLS every connection speaks, with the user's trust; nil
+	// over plain TCP.
+	tls *tls.Config
 }
 
 func cmdBench(ctx *cli.Context) error {
@@ -177,6 +182,9 @@ func cmdBench(ctx *cli.Context) error {
 	if err != nil {
 		return fail(exitOther, usage, "%s", err)
 	}
+	if b.o.tls, err = benchTLS(ctx, cfg.Client, o.server); err != nil {
+		return err
+	}
 	rep, err := b.run(ifTerminal(ctx.App.ErrWriter))
 	if err != nil {
 		return err
@@ -188,6 +196,29 @@ func cmdBench(ctx *cli.Context) error {
 	}
 	rep.writeText(ctx.App.Writer)
 	return nil
+}
+
+// benchTLS settles, once before the run, how the load generator trusts
+// the server: the client commands' flags and settings, never a question
+// (--accept-new pins a first contact). nil means plain TCP.
+func benchTLS(ctx *cli.Context, cfg ClientConfig, server string) (*tls.Config, error) {
+	cn, err := newConnector(ctx, cfg, nil)
+	if err != nil || cn.plain {
+		return nil, err
+	}
+	c, err := cn.dial(server)
+	if err != nil {
+		if te := explainTrust(err); te != nil {
+			return nil, te
+		}
+		return nil, fail(exitOther, `is "authbox serve" running there?`, "cannot reach %s: %s", server, errText(err))
+	}
+	c.Close()
+	conf := cn.trust.TLSConfig(server)
+	if ctx.Bool("resume") {
+		conf.ClientSessionCache = tls.NewLRUClientSessionCache(ctx.Int("conc") + 1)
+	}
+	return conf, nil
 }
 
 // bench is one run of the load generator.

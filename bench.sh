@@ -28,7 +28,9 @@ trap cleanup EXIT
 go build -o "$OUT/authbox" .
 go test -c -o "$OUT/bare.test" .
 AB="$OUT/authbox"
-printf 'iterations = 4096\n' >"$OUT/auth.toml"
+# Plain TCP, as the bare reference server speaks: these figures compare the
+# server's own work per login, without TLS.
+printf 'iterations = 4096\ntls = false\n' >"$OUT/auth.toml"
 
 # start_authbox DB: runs "authbox serve" on a free port; sets SRV_ADDR, SRV_PID.
 start_authbox() {
@@ -74,7 +76,7 @@ stop() {
 run() {
 	local tag=$1
 	shift
-	"$AB" bench --json --duration "$DUR" "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["tag"]=sys.argv[1]; print(json.dumps(r))' "$tag" >>"$OUT/results.jsonl"
+	"$AB" bench --plain --json --duration "$DUR" "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["tag"]=sys.argv[1]; print(json.dumps(r))' "$tag" >>"$OUT/results.jsonl"
 }
 
 # summary A B: medians over rounds of B/A and A/B ratios for tags A and B.
@@ -154,7 +156,7 @@ if has burst; then
 	echo "== 10,000-connection burst: server RSS"
 	[ -f "$OUT/k.db" ] || "$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
 	start_authbox "$OUT/k.db"
-	"$AB" bench --server "$SRV_ADDR" --pid "$SRV_PID" --no-setup --users 1000 --conc 10000 --duration 5s --settle 10s | tee "$OUT/burst.txt"
+	"$AB" bench --plain --server "$SRV_ADDR" --pid "$SRV_PID" --no-setup --users 1000 --conc 10000 --duration 5s --settle 10s | tee "$OUT/burst.txt"
 	stop "$SRV_PID"
 fi
 
@@ -169,7 +171,7 @@ if has syscalls; then
 			strace -c -f -p "$pid" -o "$OUT/strace.$who$reuse.txt" &
 			st=$!
 			sleep 1
-			"$AB" bench --json --server "$addr" $extra --users 1000 --conc 32 --duration 3s --warmup 0 $reuse >"$OUT/strace.$who$reuse.json"
+			"$AB" bench --plain --json --server "$addr" $extra --users 1000 --conc 32 --duration 3s --warmup 0 $reuse >"$OUT/strace.$who$reuse.json"
 			kill -INT $st
 			wait $st || true
 			python3 - "$OUT/strace.$who$reuse.txt" "$OUT/strace.$who$reuse.json" "$who$reuse" <<'EOF'

@@ -230,10 +230,11 @@ func benchCLI(t testing.TB, args ...string) result {
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
 
-// benchJSON runs "authbox bench ... --json" and decodes its report.
+// benchJSON runs "authbox bench --plain ... --json" against one of the
+// tests' plain-TCP servers and decodes its report.
 func benchJSON(t *testing.T, args ...string) benchReport {
 	t.Helper()
-	r := benchCLI(t, append([]string{"bench", "--json", "--warmup", "0"}, args...)...)
+	r := benchCLI(t, append([]string{"bench", "--plain", "--json", "--warmup", "0"}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("bench %v: %+v", args, r)
 	}
@@ -264,7 +265,7 @@ func TestBenchLoginAndRegister(t *testing.T) {
 	}
 	// A second run finds the accounts and logs in as them; the text report
 	// is what a user reads.
-	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
+	r := benchCLI(t, "bench", "--plain", "--server", ts.addr, "--users", "12", "--conc", "3", "--duration", "300ms", "--warmup", "50ms", "--reuse", "--pid", strconv.Itoa(os.Getpid()))
 	if r.code != 0 {
 		t.Fatalf("reuse run: %+v", r)
 	}
@@ -327,7 +328,7 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "--sources needs a loopback") {
 		t.Fatalf("sources on a remote server: %+v", r)
 	}
-	r = benchCLI(t, "bench", "--server", "127.0.0.1:1", "--duration", "100ms")
+	r = benchCLI(t, "bench", "--plain", "--server", "127.0.0.1:1", "--duration", "100ms")
 	if r.code != 2 || !strings.Contains(r.stderr, "bench setup:") || !strings.Contains(r.stderr, "connection refused") {
 		t.Fatalf("no server: %+v", r)
 	}
@@ -415,7 +416,7 @@ func TestBenchSetupFindsAccounts(t *testing.T) {
 		t.Fatalf("%d accounts after setting up 5", n)
 	}
 	mustRegister(t, ts.addr, "bench5", "Another-password-2")
-	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "6", "--conc", "1", "--duration", "100ms")
+	r := benchCLI(t, "bench", "--plain", "--server", ts.addr, "--users", "6", "--conc", "1", "--duration", "100ms")
 	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: bench setup: bench5: "+ErrBenchSetup.Error()) {
 		t.Fatalf("setup with bench5 of another password: %+v", r)
 	}
@@ -769,5 +770,30 @@ func TestLoopConnLogin(t *testing.T) {
 	}
 	if err := bn.login(bc, "bench2"); errorClass(err) != CodeAuth {
 		t.Fatalf("login with a wrong ClientKey: %v", err)
+	}
+}
+
+// TestBenchOverTLS runs the load generator against a TLS server, with and
+// without session resumption: its logins are bound to the connection
+// (PLUS), and a first contact needs a pin as for every client command.
+func TestBenchOverTLS(t *testing.T) {
+	ts := startServer(t, tlsTestConfig(t))
+	fp := ts.fingerprint()
+	for _, extra := range [][]string{nil, {"--resume"}, {"--reuse"}} {
+		args := append([]string{"bench", "--json", "--warmup", "0", "--server", ts.addr, "--fingerprint", fp,
+			"--users", "4", "--conc", "2", "--duration", "200ms"}, extra...)
+		r := benchCLI(t, args...)
+		var rep benchReport
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || rep.Ops == 0 || rep.Errors != 0 {
+			t.Fatalf("bench over TLS %v: %+v", extra, r)
+		}
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "mech=SCRAM-SHA-256-PLUS") || strings.Contains(logs, "mech=SCRAM-SHA-256 ") {
+		t.Fatal("bench logins over TLS were not all PLUS")
+	}
+	// Without a pin it refuses, naming the fingerprint; it never asks.
+	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "1", "--duration", "100ms")
+	if r.code != 2 || !strings.Contains(r.stderr, "is not a known server") || !strings.Contains(r.stderr, fp) {
+		t.Fatalf("bench to an unknown server: %+v", r)
 	}
 }

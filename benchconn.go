@@ -11,9 +11,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,10 +77,19 @@ type benchConn struct {
 	nc  net.Conn
 	r   *bufio.Reader
 	buf []byte
+	// cb is the tls-exporter channel binding over TLS; plus is whether
+	// the greeting offered SCRAM-SHA-256-PLUS, which a login then uses.
+	cb   []byte
+	plus bool
 }
 
 func newBenchConn(nc net.Conn) *benchConn {
-	return &benchConn{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), buf: make([]byte, 0, benchLineBuf)}
+	c := &benchConn{nc: nc, r: bufio.NewReaderSize(nc, MaxLineBytes), buf: make([]byte, 0, benchLineBuf)}
+	if tc, ok := nc.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		c.cb, _ = exporterBinding(&st)
+	}
+	return c
 }
 
 // dialConn is the one place the load generator opens a connection to the
@@ -88,7 +99,17 @@ func (b *bench) dialConn(worker int) (net.Conn, error) {
 	if len(b.sources) > 0 {
 		d.LocalAddr = &net.TCPAddr{IP: b.sources[worker%len(b.sources)]}
 	}
-	return d.Dial("tcp", b.o.server)
+	nc, err := d.Dial("tcp", b.o.server)
+	if err != nil || b.o.tls == nil {
+		return nc, err
+	}
+	tc := tls.Client(nc, b.o.tls)
+	tc.SetDeadline(time.Now().Add(b.o.timeout))
+	if err := tc.Handshake(); err != nil {
+		nc.Close()
+		return nil, handshakeError(err)
+	}
+	return tc, nil
 }
 
 // dial connects and reads the greeting.
@@ -100,9 +121,11 @@ func (b *bench) dial(worker int) (*benchConn, error) {
 	c := newBenchConn(nc)
 	line, err := c.read(b.o.timeout)
 	if err == nil {
-		if _, gerr := ParseGreeting(line); gerr != nil {
+		mechs, gerr := ParseGreeting(line)
+		if gerr != nil {
 			err = fmt.Errorf("%w: %.40q: %v", ErrBenchReply, line, gerr)
 		}
+		c.plus = c.cb != nil && slices.Contains(mechs, MechPlus)
 	}
 	if err != nil {
 		nc.Close()
@@ -148,8 +171,18 @@ func (b *bench) login(c *benchConn, name string) error {
 	rand.Read(raw[:])
 	nonce := EncodeB64(raw[:])
 	clientFirstBare := "n=" + EncodeSaslName(name) + ",r=" + nonce
-	c.buf = append(c.buf[:0], CmdAuth+" "+MechSCRAM+" "...)
-	c.buf = AppendB64(c.buf, []byte("n,,"+clientFirstBare))
+	// As our client does (spec §9.3): bound to the TLS connection when
+	// the server offers it, "y" over TLS when it does not.
+	mech, gs2, cbind := MechSCRAM, "n,,", "biws"
+	switch {
+	case c.plus:
+		mech, gs2 = MechPlus, "p="+cbTLSExporter+",,"
+		cbind = EncodeB64(append([]byte(gs2), c.cb...))
+	case c.cb != nil:
+		gs2, cbind = "y,,", "eSws"
+	}
+	c.buf = append(c.buf[:0], CmdAuth+" "+mech+" "...)
+	c.buf = AppendB64(c.buf, []byte(gs2+clientFirstBare))
 	c.buf = append(c.buf, '\n')
 	line, err := c.do(b.o.timeout)
 	if err != nil {
@@ -180,7 +213,7 @@ func (b *bench) login(c *benchConn, name string) error {
 	if err != nil {
 		return err
 	}
-	withoutProof := "c=biws,r=" + sf.Nonce
+	withoutProof := "c=" + cbind + ",r=" + sf.Nonce
 	authMessage := []byte(clientFirstBare + "," + serverFirst + "," + withoutProof)
 	proof := hmacSHA256(keys.storedKey, authMessage)
 	subtle.XORBytes(proof, proof, keys.clientKey)

@@ -94,6 +94,9 @@ func errorClass(err error) string {
 	switch {
 	case errors.As(err, &pe):
 		return pe.Code
+	case errors.Is(err, ErrClosedBeforeHandshake):
+		// Over TLS a full queue closes before the handshake (spec §9.1).
+		return CodeBusy
 	case errors.Is(err, ErrBenchSignature):
 		return "signature"
 	case errors.Is(err, ErrBenchReply):
