@@ -33,9 +33,9 @@ type AdminServer struct {
 	// "authbox fingerprint".
 	identity func() (*ServerIdentity, error)
 	log      *slog.Logger
-	path  string
-	ln    net.Listener
-	wg    sync.WaitGroup
+	path     string
+	ln       net.Listener
+	wg       sync.WaitGroup
 	// closing tells the accept loop that its listener was closed on
 	// purpose.
 	closing atomic.Bool
