@@ -128,6 +128,10 @@ func runAdminErr(err error) error {
 // that scripts can take it as it is.
 func writeFingerprint(identity func() (*ServerIdentity, error), w io.Writer) error {
 	id, err := identity()
+	var ae *AdminError
+	if errors.As(err, &ae) {
+		return err
+	}
 	if err != nil {
 		return adminFail(AdminFailed, "check tls_cert_file and tls_key_file, or restore the db from a backup", "cannot load the TLS identity: %s", err)
 	}

@@ -208,7 +208,7 @@ func benchTLS(ctx *cli.Context, cfg ClientConfig, server string) (*tls.Config, e
 	}
 	c, err := cn.dial(server)
 	if err != nil {
-		if te := explainTrust(err); te != nil {
+		if te := explainTrust(err, server); te != nil {
 			return nil, te
 		}
 		return nil, fail(exitOther, `is "authbox serve" running there?`, "cannot reach %s: %s", server, errText(err))

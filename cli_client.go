@@ -126,7 +126,7 @@ func (cs *clientSetup) explain(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	if te := explainTrust(err); te != nil {
+	if te := explainTrust(err, cs.server); te != nil {
 		return te
 	}
 	switch {

@@ -125,7 +125,7 @@ func (cn *connector) firstContact(ue *UnknownServerError) error {
 	if err := cn.trust.Known.Add(ue.Addr, ue.Fingerprint); err != nil {
 		var fe *FingerprintError
 		if errors.As(err, &fe) {
-			return explainTrust(fe)
+			return explainTrust(fe, ue.Addr)
 		}
 		return fail(exitOther, "check that the directory is writable, or set AUTHBOX_KNOWN_SERVERS", "cannot pin the server in %s: %s", known, errText(err))
 	}
@@ -135,7 +135,7 @@ func (cn *connector) firstContact(ue *UnknownServerError) error {
 
 // explainTrust turns a TLS or trust failure into what the user reads, or
 // returns nil for an error that is none of those.
-func explainTrust(err error) error {
+func explainTrust(err error, addr string) error {
 	var fe *FingerprintError
 	var ce *CAError
 	var ue *UnknownServerError
@@ -155,18 +155,18 @@ func explainTrust(err error) error {
 		return fail(exitOther, "give --fingerprint or --accept-new", "%s", ue)
 	case errors.Is(err, ErrPlainServer):
 		return fail(exitOther, "if the network between you is trusted, add --plain (or set client.tls = false); better, turn tls on at the server",
-			"the server speaks plain TCP, not TLS")
+			"%s speaks plain TCP, not TLS", addr)
 	case errors.Is(err, ErrClosedBeforeHandshake):
-		return fail(exitOther, "the server is busy (or not an authbox server); try again in a moment", "the server closed the connection before the TLS handshake")
+		return fail(exitOther, "the server is busy (or not an authbox server); try again in a moment", "%s closed the connection before the TLS handshake", addr)
 	case errors.Is(err, ErrHandshakeTimeout):
-		return fail(exitOther, "the server or the network is slow or stuck, or this is not an authbox server; try again", "no TLS handshake in time")
+		return fail(exitOther, "the server or the network is slow or stuck, or this is not an authbox server; try again", "no TLS handshake with %s in time", addr)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {
 		return nil
 	}
 	if strings.HasPrefix(err.Error(), "tls: ") {
-		return fail(exitOther, "is this an authbox server speaking TLS 1.3?", "TLS handshake failed: %s", err)
+		return fail(exitOther, "is this an authbox server speaking TLS 1.3?", "TLS handshake with %s failed: %s", addr, err)
 	}
 	return nil
 }

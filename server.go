@@ -119,13 +119,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.cfg.HasMech(MechSeed) {
 		s.log.Warn("legacy mechanism SEED-SHA256 is enabled: its stored values are password-equivalent and its hash is fast; upgrade its users and turn it off")
 	}
-	transport, fingerprint := "plain TCP", ""
+	transport := []any{"transport", "plain TCP"}
 	if s.id != nil {
-		transport, fingerprint = "TLS 1.3", s.id.Fingerprint
+		transport = []any{"transport", "TLS 1.3", "fingerprint", s.id.Fingerprint}
 	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "transport", transport, "fingerprint", fingerprint,
+	s.log.Info("listening", append(append([]any{"addr", ln.Addr().String()}, transport...),
 		"db", s.store.Path(), "workers", s.cfg.Workers, "queue", s.cfg.Queue,
-		"mechanisms", strings.Join(s.cfg.Offered(s.id != nil), ","))
+		"mechanisms", strings.Join(s.cfg.Offered(s.id != nil), ","))...)
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;
 	// workers then drain what is left and exit.

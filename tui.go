@@ -20,6 +20,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -109,8 +110,7 @@ func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
 			return "", fail(exitOther, "run it in a terminal, or pipe the password with --password-stdin", "cannot ask for a password: no terminal")
 		}
 		defer done()
-		fmt.Fprint(t.stderr, prompt)
-		b, err := readPasswordRestoring(int(f.Fd()), t.stderr)
+		b, err := readPasswordRestoring(int(f.Fd()), t.stderr, prompt)
 		fmt.Fprintln(t.stderr)
 		if err != nil {
 			return "", fail(exitOther, "", "reading the password: %s", err)
@@ -123,14 +123,27 @@ func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
 	return pw, nil
 }
 
-// readPasswordRestoring reads without echo and, if the user interrupts the
-// prompt, puts the terminal back before exiting: otherwise a shell without
-// line editing is left with echo off.
-func readPasswordRestoring(fd int, stderr io.Writer) ([]byte, error) {
+// readPasswordRestoring shows prompt and reads without echo and, if the
+// user interrupts the prompt, puts the terminal back before exiting:
+// otherwise a shell without line editing is left with echo off. Echo goes
+// off before the prompt shows: whatever is typed once the prompt is there
+// (fast, or pasted) is never echoed.
+func readPasswordRestoring(fd int, stderr io.Writer, prompt string) ([]byte, error) {
 	state, err := term.GetState(fd)
 	if err != nil {
 		return nil, err
 	}
+	tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	noEcho := *tio
+	noEcho.Lflag &^= unix.ECHO
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
+		return nil, err
+	}
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, tio)
+	fmt.Fprint(stderr, prompt)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	finished := make(chan struct{})
