@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -111,5 +113,40 @@ func TestProgressLine(t *testing.T) {
 	stop()
 	if got := out.String(); !strings.HasPrefix(got, "\r\033[K42 logins") || !strings.HasSuffix(got, "\r\033[K") {
 		t.Fatalf("progress output %q", got)
+	}
+}
+
+// TestBenchServerCPUUnavailable belongs with the bench tests; it is here
+// to keep this change out of bench_test.go. A --pid process that exits
+// mid-run has no CPU figure: it is reported unavailable, never negative.
+func TestBenchServerCPUUnavailable(t *testing.T) {
+	// A child that has exited and been reaped: its /proc entry is gone.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := cmd.Process.Pid
+	before, err := readProcCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, errAfter := readProcCPU(gone)
+	if errAfter == nil {
+		t.Skipf("pid %d was reused already", gone)
+	}
+	rep := &benchReport{Ops: 100, ServerPID: gone}
+	rep.setServerCPU(before, after, errAfter)
+	var text strings.Builder
+	rep.writeText(&text)
+	b, _ := json.Marshal(rep)
+	if !rep.NoServerCPU || rep.ServerCPUSec != 0 || rep.ServerCPUUs != 0 ||
+		!strings.Contains(text.String(), fmt.Sprintf("server cpu:   unavailable (pid %d exited", gone)) ||
+		!strings.Contains(string(b), `"server_cpu_unavailable":true`) {
+		t.Fatalf("%+v\n%s\n%s", rep, text.String(), b)
+	}
+	rep = &benchReport{Ops: 100, ServerPID: os.Getpid()}
+	rep.setServerCPU(before, before+time.Second, nil)
+	if rep.NoServerCPU || rep.ServerCPUSec != 1 || rep.ServerCPUUs != 1e4 {
+		t.Fatalf("a readable process: %+v", rep)
 	}
 }

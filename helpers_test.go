@@ -272,3 +272,33 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// dialFrom connects the real client from a chosen loopback address, so one
+// test can play several sources.
+func dialFrom(t testing.TB, addr, localIP string) (*Client, error) {
+	t.Helper()
+	return dialWith(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}, addr, nil)
+}
+
+func loginFrom(t testing.TB, addr, localIP, name, password string) error {
+	t.Helper()
+	c, err := dialFrom(t, addr, localIP)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Login(name, password)
+}
+
+// rawFrom opens a raw connection from a chosen loopback address.
+func rawFrom(t testing.TB, addr, localIP string) (*rawConn, string) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := &rawConn{t: t, nc: nc, r: bufio.NewReader(nc)}
+	return rc, rc.read()
+}

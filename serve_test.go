@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -217,5 +220,165 @@ func TestLogBufferRecoversFromAFailedWrite(t *testing.T) {
 	l.Close()
 	if !strings.Contains(sink.buf.String(), "after\n") {
 		t.Fatalf("log lines after one failed write were lost: %q", sink.buf.String())
+	}
+}
+
+// TestKill9LosesNoAcknowledgedAccount registers from many clients against
+// the real binary, kills it with SIGKILL mid-storm, and checks that every
+// account that got OK is in the db, which opens cleanly. Several rounds on
+// one file.
+func TestKill9LosesNoAcknowledgedAccount(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "tls = false\n")
+	var acked []string
+	for round := range 3 {
+		srv := startServe(t, dir, "--config", cfg)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		var okCount atomic.Int64
+		enough := make(chan struct{})
+		var enoughOnce sync.Once
+		for g := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					name := fmt.Sprintf("r%dg%di%d", round, g, i)
+					c, err := testDial(t, srv.addr)
+					if err != nil {
+						return // the server is gone
+					}
+					err = c.Register(name, "Secret123")
+					c.nc.Close()
+					if err == nil {
+						mu.Lock()
+						acked = append(acked, name)
+						mu.Unlock()
+						if okCount.Add(1) == 100 {
+							enoughOnce.Do(func() { close(enough) })
+						}
+					}
+				}
+			}()
+		}
+		select {
+		case <-enough:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("round %d: only %d registrations in 2 minutes", round, okCount.Load())
+		}
+		srv.cmd.Process.Signal(syscall.SIGKILL)
+		srv.cmd.Wait()
+		close(stop)
+		wg.Wait()
+
+		s, err := OpenStore(filepath.Join(dir, "authbox.db"))
+		if err != nil {
+			t.Fatalf("round %d: db does not open after kill -9: %v", round, err)
+		}
+		n := 0
+		if err := s.Each(func(string, Record) error { n++; return nil }); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		var missing []string
+		for _, name := range acked {
+			if _, err := s.Get(name); err != nil {
+				missing = append(missing, name)
+			}
+		}
+		s.Close()
+		if len(missing) > 0 {
+			t.Fatalf("round %d: %d acknowledged accounts lost, e.g. %v", round, len(missing), missing[0])
+		}
+		t.Logf("round %d: %d acknowledged, %d in the db", round, len(acked), n)
+	}
+}
+
+// TestSIGTERMUnderLoad stops the real binary while 64 clients log in: each
+// login completes, or fails cleanly with BUSY (or cannot connect at all);
+// none is cut mid-exchange; the db is closed cleanly.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and signals the binary")
+	}
+	dir := t.TempDir()
+	// Slow clients on a loaded CI machine are not what this test is about.
+	cfg := writeConfig(t, dir, "tls = false\nline_timeout = \"2m\"\n")
+	srv := startServe(t, dir, "--config", cfg)
+	for g := range 64 {
+		mustRegister(t, srv.addr, fmt.Sprint("user", g), "Secret123")
+	}
+
+	var ok, busy, refused atomic.Int64
+	enough := make(chan struct{})
+	var enoughOnce sync.Once
+	var bad sync.Map
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := fmt.Sprintf("127.0.2.%d", 1+g%4) // 16 per source, under the cap
+			for {
+				c, err := dialFrom(t, srv.addr, src)
+				if err != nil {
+					var pe *ProtoError
+					if errors.As(err, &pe) && pe.Code != CodeBusy {
+						bad.Store(err.Error(), true)
+					}
+					refused.Add(1)
+					return // connection-level: no exchange began
+				}
+				err = c.Login(fmt.Sprint("user", g), "Secret123")
+				c.nc.Close()
+				switch {
+				case err == nil:
+					if ok.Add(1) == 200 {
+						enoughOnce.Do(func() { close(enough) })
+					}
+				case code(err) == CodeBusy:
+					busy.Add(1)
+					return
+				default:
+					bad.Store(err.Error(), true)
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-enough:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("only %d logins in 2 minutes", ok.Load())
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	wg.Wait()
+	<-srv.done
+	err := srv.cmd.Wait()
+	t.Logf("%d logins, %d BUSY at shutdown, %d could not connect", ok.Load(), busy.Load(), refused.Load())
+	bad.Range(func(k, _ any) bool { t.Errorf("unclean failure: %v", k); return true })
+	if t.Failed() {
+		os.WriteFile("/tmp/sigterm.log", []byte(srv.log.String()), 0o644)
+	}
+	if err != nil {
+		t.Fatalf("serve exited with %v\n%s", err, srv.log)
+	}
+	if !strings.Contains(srv.log.String(), "stopped cleanly") {
+		t.Fatalf("no clean stop:\n%s", srv.log)
+	}
+	s := OpenStoreForTest(t, filepath.Join(dir, "authbox.db"))
+	if err := s.Each(func(string, Record) error { return nil }); err != nil {
+		t.Fatalf("db after shutdown: %v", err)
+	}
+	if n, err := s.Count(); err != nil || n != 64 {
+		t.Fatalf("after shutdown: %d accounts, %v", n, err)
 	}
 }

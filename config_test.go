@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigErrorsNameKeyAndFile(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ body, want string }{
+		{"listn = \"x\"\n", "unknown key listn"},
+		{"[client]\nmax_iteration = 5\n", "unknown key client.max_iteration"},
+		{"iterations = 100\n", "key iterations"},
+		{"iterations = \"many\"\n", "iterations"},
+		{"mechanisms = [\"MD5\"]\n", "key mechanisms"},
+		{"line_timeout = \"soon\"\n", "line_timeout"},
+		{"queue = 0\n", "key queue"},
+		{"listen = \"nope\"\n", "key listen"},
+		{"this is not toml\n", "config"},
+	}
+	for i, tc := range cases {
+		path := filepath.Join(dir, fmt.Sprintf("c%d.toml", i))
+		os.WriteFile(path, []byte(tc.body), 0o600)
+		_, err := LoadConfig(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: error %v, want it to name %q and the file", tc.body, err, tc.want)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.toml")); err == nil {
+		t.Error("a missing config file is not an error")
+	}
+	// A file that sets one key keeps every other default.
+	path := filepath.Join(dir, "ok.toml")
+	os.WriteFile(path, []byte("queue = 3\n"), 0o600)
+	cfg, err := LoadConfig(path)
+	if err != nil || cfg.Queue != 3 || cfg.Iterations != 600000 || cfg.Listen != "127.0.0.1:7886" {
+		t.Fatalf("overlay: %+v, %v", cfg, err)
+	}
+}
+
+func TestDefaultsAreDocumented(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7886" || cfg.Queue != 8 || cfg.Iterations != 600000 ||
+		strings.Join(cfg.Mechanisms, " ") != "SCRAM-SHA-256-PLUS SCRAM-SHA-256" || !cfg.OpenRegistration || cfg.Client.MaxIterations != 10000000 ||
+		!cfg.TLS || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" || cfg.RequireChannelBinding || !cfg.Client.TLS {
+		t.Fatalf("defaults drifted from the issue: %+v", cfg)
+	}
+}
