@@ -198,29 +198,6 @@ func cmdBench(ctx *cli.Context) error {
 	return nil
 }
 
-// benchTLS settles, once before the run, how the load generator trusts
-// the server: the client commands' flags and settings, never a question
-// (--accept-new pins a first contact). nil means plain TCP.
-func benchTLS(ctx *cli.Context, cfg ClientConfig, server string) (*tls.Config, error) {
-	cn, err := newConnector(ctx, cfg, nil)
-	if err != nil || cn.plain {
-		return nil, err
-	}
-	c, err := cn.dial(server)
-	if err != nil {
-		if te := explainTrust(err, server); te != nil {
-			return nil, te
-		}
-		return nil, fail(exitOther, `is "authbox serve" running there?`, "cannot reach %s: %s", server, errText(err))
-	}
-	c.Close()
-	conf := cn.trust.TLSConfig(server)
-	if ctx.Bool("resume") {
-		conf.ClientSessionCache = tls.NewLRUClientSessionCache(ctx.Int("conc") + 1)
-	}
-	return conf, nil
-}
-
 // bench is one run of the load generator.
 type bench struct {
 	o       benchOptions

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/urfave/cli/v2"
 )
 
 // benchKeys are the SCRAM keys of one (password, salt, iterations).
@@ -90,6 +92,21 @@ func newBenchConn(nc net.Conn) *benchConn {
 		c.cb, _ = exporterBinding(&st)
 	}
 	return c
+}
+
+// binding is what a login on c says about channel binding, as our client
+// does (spec §9.3): bound to the TLS connection when the server offers
+// PLUS, "y" over TLS when it does not, "n" over plain TCP. cbind is the
+// base64 that client-final's c= carries.
+func (c *benchConn) binding() (mech, gs2, cbind string) {
+	switch {
+	case c.plus:
+		gs2 = "p=" + cbTLSExporter + ",,"
+		return MechPlus, gs2, EncodeB64(append([]byte(gs2), c.cb...))
+	case c.cb != nil:
+		return MechSCRAM, "y,,", "eSws"
+	}
+	return MechSCRAM, "n,,", "biws"
 }
 
 // dialConn is the one place the load generator opens a connection to the
@@ -171,16 +188,7 @@ func (b *bench) login(c *benchConn, name string) error {
 	rand.Read(raw[:])
 	nonce := EncodeB64(raw[:])
 	clientFirstBare := "n=" + EncodeSaslName(name) + ",r=" + nonce
-	// As our client does (spec §9.3): bound to the TLS connection when
-	// the server offers it, "y" over TLS when it does not.
-	mech, gs2, cbind := MechSCRAM, "n,,", "biws"
-	switch {
-	case c.plus:
-		mech, gs2 = MechPlus, "p="+cbTLSExporter+",,"
-		cbind = EncodeB64(append([]byte(gs2), c.cb...))
-	case c.cb != nil:
-		gs2, cbind = "y,,", "eSws"
-	}
+	mech, gs2, cbind := c.binding()
 	c.buf = append(c.buf[:0], CmdAuth+" "+mech+" "...)
 	c.buf = AppendB64(c.buf, []byte(gs2+clientFirstBare))
 	c.buf = append(c.buf, '\n')
@@ -315,4 +323,27 @@ func (b *bench) register(c *benchConn, name string, keys *benchKeys) error {
 		return fmt.Errorf("%w to VERIFIER: %.40q", ErrBenchReply, line)
 	}
 	return nil
+}
+
+// benchTLS settles, once before the run, how the load generator trusts
+// the server: the client commands' flags and settings, never a question
+// (--accept-new pins a first contact). nil means plain TCP.
+func benchTLS(ctx *cli.Context, cfg ClientConfig, server string) (*tls.Config, error) {
+	cn, err := newConnector(ctx, cfg, nil)
+	if err != nil || cn.plain {
+		return nil, err
+	}
+	c, err := cn.dial(server)
+	if err != nil {
+		if te := explainTrust(err, server); te != nil {
+			return nil, te
+		}
+		return nil, fail(exitOther, `is "authbox serve" running there?`, "cannot reach %s: %s", server, errText(err))
+	}
+	c.Close()
+	conf := cn.trust.TLSConfig(server)
+	if ctx.Bool("resume") {
+		conf.ClientSessionCache = tls.NewLRUClientSessionCache(ctx.Int("conc") + 1)
+	}
+	return conf, nil
 }

@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 	// command runs in a session of its own: no prompt can wait on the
 	// developer's terminal, and "no terminal" reads the same either way.
 	openTTY = func() (*os.File, error) { return nil, errors.New("no controlling terminal in tests") }
+	// No test waits a whole second for a lock held by another handle, or
+	// for a client that does not close after the server's last line.
+	dbLockTimeout, drainTimeout = 100*time.Millisecond, 100*time.Millisecond
 	// Clients pin servers here, never in the developer's own file; each
 	// server a test starts is pinned as it starts (pinServer), as a user
 	// would have after a first contact.

@@ -288,16 +288,7 @@ func (c *Client) Login(name, password string) error {
 	if err != nil {
 		return err
 	}
-	sc = sc.WithMinIterations(MinIterations)
-	var conv *scram.ClientConversation
-	switch {
-	case mech == MechPlus:
-		conv = sc.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: c.cb})
-	case c.cb != nil:
-		conv = sc.NewConversationAdvertisingChannelBinding()
-	default:
-		conv = sc.NewConversation()
-	}
+	conv := c.conversation(sc.WithMinIterations(MinIterations), mech)
 	first, err := conv.Step("")
 	if err != nil {
 		return err
@@ -339,6 +330,19 @@ func (c *Client) Login(name, password string) error {
 		return ErrServerSignature
 	}
 	return nil
+}
+
+// conversation starts the SCRAM exchange the connection calls for: bound
+// to TLS under PLUS, "y" (could bind, saw no PLUS) over TLS otherwise, "n"
+// over plain TCP.
+func (c *Client) conversation(sc *scram.Client, mech string) *scram.ClientConversation {
+	switch {
+	case mech == MechPlus:
+		return sc.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: c.cb})
+	case c.cb != nil:
+		return sc.NewConversationAdvertisingChannelBinding()
+	}
+	return sc.NewConversation()
 }
 
 // LoginSeed runs the legacy SEED-SHA256 exchange.

@@ -149,29 +149,7 @@ func (c *Config) Validate() error {
 	if c.Iterations > 1<<31-1 {
 		bad("iterations", "too large: %d", c.Iterations)
 	}
-	known := []string{MechPlus, MechSCRAM, MechSeed}
-	if len(c.Mechanisms) == 0 {
-		bad("mechanisms", "must list at least one of %s", strings.Join(known, ", "))
-	}
-	for i, m := range c.Mechanisms {
-		if !slices.Contains(known, m) {
-			bad("mechanisms", "unknown mechanism %q (known: %s)", m, strings.Join(known, ", "))
-		} else if slices.Index(c.Mechanisms, m) != i {
-			bad("mechanisms", "%q is listed twice", m)
-		}
-	}
-	if !c.TLS && len(c.Mechanisms) > 0 && !slices.ContainsFunc(c.Mechanisms, func(m string) bool { return m != MechPlus }) {
-		bad("mechanisms", "%s alone cannot work with tls = false: it needs TLS", MechPlus)
-	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("tls_cert_file", "tls_cert_file and tls_key_file go together: give both or neither")
-	}
-	if c.RequireChannelBinding && !c.TLS {
-		bad("require_channel_binding", "needs tls = true: channel binding exists only inside TLS")
-	}
-	if c.RequireChannelBinding && !c.HasMech(MechPlus) {
-		bad("require_channel_binding", "needs %s in mechanisms", MechPlus)
-	}
+	c.validateTransport(bad)
 	for _, d := range []struct {
 		key string
 		v   Duration
@@ -199,6 +177,34 @@ func (c *Config) Validate() error {
 		bad("client.min_password_length", "must be at least 1, got %d", c.Client.MinPasswordLength)
 	}
 	return errors.Join(errs...)
+}
+
+// validateTransport checks the mechanisms and the TLS keys, which depend
+// on each other.
+func (c *Config) validateTransport(bad func(key, format string, args ...any)) {
+	known := []string{MechPlus, MechSCRAM, MechSeed}
+	if len(c.Mechanisms) == 0 {
+		bad("mechanisms", "must list at least one of %s", strings.Join(known, ", "))
+	}
+	for i, m := range c.Mechanisms {
+		if !slices.Contains(known, m) {
+			bad("mechanisms", "unknown mechanism %q (known: %s)", m, strings.Join(known, ", "))
+		} else if slices.Index(c.Mechanisms, m) != i {
+			bad("mechanisms", "%q is listed twice", m)
+		}
+	}
+	if !c.TLS && len(c.Mechanisms) > 0 && !slices.ContainsFunc(c.Mechanisms, func(m string) bool { return m != MechPlus }) {
+		bad("mechanisms", "%s alone cannot work with tls = false: it needs TLS", MechPlus)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("tls_cert_file", "tls_cert_file and tls_key_file go together: give both or neither")
+	}
+	if c.RequireChannelBinding && !c.TLS {
+		bad("require_channel_binding", "needs tls = true: channel binding exists only inside TLS")
+	}
+	if c.RequireChannelBinding && !c.HasMech(MechPlus) {
+		bad("require_channel_binding", "needs %s in mechanisms", MechPlus)
+	}
 }
 
 // HasMech reports whether a mechanism is enabled in the config (whether a

@@ -264,7 +264,9 @@ func (c *conn) reply(line string, err error) bool {
 }
 
 // handleLine parses a line and runs its command. The order of checks is
-// the spec's: state, then mechanism, then arguments.
+// the spec's: state, then mechanism, then arguments. It is long because it
+// is one flat switch on the command word, each case its state guard and
+// its handler, so that a new command cannot fall into another's case.
 func (c *conn) handleLine(raw []byte) (string, error) {
 	cmd, err := ParseLine(TrimEOL(raw))
 	if err != nil {

@@ -1,7 +1,7 @@
 package main
 
 // fuzz_test.go holds the native fuzz targets (go test -fuzz) of the wire
-// protocol. Each one checks properties taken from protocol-v1.md, not only
+// protocol. Each one checks properties taken from the protocol v1 contract (PROTOCOL.md describes it), not only
 // that nothing panics:
 //
 //   - FuzzParseLine: the pure parsers and formatters of protocol.go.
@@ -30,7 +30,7 @@ import (
 	"github.com/xdg-go/stringprep"
 )
 
-// fzSpecCodes is the table of error codes in protocol-v1.md §3.
+// fzSpecCodes is the contract's table of error codes (PROTOCOL.md §3).
 var fzSpecCodes = map[string]bool{
 	CodeBadCmd: true, CodeBadReq: true, CodeTooLong: true, CodeBadName: true,
 	CodeExists: true, CodeNoMech: true, CodeAuth: true, CodeLocked: true,

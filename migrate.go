@@ -2,9 +2,11 @@ package main
 
 // migrate.go reads and writes the account formats that move accounts in and
 // out of authbox: the original system's USERS table as sqlite3 prints it in
-// CSV, and PostgreSQL's SCRAM verifier text. It is pure parsing and
-// formatting, like protocol.go: no socket, no file, no store, so it can be
-// fuzzed on plain bytes.
+// CSV, and PostgreSQL's SCRAM verifier text. It is parsing and formatting
+// only, like protocol.go: no socket, no file, no store, so it can be fuzzed
+// on plain bytes. The one outside value it reads is the embedded default
+// config's client.max_iterations (defaultMaxIterations), so that it
+// refuses verifiers our own clients would refuse.
 
 import (
 	"bufio"

@@ -22,16 +22,18 @@ const (
 	// server will not serve (BUSY): the accept loop writes it inline, so it
 	// must never wait on a peer that does not read.
 	rejectWriteTimeout = 500 * time.Millisecond
-	// drainTimeout is how long a connection cut for an over-long line is
-	// read and discarded after the ERR line, so that closing it does not
-	// reset the connection before the client has read why.
-	drainTimeout = time.Second
-	// drainLimit bounds what is discarded in that time.
+	// drainLimit bounds what is discarded during drainTimeout.
 	drainLimit = 64 << 10
 	// acceptBackoffMax caps the pause after a failing Accept (for example
 	// out of file descriptors), as net/http does.
 	acceptBackoffMax = time.Second
 )
+
+// drainTimeout is how long a connection cut for an over-long line (or at
+// shutdown) is read and discarded after its ERR line, so that closing it
+// does not reset the connection before the client has read why. A var only
+// so that the tests can shorten it.
+var drainTimeout = time.Second
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("authbox: server closed")
@@ -119,13 +121,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.cfg.HasMech(MechSeed) {
 		s.log.Warn("legacy mechanism SEED-SHA256 is enabled: its stored values are password-equivalent and its hash is fast; upgrade its users and turn it off")
 	}
-	transport := []any{"transport", "plain TCP"}
-	if s.id != nil {
-		transport = []any{"transport", "TLS 1.3", "fingerprint", s.id.Fingerprint}
-	}
-	s.log.Info("listening", append(append([]any{"addr", ln.Addr().String()}, transport...),
-		"db", s.store.Path(), "workers", s.cfg.Workers, "queue", s.cfg.Queue,
-		"mechanisms", strings.Join(s.cfg.Offered(s.id != nil), ","))...)
+	s.logListening(ln)
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;
 	// workers then drain what is left and exit.
@@ -161,6 +157,18 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 		}
 	}
+}
+
+// logListening is the start line: where, how, and the fingerprint that
+// clients pin.
+func (s *Server) logListening(ln net.Listener) {
+	transport := []any{"transport", "plain TCP"}
+	if s.id != nil {
+		transport = []any{"transport", "TLS 1.3", "fingerprint", s.id.Fingerprint}
+	}
+	s.log.Info("listening", append(append([]any{"addr", ln.Addr().String()}, transport...),
+		"db", s.store.Path(), "workers", s.cfg.Workers, "queue", s.cfg.Queue,
+		"mechanisms", strings.Join(s.cfg.Offered(s.id != nil), ","))...)
 }
 
 // reject answers a connection the server will not serve, before any worker

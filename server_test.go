@@ -154,6 +154,11 @@ func TestFloodIsShedQuickly(t *testing.T) {
 	cfg.Workers = 2
 	cfg.Queue = 2
 	cfg.MaxConnsPerSource = 10000
+	// "Quickly": every connection must be answered within its 10 s read
+	// deadline, while the queue timer would answer only after a minute; so
+	// each BUSY here comes from the accept loop shedding at once, never
+	// from a connection left to wait in the queue.
+	cfg.QueueTimeout = Duration{time.Minute}
 	ts := startServer(t, cfg)
 	mustRegister(t, ts.addr, "alice", "Secret123")
 	baseline := runtime.NumGoroutine()

@@ -22,7 +22,8 @@ import (
 // dbLockTimeout bounds how long Open waits for another process's lock: a
 // second is long enough for a server that is just exiting, short enough that
 // a user running a second server gets a clear error instead of a hang.
-const dbLockTimeout = time.Second
+// A var, not a const, only so that the tests can shorten it.
+var dbLockTimeout = time.Second
 
 // batchDelay is how long db.Batch gathers registrations before it commits
 // them in one transaction and one fsync. bbolt's default, 10 ms, is longer

@@ -15,10 +15,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// evictFraction is how much of a full failure table one eviction pass
-// frees: a pass scans the whole table, so it must free enough room that
-// passes stay rare even while an attacker fills the table on purpose.
-const evictFraction = 10
+// evictDivisor sets how much of a full failure table one eviction pass
+// frees: 1/evictDivisor of it (a tenth). A pass scans the whole table, so
+// it must free enough room that passes stay rare even while an attacker
+// fills the table on purpose.
+const evictDivisor = 10
 
 // throttle tracks connections and failed logins by source.
 type throttle struct {
@@ -196,7 +197,7 @@ func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burs
 				delete(m, k)
 			}
 		}
-		target := t.maxEntries - t.maxEntries/evictFraction
+		target := t.maxEntries - t.maxEntries/evictDivisor
 		for k := range m {
 			if len(m) < target {
 				break
