@@ -59,8 +59,11 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 }
 
 func (l *flakyListener) Close() error {
+	// The socket is closed before closed says so: a test that dials once
+	// it is told must find nobody there.
+	err := l.Listener.Close()
 	l.once.Do(func() { close(l.closed) })
-	return l.Listener.Close()
+	return err
 }
 
 // notifyLog is a log sink that ticks at every line, so that a test can
