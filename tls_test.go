@@ -156,6 +156,23 @@ func TestTLSGS2Rules(t *testing.T) {
 			t.Errorf("AUTH %s %q = %q, want %s", tc.mech, tc.first, got, tc.want)
 		}
 	}
+	// At RESPONSE, a c= that does not carry the GS2 header is malformed;
+	// one with the header and other bytes is a binding mismatch.
+	for _, tc := range []struct{ cbind, want string }{
+		{"biws", "ERR BADREQ "},
+		{EncodeB64(append([]byte("p=tls-exporter,,"), make([]byte, exporterLen)...)), "ERR AUTH "},
+	} {
+		ch := rc.do("AUTH SCRAM-SHA-256-PLUS " + EncodeB64([]byte("p=tls-exporter,,n=bob,r=abc")))
+		sf, err := DecodeB64(strings.TrimPrefix(ch, "CHALLENGE "))
+		if err != nil {
+			t.Fatalf("CHALLENGE %q", ch)
+		}
+		nonce := strings.TrimPrefix(strings.Split(string(sf), ",")[0], "r=")
+		final := "c=" + tc.cbind + ",r=" + nonce + ",p=" + EncodeB64(make([]byte, 32))
+		if got := rc.do("RESPONSE " + EncodeB64([]byte(final))); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("RESPONSE with c=%s: %q, want %s", tc.cbind, got, tc.want)
+		}
+	}
 	// A client without channel binding ("n") logs in over TLS.
 	rc2, _, _ := dialRawTLS(t, ts.addr)
 	if x := rawSCRAM(t, rc2, "bob", "Secret-pw-1"); !strings.HasPrefix(x.final, "OK ") {
