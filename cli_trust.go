@@ -110,9 +110,11 @@ func (cn *connector) firstContact(ue *UnknownServerError) error {
 		if cn.term == nil {
 			return refuse
 		}
-		if _, _, err := cn.term.tty(); err != nil {
+		_, done, err := cn.term.tty()
+		if err != nil {
 			return refuse
 		}
+		done()
 		fmt.Fprintf(cn.stderr, "authbox: the server %s is not known yet\nauthbox: its key fingerprint is %s\n", ue.Addr, ue.Fingerprint)
 		answer, err := cn.term.readLine("trust it and remember it? [y/N] ")
 		if err != nil {
