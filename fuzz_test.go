@@ -1213,101 +1213,179 @@ func FuzzSCRAM(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, first, final string, flip []byte) {
-		// A fresh server per input: its login throttle starts empty.
-		c := &conn{srv: NewServer(w.srv.cfg, w.store, nil), remote: "fuzz"}
-		line := "AUTH SCRAM-SHA-256 " + EncodeB64([]byte(first))
-		if len(line)+1 > MaxLineBytes {
-			return
+		fzSCRAMOne(t, w, o, MechSCRAM, nil, first, final, flip)
+	})
+}
+
+// fzSCRAMOne runs one fuzzed login, AUTH then RESPONSE, under mech on a
+// connection whose channel binding is cb (nil: plain TCP), and checks the
+// outcome against the oracle. final is a template: {c} is the base64 of
+// what c= must carry (the GS2 header, and under PLUS the binding), {x} the
+// same header with another connection's 32 bytes, {r} the server's nonce,
+// {p} the right proof over everything before the last comma, XORed with
+// flip.
+func fzSCRAMOne(t *testing.T, w *fzWorld, o *fzOracle, mech string, cb []byte, first, final string, flip []byte) {
+	const name = "alice"
+	// A fresh server per input: its login throttle starts empty.
+	c := &conn{srv: NewServer(w.srv.cfg, w.store, nil), remote: "fuzz", overTLS: cb != nil, cb: cb}
+	line := "AUTH " + mech + " " + EncodeB64([]byte(first))
+	if len(line)+1 > MaxLineBytes {
+		return
+	}
+	reply, err := c.handleLine([]byte(line + "\n"))
+	ctx := "AUTH with client-first " + strconv.Quote(first)
+	if err != nil {
+		fzProtoErr(t, err, ctx)
+		if c.pending != nil || c.user != "" {
+			t.Fatalf("%s: ERR %v left pending %T, user %q", ctx, err, c.pending, c.user)
 		}
-		reply, err := c.handleLine([]byte(line + "\n"))
-		ctx := "AUTH with client-first " + strconv.Quote(first)
-		if err != nil {
-			fzProtoErr(t, err, ctx)
-			if c.pending != nil || c.user != "" {
-				t.Fatalf("%s: ERR %v left pending %T, user %q", ctx, err, c.pending, c.user)
-			}
-			return
+		return
+	}
+	fzCheckReplyLine(t, reply, ctx)
+	args := fzReplyArgs(reply)
+	if !strings.HasPrefix(reply, ReplyChallenge+" ") || len(args) != 1 || c.user != "" {
+		t.Fatalf("%s: %q, user %q", ctx, reply, c.user)
+	}
+	sfRaw, err := DecodeB64(args[0])
+	if err != nil {
+		t.Fatalf("%s: CHALLENGE is not base64: %q", ctx, reply)
+	}
+	serverFirst := string(sfRaw)
+	nonce := strings.TrimPrefix(strings.Split(serverFirst, ",")[0], "r=")
+	cf, err := ParseClientFirst(first)
+	if err != nil {
+		t.Fatalf("%s: CHALLENGE for a client-first ParseClientFirst rejects: %v", ctx, err)
+	}
+	gs2, bare := cf.GS2Header, first[len(cf.GS2Header):]
+	// c= carries the GS2 header and, under PLUS, this connection's binding.
+	cbind := gs2
+	if cf.CBFlag == 'p' {
+		cbind += string(cb)
+	}
+	forUs := false
+	if n, err := NormalizeUsername(cf.Username); err == nil && n == name {
+		forUs = true
+	}
+
+	msg := strings.NewReplacer("{c}", EncodeB64([]byte(cbind)), "{x}", EncodeB64([]byte(gs2+strings.Repeat("x", exporterLen))), "{r}", nonce).Replace(final)
+	altered := false
+	if strings.Contains(msg, "{p}") {
+		wop := msg
+		if i := strings.LastIndexByte(msg, ','); i >= 0 {
+			wop = msg[:i]
 		}
+		p := o.proof(bare + "," + serverFirst + "," + wop)
+		for i := 0; i < len(flip) && i < len(p); i++ {
+			altered = altered || flip[i] != 0
+			p[i] ^= flip[i]
+		}
+		msg = strings.ReplaceAll(msg, "{p}", EncodeB64(p))
+	}
+	line = "RESPONSE " + EncodeB64([]byte(msg))
+	if len(line)+1 > MaxLineBytes {
+		return
+	}
+	reply, err = c.handleLine([]byte(line + "\n"))
+	ctx += ", client-final " + strconv.Quote(msg)
+	if err == nil {
 		fzCheckReplyLine(t, reply, ctx)
-		args := fzReplyArgs(reply)
-		if !strings.HasPrefix(reply, ReplyChallenge+" ") || len(args) != 1 || c.user != "" {
-			t.Fatalf("%s: %q, user %q", ctx, reply, c.user)
-		}
-		sfRaw, err := DecodeB64(args[0])
-		if err != nil {
-			t.Fatalf("%s: CHALLENGE is not base64: %q", ctx, reply)
-		}
-		serverFirst := string(sfRaw)
-		nonce := strings.TrimPrefix(strings.Split(serverFirst, ",")[0], "r=")
-		cf, err := ParseClientFirst(first)
-		if err != nil {
-			t.Fatalf("%s: CHALLENGE for a client-first ParseClientFirst rejects: %v", ctx, err)
-		}
-		gs2, bare := first[:3], first[3:]
-		forUs := false
-		if n, err := NormalizeUsername(cf.Username); err == nil && n == name {
-			forUs = true
-		}
+	} else {
+		fzProtoErr(t, err, ctx)
+	}
 
-		msg := strings.NewReplacer("{c}", EncodeB64([]byte(gs2)), "{r}", nonce).Replace(final)
-		altered := false
-		if strings.Contains(msg, "{p}") {
-			wop := msg
-			if i := strings.LastIndexByte(msg, ','); i >= 0 {
-				wop = msg[:i]
-			}
-			p := o.proof(bare + "," + serverFirst + "," + wop)
-			for i := 0; i < len(flip) && i < len(p); i++ {
-				altered = altered || flip[i] != 0
-				p[i] ^= flip[i]
-			}
-			msg = strings.ReplaceAll(msg, "{p}", EncodeB64(p))
-		}
-		line = "RESPONSE " + EncodeB64([]byte(msg))
-		if len(line)+1 > MaxLineBytes {
-			return
-		}
-		reply, err = c.handleLine([]byte(line + "\n"))
-		ctx += ", client-final " + strconv.Quote(msg)
+	genuine, authMsg := o.judge(bare, serverFirst, msg, cbind, nonce)
+	switch {
+	case c.user == "":
 		if err == nil {
-			fzCheckReplyLine(t, reply, ctx)
-		} else {
-			fzProtoErr(t, err, ctx)
+			t.Fatalf("%s: %q without a login", ctx, reply)
 		}
+		if forUs && genuine {
+			t.Fatalf("%s: a right proof for %q was refused: %v", ctx, name, err)
+		}
+		if pe := fzProtoErr(t, err, ctx); pe.Code != CodeAuth && pe.Code != CodeBadReq && pe.Code != CodeLimit {
+			t.Fatalf("%s: RESPONSE got ERR %s, want AUTH, BADREQ or LIMIT", ctx, pe.Code)
+		}
+		// Spec §8: a well-formed client-final with a wrong proof is AUTH.
+		// (A control character anywhere makes it malformed: BADREQ.)
+		// Spec §9.3: under PLUS, the header with another connection's
+		// 32 bytes is a relay's login: AUTH, not BADREQ.
+		if f := strings.Split(msg, ","); cf.CBFlag == 'p' && len(f) > 0 && !fzHasControl(msg) {
+			if v, derr := DecodeB64(strings.TrimPrefix(f[0], "c=")); derr == nil && strings.HasPrefix(f[0], "c=") &&
+				len(v) == len(gs2)+exporterLen && string(v[:len(gs2)]) == gs2 && string(v[len(gs2):]) != string(cb) {
+				fzWantCode(t, err, CodeAuth, ctx)
+			}
+		}
+		if f := strings.Split(msg, ","); len(f) == 3 && f[0] == "c="+EncodeB64([]byte(cbind)) && f[1] == "r="+nonce && !fzHasControl(msg) {
+			if p, perr := b64.DecodeString(strings.TrimPrefix(f[2], "p=")); perr == nil && len(p) == KeyLen && strings.HasPrefix(f[2], "p=") {
+				fzWantCode(t, err, CodeAuth, ctx)
+			}
+		}
+	case altered:
+		t.Fatalf("%s: logged in as %q with a proof altered by %x", ctx, c.user, flip)
+	case !forUs || !genuine || c.user != name:
+		t.Fatalf("%s: logged in as %q (client-first names %q, genuine proof: %v)", ctx, c.user, cf.Username, genuine)
+	default:
+		// Mutual authentication: the server's signature is the one the
+		// client will check.
+		want := FormatReply(ReplyOK, EncodeB64([]byte("v="+EncodeB64(fzHMAC(o.serverKey, authMsg)))))
+		if reply != want {
+			t.Fatalf("%s: login reply %q, want server-final %q", ctx, reply, want)
+		}
+	}
+	if c.pending != nil {
+		t.Fatalf("%s: exchange still pending after RESPONSE", ctx)
+	}
+}
 
-		genuine, authMsg := o.judge(bare, serverFirst, msg, gs2, nonce)
-		switch {
-		case c.user == "":
-			if err == nil {
-				t.Fatalf("%s: %q without a login", ctx, reply)
-			}
-			if forUs && genuine {
-				t.Fatalf("%s: a right proof for %q was refused: %v", ctx, name, err)
-			}
-			if pe := fzProtoErr(t, err, ctx); pe.Code != CodeAuth && pe.Code != CodeBadReq && pe.Code != CodeLimit {
-				t.Fatalf("%s: RESPONSE got ERR %s, want AUTH, BADREQ or LIMIT", ctx, pe.Code)
-			}
-			// Spec §8: a well-formed client-final with a wrong proof is AUTH.
-			// (A control character anywhere makes it malformed: BADREQ.)
-			if f := strings.Split(msg, ","); len(f) == 3 && f[0] == "c="+EncodeB64([]byte(gs2)) && f[1] == "r="+nonce && !fzHasControl(msg) {
-				if p, perr := b64.DecodeString(strings.TrimPrefix(f[2], "p=")); perr == nil && len(p) == KeyLen && strings.HasPrefix(f[2], "p=") {
-					fzWantCode(t, err, CodeAuth, ctx)
-				}
-			}
-		case altered:
-			t.Fatalf("%s: logged in as %q with a proof altered by %x", ctx, c.user, flip)
-		case !forUs || !genuine || c.user != name:
-			t.Fatalf("%s: logged in as %q (client-first names %q, genuine proof: %v)", ctx, c.user, cf.Username, genuine)
-		default:
-			// Mutual authentication: the server's signature is the one the
-			// client will check.
-			want := FormatReply(ReplyOK, EncodeB64([]byte("v="+EncodeB64(fzHMAC(o.serverKey, authMsg)))))
-			if reply != want {
-				t.Fatalf("%s: login reply %q, want server-final %q", ctx, reply, want)
-			}
-		}
-		if c.pending != nil {
-			t.Fatalf("%s: exchange still pending after RESPONSE", ctx)
-		}
+// FuzzSCRAMPlus is FuzzSCRAM under SCRAM-SHA-256-PLUS on a TLS connection
+// with a fixed tls-exporter binding: only a proof over this connection's
+// binding logs in, a foreign binding is AUTH, a header that is not
+// p=tls-exporter is refused before any challenge.
+func FuzzSCRAMPlus(f *testing.F) {
+	const name, password = "alice", "Tr0ub4dor&3"
+	w := fzNewWorld(f)
+	salt := fzRegister(f, w.srv, name, password)
+	fzRegister(f, w.srv, "bob", "Other-Passw0rd")
+	o := fzKeys(f, password, salt, MinIterations)
+	cb := bytes.Repeat([]byte{0xb7}, exporterLen)
+	cfg := w.srv.cfg
+	cfg.TLS, cfg.Mechanisms = true, []string{MechPlus, MechSCRAM, MechSeed}
+	w.srv = NewServer(cfg, w.store, nil)
+	// The target must reach RESPONSE: a real client's PLUS login over this
+	// binding logs in.
+	sc, _ := scramClient(name, password)
+	conv := sc.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: cb})
+	c := &conn{srv: w.srv, remote: "fuzz-setup", overTLS: true, cb: cb}
+	c1, _ := conv.Step("")
+	ch, err := c.handleLine([]byte("AUTH " + MechPlus + " " + EncodeB64([]byte(c1)) + "\n"))
+	s1, derr := DecodeB64(strings.TrimSuffix(strings.TrimPrefix(ch, "CHALLENGE "), "\n"))
+	if err != nil || derr != nil {
+		f.Fatalf("PLUS self-test AUTH: %q, %v", ch, err)
+	}
+	c2, _ := conv.Step(string(s1))
+	if reply, err := c.handleLine([]byte("RESPONSE " + EncodeB64([]byte(c2)) + "\n")); err != nil || c.user != name {
+		f.Fatalf("PLUS self-test RESPONSE: %q, %v", reply, err)
+	}
+	const good = "c={c},r={r},p={p}"
+	for _, s := range []struct {
+		first, final string
+		flip         []byte
+	}{
+		{"p=tls-exporter,,n=alice,r=rOprNGfwEbeRWgbNEkqO", good, nil},
+		{"p=tls-exporter,,n=alice,r=x", good, []byte{1}},
+		{"p=tls-exporter,,n=alice,r=x", "c={x},r={r},p={p}", nil},
+		{"p=tls-exporter,,n=alice,r=x", "c=cD10bHMtZXhwb3J0ZXIsLA==,r={r},p={p}", nil},
+		{"p=tls-exporter,,n=bob,r=x", good, nil},
+		{"p=tls-exporter,,n=nobody,r=x", good, nil},
+		{"p=tls-unique,,n=alice,r=x", good, nil},
+		{"p=tls-exporter,a=alice,n=alice,r=x", good, nil},
+		{"n,,n=alice,r=x", good, nil},
+		{"y,,n=alice,r=x", good, nil},
+		{"", "", nil},
+	} {
+		f.Add(s.first, s.final, s.flip)
+	}
+	f.Fuzz(func(t *testing.T, first, final string, flip []byte) {
+		fzSCRAMOne(t, w, o, MechPlus, cb, first, final, flip)
 	})
 }
