@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/xdg-go/scram"
-	"github.com/xdg-go/stringprep"
 )
 
 const (
@@ -205,14 +204,10 @@ func (c *Client) checkIterations(n int) error {
 }
 
 // scramClient prepares a SCRAM client. The name is PRECIS-normalized (the
-// server's rule); only the password goes through SASLprep, as RFC 5802
-// asks. Errors never quote the password.
+// server's rule); only the password is prepared, with SASLprep as RFC 5802
+// asks, and as PostgreSQL does when SASLprep refuses it (preparePassword).
 func scramClient(name, password string) (*scram.Client, error) {
-	prepped, err := stringprep.SASLprep.Prepare(password)
-	if err != nil {
-		return nil, errors.New("the password contains characters SASLprep (RFC 4013) does not allow, such as control characters")
-	}
-	return scram.SHA256.NewClientUnprepped(name, prepped, "")
+	return scram.SHA256.NewClientUnprepped(name, preparePassword(password), "")
 }
 
 // Verifier computes StoredKey and ServerKey for a password, salt and
