@@ -102,6 +102,9 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	ts := &testServer{t: t, Server: srv, store: store, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(ts.stop)
+	// No pin an earlier test's server left on this port may make testDial
+	// take this one for it.
+	pinServer(t, ts.addr, "")
 	return ts
 }
 
