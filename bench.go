@@ -103,14 +103,15 @@ precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
 		Subcommands: []*cli.Command{{
 			Name:  "populate",
 			Usage: "write bench accounts straight into a db file (offline: the server must be stopped)",
-			Description: `Writes bench0..bench(N-1) into --db in large sorted transactions. All of
+			Description: `Writes bench0..bench(N-1) into --db (required: a throwaway file, never the
+config's db) in large sorted transactions. All of
 them share one salt and the bench password, so one PBKDF2 serves them all and
 "authbox bench --no-setup --users N" logs in as any of them. Existing names
 are kept.`,
 			OnUsageError: usageErr,
 			Flags: []cli.Flag{
 				configFlag,
-				&cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config)"},
+				&cli.StringFlag{Name: "db", Usage: "account database `FILE` to write (required: never the db from the config)"},
 				&cli.IntFlag{Name: "users", Value: 1000, Usage: "write bench0..bench(`N`-1)"},
 				&cli.IntFlag{Name: "iterations", Usage: "PBKDF2 iterations of the accounts (default: iterations from the config)"},
 			},

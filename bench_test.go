@@ -355,6 +355,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"bench", "--server", "localhost"}, `--server "localhost" is not host:port`},
 		{[]string{"bench", "--server", "localhost:7886", "--sources", "70000"}, "at most 65024 loopback sources"},
 		{[]string{"bench", "populate", "extra"}, `unexpected argument "extra"`},
+		{[]string{"bench", "populate"}, "bench populate needs --db"},
 		{[]string{"bench", "populate", "--config", filepath.Join(dir, "none.toml")}, "none.toml"},
 		{[]string{"bench", "populate", "--db", filepath.Join(dir, "p.db"), "--iterations", "4095"}, "--iterations must be 4096 to"},
 		{[]string{"bench", "populate", "--db", filepath.Join(dir, "no", "such", "dir", "p.db")}, "no such file or directory"},

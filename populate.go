@@ -30,16 +30,18 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// No default from the config: that is the real accounts' db, and bench
+	// accounts have no place in it.
 	path := ctx.String("db")
-	if path == "" {
-		path = cfg.DB
-	}
 	n := ctx.Int("users")
 	iters := ctx.Int("iterations")
 	if iters == 0 {
 		iters = cfg.Iterations
 	}
 	usage := helpHint(ctx)
+	if path == "" {
+		return fail(exitOther, "give a throwaway db file, e.g. --db bench.db", "bench populate needs --db")
+	}
 	if n < 1 || n > 100_000_000 {
 		return fail(exitOther, usage, "--users must be 1 to 100000000, got %d", n)
 	}
