@@ -22,7 +22,7 @@ func TestCLIHints(t *testing.T) {
 		{[]string{"users", "nope"}, `unknown command "users nope"`, `run "authbox users --help" for its commands`},
 		{[]string{"backup"}, "missing FILE", `run "authbox backup --help" for usage`},
 		{[]string{"bench", "populate", "x"}, `unexpected argument "x"`, `run "authbox bench populate --help" for usage`},
-		{[]string{"bench", "populate", "--users", "0"}, "--users must be 1 to 100000000, got 0", `run "authbox bench populate --help" for usage`},
+		{[]string{"bench", "populate", "--db", "unused.db", "--users", "0"}, "--users must be 1 to 100000000, got 0", `run "authbox bench populate --help" for usage`},
 		{[]string{"bench", "--conc", "0"}, "--conc must be at least 1", `run "authbox bench --help" for usage`},
 		{[]string{"bench", "--bogus"}, "unknown flag --bogus", `run "authbox bench --help" for usage`},
 		{[]string{"login", "extra"}, `unexpected argument "extra"`, `run "authbox login --help" for usage`},
