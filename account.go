@@ -111,19 +111,24 @@ func (c *conn) finishPasswd(p *passwdEx, cmd Command) (string, error) {
 		return "", err
 	}
 	upgraded := false
+	// The stamp is checked again inside the write: the account may have
+	// changed since needLogin looked. The new one ends every other session.
+	gen := NewGen()
 	err = c.srv.store.Update(c.user, func(old Record) (Record, error) {
-		rec.Locked = old.Locked
+		if old.Gen != c.gen {
+			return old, errSessionEnded
+		}
+		rec.Locked, rec.Gen = old.Locked, gen
 		upgraded = old.Kind == KindLegacy
 		return rec, nil
 	})
-	if errors.Is(err, ErrNotFound) {
-		// Deleted by an administrator while logged in.
-		c.user = ""
-		return "", protoErr(CodeAuth, "the account no longer exists")
+	if errors.Is(err, ErrNotFound) || errors.Is(err, errSessionEnded) {
+		return "", c.sessionEnded()
 	}
 	if err != nil {
 		return "", err
 	}
+	c.gen = gen
 	if upgraded {
 		c.srv.log.Info("account upgraded from the legacy scheme to SCRAM-SHA-256", "remote", c.remote, "user", c.user)
 	} else {
@@ -136,7 +141,16 @@ func (c *conn) handleDelete(cmd Command) (string, error) {
 	if err := CheckArgs(cmd, 0, 0); err != nil {
 		return "", err
 	}
-	if err := c.srv.store.Delete(c.user); err != nil && !errors.Is(err, ErrNotFound) {
+	err := c.srv.store.DeleteIf(c.user, func(rec Record) error {
+		if rec.Gen != c.gen {
+			return errSessionEnded
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrNotFound) || errors.Is(err, errSessionEnded):
+		return "", c.sessionEnded()
+	case err != nil:
 		return "", err
 	}
 	c.srv.log.Info("account deleted", "remote", c.remote, "user", c.user)

@@ -35,6 +35,7 @@ type conn struct {
 	idle bool       // blocked reading a fresh command, nothing under way
 
 	user     string   // "" until a successful AUTH
+	gen      uint64   // the Gen of the record user logged in to
 	pending  exchange // the exchange a SALT or CHALLENGE began
 	attempt  *attempt // the login under way, counted by the throttle
 	lastFail failure  // the last charged failure, see failLogin
@@ -347,11 +348,31 @@ func (c *conn) needAnonymous(cmd Command) error {
 	return nil
 }
 
+// needLogin also ends a session whose account was deleted or had its
+// password changed since the login (see Record.Gen): that session must not
+// act for the name, which may belong to someone else by now.
 func (c *conn) needLogin(cmd Command) error {
 	if c.user == "" {
 		return protoErr(CodeBadCmd, "%s needs a successful AUTH first", cmd.Verb)
 	}
+	rec, err := c.srv.store.Get(c.user)
+	switch {
+	case errors.Is(err, ErrNotFound) || (err == nil && rec.Gen != c.gen):
+		return c.sessionEnded()
+	case err != nil:
+		return err
+	}
 	return nil
+}
+
+// errSessionEnded is the answer to a session whose account changed.
+var errSessionEnded = &ProtoError{Code: CodeAuth, Text: "session ended: the account was deleted or its password changed; log in again"}
+
+// sessionEnded logs the connection out for good reason and says so.
+func (c *conn) sessionEnded() error {
+	c.srv.log.Info("session ended: the account changed since the login", "remote", c.remote, "user", c.user)
+	c.user, c.gen = "", 0
+	return errSessionEnded
 }
 
 // finish runs the continuation of an exchange.

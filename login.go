@@ -268,7 +268,7 @@ func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string
 		c.srv.log.Info("login refused: account locked", "remote", c.remote, "user", name)
 		return "", protoErr(CodeLocked, "this account is locked; ask the administrator")
 	}
-	c.user = name
+	c.user, c.gen = name, rec.Gen
 	c.stats.logins++
 	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mech)
 	return reply, nil

@@ -96,21 +96,29 @@ type Record struct {
 	ServerKey  []byte
 	Created    time.Time
 	Updated    time.Time
+	// Gen stamps the account's identity: a fresh random value when it is
+	// made and at each password change. A session remembers the Gen it
+	// logged in to; a record with another Gen (or none) has ended it.
+	// Records of version 1 have none and read as 0.
+	Gen uint64
 }
 
-// recordVersion is the first byte of every encoded record.
-const recordVersion = 1
+// recordVersion is the first byte of every encoded record; version 1
+// (without Gen) is still read.
+const recordVersion = 2
 
 const flagLocked = 1 << 0
 
-// Record layout, version 1 (about 110 bytes for a SCRAM account):
+// Record layout, version 2 (about 120 bytes for a SCRAM account):
 //
 //	version u8 | kind u8 | flags u8 | iterations u32 | created i64 | updated i64
-//	| saltLen u8 | salt | storedLen u8 | storedKey | serverLen u8 | serverKey
+//	| gen u64 | saltLen u8 | salt | storedLen u8 | storedKey | serverLen u8 | serverKey
+//
+// Version 1 is the same without gen.
 //
 // Times are Unix seconds; byte order is big-endian.
 func (r *Record) marshal() []byte {
-	b := make([]byte, 0, 3+4+16+3+len(r.Salt)+len(r.StoredKey)+len(r.ServerKey))
+	b := make([]byte, 0, 3+4+16+8+3+len(r.Salt)+len(r.StoredKey)+len(r.ServerKey))
 	var flags byte
 	if r.Locked {
 		flags |= flagLocked
@@ -119,6 +127,7 @@ func (r *Record) marshal() []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(r.Iterations))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Created.Unix()))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Updated.Unix()))
+	b = binary.BigEndian.AppendUint64(b, r.Gen)
 	for _, f := range [][]byte{r.Salt, r.StoredKey, r.ServerKey} {
 		b = append(b, byte(len(f)))
 		b = append(b, f...)
@@ -129,7 +138,7 @@ func (r *Record) marshal() []byte {
 // unmarshalRecord decodes b, copying every slice: b belongs to a bbolt
 // transaction and is invalid once it ends.
 func unmarshalRecord(b []byte) (Record, error) {
-	if len(b) < 3+4+16+3 || b[0] != recordVersion {
+	if len(b) < 3+4+16+3 || (b[0] != 1 && b[0] != recordVersion) {
 		return Record{}, ErrBadRecord
 	}
 	r := Record{
@@ -139,7 +148,15 @@ func unmarshalRecord(b []byte) (Record, error) {
 		Created:    time.Unix(int64(binary.BigEndian.Uint64(b[7:])), 0).UTC(),
 		Updated:    time.Unix(int64(binary.BigEndian.Uint64(b[15:])), 0).UTC(),
 	}
+	version := b[0]
 	b = b[23:]
+	if version >= 2 {
+		if len(b) < 8+3 {
+			return Record{}, ErrBadRecord
+		}
+		r.Gen = binary.BigEndian.Uint64(b)
+		b = b[8:]
+	}
 	for _, f := range []*[]byte{&r.Salt, &r.StoredKey, &r.ServerKey} {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return Record{}, ErrBadRecord
@@ -237,6 +254,7 @@ func (s *Store) Get(name string) (Record, error) {
 func (s *Store) Create(name string, rec Record) error {
 	now := time.Now()
 	rec.Created, rec.Updated = now, now
+	rec.Gen = NewGen()
 	val := rec.marshal()
 	var exists bool
 	// Batch may run the function more than once (after another function in
@@ -291,6 +309,8 @@ func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped i
 			if rec.Updated.IsZero() {
 				rec.Updated = now
 			}
+			// A replaced account is a new identity: its sessions end.
+			rec.Gen = NewGen()
 			if err := b.Put([]byte(nr.Name), rec.marshal()); err != nil {
 				return err
 			}
@@ -345,13 +365,37 @@ func (s *Store) SetLocked(name string, locked bool) (changed bool, err error) {
 
 // Delete removes an account, or returns ErrNotFound.
 func (s *Store) Delete(name string) error {
+	return s.DeleteIf(name, nil)
+}
+
+// DeleteIf removes an account if ok, given its record inside the delete's
+// transaction, approves (ok nil approves any), or returns ok's error.
+func (s *Store) DeleteIf(name string, ok func(Record) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
-		if b.Get([]byte(name)) == nil {
+		v := b.Get([]byte(name))
+		if v == nil {
 			return ErrNotFound
+		}
+		if ok != nil {
+			rec, err := unmarshalRecord(v)
+			if err != nil {
+				return err
+			}
+			if err := ok(rec); err != nil {
+				return err
+			}
 		}
 		return b.Delete([]byte(name))
 	})
+}
+
+// NewGen returns a fresh identity stamp for a record (see Record.Gen):
+// random, so that a re-registered name never gets its old stamp back.
+func NewGen() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // Count returns the number of accounts.
