@@ -133,7 +133,20 @@ func (c *conn) handshake() error {
 	}
 	tc := tls.Server(c.raw, conf)
 	c.raw.SetDeadline(c.lineDeadline())
-	if err := tc.Handshake(); err != nil {
+	// Nothing is under way during a handshake: Shutdown may cut it as it
+	// cuts a connection waiting for its next command.
+	c.mu.Lock()
+	c.idle = true
+	shutting := c.srv.shutting.Load()
+	c.mu.Unlock()
+	if shutting {
+		c.raw.SetReadDeadline(time.Now())
+	}
+	err := tc.Handshake()
+	c.mu.Lock()
+	c.idle = false
+	c.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	st := tc.ConnectionState()

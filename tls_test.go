@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -602,6 +603,13 @@ func TestTrustPinnedServerChanged(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Line != 2 || fe.Got != ts.fingerprint() {
 		t.Fatalf("changed key: %v", err)
 	}
+	// A matching pin does not excuse a --fingerprint that differs.
+	os.WriteFile(path, []byte(ts.addr+" "+ts.fingerprint()+"\n"), 0o600)
+	k, _ = LoadKnownServers(path)
+	wrong := Fingerprint([]byte("not the server's key"))
+	if _, err := DialTLS(ts.addr, (&Trust{Known: k, Fingerprint: wrong}).TLSConfig(ts.addr)); !errors.As(err, &fe) || fe.Want != wrong {
+		t.Fatalf("pinned server, wrong --fingerprint: %v", err)
+	}
 	// An unknown server is a first contact that names its fingerprint.
 	var ue *UnknownServerError
 	if _, err := DialTLS(ts.addr, (&Trust{}).TLSConfig(ts.addr)); !errors.As(err, &ue) || ue.Fingerprint != ts.fingerprint() {
@@ -694,5 +702,27 @@ func BenchmarkIdentitySign(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestTLSShutdownCutsAHandshake: a client that connected and never sent a
+// ClientHello does not hold Shutdown up for its line deadline.
+func TestTLSShutdownCutsAHandshake(t *testing.T) {
+	cfg := tlsTestConfig(t)
+	cfg.LineTimeout = Duration{time.Hour}
+	ts := startServer(t, cfg)
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// The handshake is under way once a worker took the connection; a
+	// second client's full login proves the first was taken already
+	// (workers serve in order from the queue).
+	mustRegisterTLS(t, ts, "ivan", "Secret-pw-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown waited on a silent handshake: %v", err)
 	}
 }

@@ -118,18 +118,24 @@ func (t *Trust) verify(addr, host string, cs tls.ConnectionState) error {
 	}
 	leaf := cs.PeerCertificates[0]
 	got := certFingerprint(leaf)
+	pinned := false
 	if t.Known != nil {
 		if e, ok := t.Known.Lookup(addr); ok {
 			if e.Fingerprint != got {
 				return &FingerprintError{Addr: addr, Want: e.Fingerprint, Got: got, File: t.Known.Path, Line: e.Line}
 			}
-			return nil
+			pinned = true
 		}
 	}
+	// A fingerprint the user gave must match even when a pin does: it may
+	// be how the user checks a pin made on a first contact.
 	if t.Fingerprint != "" {
 		if t.Fingerprint != got {
 			return &FingerprintError{Addr: addr, Want: t.Fingerprint, Got: got}
 		}
+		return nil
+	}
+	if pinned {
 		return nil
 	}
 	if t.Roots != nil {
