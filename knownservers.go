@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // knownServersEnv overrides where the file is.
@@ -94,9 +96,22 @@ func (k *KnownServers) Lookup(addr string) (KnownServer, bool) {
 // Add pins addr to fp: it appends a line to the file as it is on disk now
 // (another client may have written since it was read) and replaces the
 // file atomically, so a crash leaves the old file or the new one, never
-// half of one. An existing pin for addr is never overwritten.
+// half of one. An existing pin for addr is never overwritten. Two clients
+// making first contact at once would each append to the file they read and
+// the second rename would drop the first pin, so the read-modify-write runs
+// under an exclusive lock on a sibling lock file. A symlinked file is
+// written through: the link stays and its target is replaced.
 func (k *KnownServers) Add(addr, fp string) error {
-	cur, err := LoadKnownServers(k.Path)
+	path, err := resolveLink(k.Path)
+	if err != nil {
+		return err
+	}
+	unlock, err := lockFile(path + ".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := LoadKnownServers(path)
 	if err != nil {
 		return err
 	}
@@ -107,7 +122,7 @@ func (k *KnownServers) Add(addr, fp string) error {
 		*k = *cur
 		return nil
 	}
-	old, err := os.ReadFile(k.Path)
+	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -115,15 +130,50 @@ func (k *KnownServers) Add(addr, fp string) error {
 		old = append(old, '\n')
 	}
 	data := append(old, addr+" "+fp+"\n"...)
-	if err := writeFileAtomic(k.Path, data); err != nil {
+	if err := writeFileAtomic(path, data); err != nil {
 		return err
 	}
-	added, err := LoadKnownServers(k.Path)
+	added, err := LoadKnownServers(path)
 	if err != nil {
 		return err
 	}
+	added.Path = k.Path
 	*k = *added
 	return nil
+}
+
+// resolveLink follows path if it is a symlink, so that the atomic rename
+// replaces the file the link points to rather than the link itself; a
+// missing file is returned as is.
+func resolveLink(path string) (string, error) {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return path, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return path, nil
+	}
+	return filepath.EvalSymlinks(path)
+}
+
+// lockFile takes an exclusive flock on path, creating it (and its
+// directory) if needed, and returns the function that releases it.
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

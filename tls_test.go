@@ -542,52 +542,6 @@ func makeCAChain(t testing.TB) (caPEM, certPEM, keyPEM, leafSPKI []byte) {
 		leaf.RawSubjectPublicKeyInfo
 }
 
-func TestKnownServersFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "known_servers")
-	k, err := LoadKnownServers(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fpA, fpB := Fingerprint([]byte("a")), Fingerprint([]byte("b"))
-	if err := k.Add("a.example:7886", fpA); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("known_servers mode: %v, %v", fi, err)
-	}
-	// A comment and a second pin written meanwhile by another client.
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString("# the b server\nb.example:7886 " + fpB)
-	f.Close()
-	if err := k.Add("c.example:7886", fpA); err != nil {
-		t.Fatal(err)
-	}
-	before, _ := os.ReadFile(path)
-	if want := "a.example:7886 " + fpA + "\n# the b server\nb.example:7886 " + fpB + "\nc.example:7886 " + fpA + "\n"; string(before) != want {
-		t.Fatalf("file:\n%s\nwant:\n%s", before, want)
-	}
-	// A changed key is refused with the line to edit, and nothing is written.
-	var fe *FingerprintError
-	if err := k.Add("b.example:7886", fpA); !errors.As(err, &fe) || fe.Line != 3 || fe.File != path {
-		t.Fatalf("re-pin with another key: %v", err)
-	}
-	if after, _ := os.ReadFile(path); string(after) != string(before) {
-		t.Fatal("a refused pin rewrote the file")
-	}
-	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".known_servers.*"))
-	if len(matches) != 0 {
-		t.Fatalf("temporary files left: %v", matches)
-	}
-	if e, ok := k.Lookup("b.example:7886"); !ok || e.Fingerprint != fpB {
-		t.Fatalf("lookup: %+v %v", e, ok)
-	}
-	os.WriteFile(path, []byte("a.example:7886 SHA256:short\n"), 0o600)
-	if _, err := LoadKnownServers(path); err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Fatalf("malformed file: %v", err)
-	}
-}
-
 func TestTrustPinnedServerChanged(t *testing.T) {
 	ts := startServer(t, tlsTestConfig(t))
 	path := filepath.Join(t.TempDir(), "known_servers")
