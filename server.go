@@ -121,6 +121,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.cfg.HasMech(MechSeed) {
 		s.log.Warn("legacy mechanism SEED-SHA256 is enabled: its stored values are password-equivalent and its hash is fast; upgrade its users and turn it off")
 	}
+	if s.cfg.TLS && !s.cfg.HasMech(MechPlus) {
+		// Typically a config written before TLS existed: logins still work,
+		// but a relay holding a certificate the client accepted could pass
+		// them through unnoticed, which PLUS would catch.
+		s.log.Warn("tls is on but " + MechPlus + " is not in mechanisms: logins are not bound to the TLS channel; add it first in mechanisms")
+	}
 	s.logListening(ln)
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;

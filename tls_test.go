@@ -680,3 +680,26 @@ func TestTLSShutdownCutsAHandshake(t *testing.T) {
 		t.Fatalf("Shutdown waited on a silent handshake: %v", err)
 	}
 }
+
+// A config from before TLS lists only SCRAM-SHA-256: TLS is on by default,
+// so its logins run inside TLS without channel binding, and the operator is
+// told so once at start.
+func TestTLSWithoutPlusIsWarned(t *testing.T) {
+	for _, tc := range []struct {
+		mechs []string
+		warn  bool
+	}{
+		{[]string{MechSCRAM}, true},
+		{[]string{MechPlus, MechSCRAM}, false},
+	} {
+		cfg := tlsTestConfig(t)
+		cfg.Mechanisms = tc.mechs
+		ts := startServer(t, cfg)
+		if !ts.waitLog("msg=listening") {
+			t.Fatal("no listening line")
+		}
+		if got := strings.Contains(ts.logs.String(), "not bound to the TLS channel"); got != tc.warn {
+			t.Errorf("mechanisms %v: warned %v, want %v; log:\n%s", tc.mechs, got, tc.warn, ts.logs)
+		}
+	}
+}
