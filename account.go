@@ -27,11 +27,39 @@ func newSalt() ([]byte, error) {
 }
 
 func (c *conn) handleRegister(cmd Command) (string, error) {
+	reply, err := c.startRegister(cmd)
+	c.registerError(err)
+	return reply, err
+}
+
+// registerError counts a REGISTER that failed for a reason not counted
+// where it was decided (taken, closed, throttled).
+func (c *conn) registerError(err error) {
+	var pe *ProtoError
+	if err == nil || errors.As(err, &pe) && (pe.Code == CodeExists || pe.Code == CodeDenied || pe.Code == CodeLimit) {
+		return
+	}
+	c.srv.met.registration(outcomeError)
+}
+
+// passwdError counts a PASSWD that did not change the password.
+func (c *conn) passwdError(err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, errSessionEnded):
+		c.srv.met.passwordChange(outcomeEnded)
+	default:
+		c.srv.met.passwordChange(outcomeError)
+	}
+}
+
+func (c *conn) startRegister(cmd Command) (string, error) {
 	if err := CheckArgs(cmd, 1, 1); err != nil {
 		return "", err
 	}
 	if !c.srv.cfg.OpenRegistration {
 		c.srv.log.Info("registration refused: registration is closed", "remote", c.remote)
+		c.srv.met.registration(outcomeClosed)
 		return "", protoErr(CodeDenied, "registration is closed on this server")
 	}
 	name, err := NormalizeUsername(cmd.Args[0])
@@ -48,6 +76,7 @@ func (c *conn) handleRegister(cmd Command) (string, error) {
 	case err == nil:
 		c.endAttempt(true)
 		c.srv.log.Info("registration refused: name taken", "remote", c.remote, "user", name)
+		c.srv.met.registration(outcomeExists)
 		return "", protoErr(CodeExists, "that username is taken")
 	case !errors.Is(err, ErrNotFound):
 		return "", err
@@ -84,11 +113,13 @@ func (c *conn) finishRegister(p *registerEx, cmd Command) (string, error) {
 	}
 	switch err := c.srv.store.Create(p.name, rec); {
 	case errors.Is(err, ErrExists):
+		c.srv.met.registration(outcomeExists)
 		return "", protoErr(CodeExists, "another client registered that username meanwhile")
 	case err != nil:
 		return "", err
 	}
 	c.stats.registrations++
+	c.srv.met.registration(outcomeOK)
 	c.srv.log.Info("registered", "remote", c.remote, "user", p.name)
 	return FormatReply(ReplyOK), nil
 }
@@ -129,6 +160,7 @@ func (c *conn) finishPasswd(p *passwdEx, cmd Command) (string, error) {
 		return "", err
 	}
 	c.gen = gen
+	c.srv.met.passwordChange(outcomeOK)
 	if upgraded {
 		c.srv.log.Info("account upgraded from the legacy scheme to SCRAM-SHA-256", "remote", c.remote, "user", c.user)
 	} else {

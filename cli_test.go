@@ -138,7 +138,7 @@ func (p *serveProc) waitLog(t testing.TB, s string) bool {
 }
 
 var (
-	listeningRE   = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	listeningRE   = regexp.MustCompile(`(?:msg=listening addr=|"msg":"listening","addr":")([^\s"]+)`)
 	fingerprintRE = regexp.MustCompile(`msg=listening .*fingerprint=(SHA256:\S+)`)
 )
 

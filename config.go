@@ -33,6 +33,8 @@ type Config struct {
 	LineTimeout      Duration `toml:"line_timeout"`
 	SessionTimeout   Duration `toml:"session_timeout"`
 	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
+	MetricsListen    string   `toml:"metrics_listen"`
+	LogFormat        string   `toml:"log_format"`
 
 	TLS                   bool   `toml:"tls"`
 	TLSCertFile           string `toml:"tls_cert_file"`
@@ -150,6 +152,16 @@ func (c *Config) Validate() error {
 		bad("iterations", "too large: %d", c.Iterations)
 	}
 	c.validateTransport(bad)
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics_listen", "%q is not host:port (or \"\" for none)", c.MetricsListen)
+		} else if c.MetricsListen == c.Listen {
+			bad("metrics_listen", "must differ from listen: the protocol port never speaks HTTP")
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log_format", "must be \"text\" or \"json\", got %q", c.LogFormat)
+	}
 	for _, d := range []struct {
 		key string
 		v   Duration

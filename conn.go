@@ -39,6 +39,9 @@ type conn struct {
 	pending  exchange // the exchange a SALT or CHALLENGE began
 	attempt  *attempt // the login under way, counted by the throttle
 	lastFail failure  // the last charged failure, see failLogin
+	// authStart is when the login under way sent AUTH (zero without
+	// metrics), for the login latency.
+	authStart time.Time
 	stats    connStats
 }
 
@@ -74,6 +77,7 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 			c.write(FormatReply(ReplyErr, CodeBusy, "server is shutting down, retry shortly"))
 		}
 		nc.Close()
+		s.met.refuse(refusedShutdown)
 		s.log.Info("rejected", "remote", c.remote, "code", CodeBusy, "reason", "shutting down")
 		return
 	}
@@ -96,6 +100,7 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 
 	if err := c.handshake(); err != nil {
 		c.stats.end = "tls handshake failed"
+		s.met.refuse(refusedHandshake)
 		s.log.Info("tls handshake failed", "remote", c.remote, "err", err)
 		return
 	}
@@ -326,9 +331,12 @@ func (c *conn) handleLine(raw []byte) (string, error) {
 		return noArgs(cmd, FormatReply(ReplyOK, c.user))
 	case CmdPasswd:
 		if err := c.needLogin(cmd); err != nil {
+			c.passwdError(err)
 			return "", err
 		}
-		return c.handlePasswd(cmd)
+		reply, err := c.handlePasswd(cmd)
+		c.passwdError(err)
+		return reply, err
 	case CmdDelete:
 		if err := c.needLogin(cmd); err != nil {
 			return "", err
@@ -392,13 +400,21 @@ func (c *conn) sessionEnded() error {
 func (c *conn) finish(p exchange, cmd Command) (string, error) {
 	switch p := p.(type) {
 	case *registerEx:
-		return c.finishRegister(p, cmd)
+		reply, err := c.finishRegister(p, cmd)
+		c.registerError(err)
+		return reply, err
 	case *passwdEx:
-		return c.finishPasswd(p, cmd)
+		reply, err := c.finishPasswd(p, cmd)
+		c.passwdError(err)
+		return reply, err
 	case *scramEx:
-		return c.finishSCRAM(p, cmd)
+		reply, err := c.finishSCRAM(p, cmd)
+		c.loginError(p.mech, err)
+		return reply, err
 	case *seedEx:
-		return c.finishSeed(p, cmd)
+		reply, err := c.finishSeed(p, cmd)
+		c.loginError(MechSeed, err)
+		return reply, err
 	}
 	return "", fmt.Errorf("unknown exchange %T", p)
 }

@@ -47,6 +47,29 @@ type seedEx struct {
 }
 
 func (c *conn) handleAuth(cmd Command) (string, error) {
+	c.authStart = c.srv.met.now()
+	reply, err := c.startAuth(cmd)
+	if len(cmd.Args) > 0 {
+		c.loginError(cmd.Args[0], err)
+	}
+	return reply, err
+}
+
+// loginError counts a login that ended in an error no other place counted:
+// a wrong proof, a throttle and a locked account are counted where they
+// are decided.
+func (c *conn) loginError(mech string, err error) {
+	if err == nil {
+		return
+	}
+	var pe *ProtoError
+	if errors.As(err, &pe) && (pe.Code == CodeAuth || pe.Code == CodeLimit || pe.Code == CodeLocked) {
+		return
+	}
+	c.srv.met.login(mech, outcomeError)
+}
+
+func (c *conn) startAuth(cmd Command) (string, error) {
 	if len(cmd.Args) == 0 {
 		return "", protoErr(CodeBadReq, "AUTH takes a mechanism and its argument")
 	}
@@ -81,6 +104,8 @@ func (c *conn) checkGS2(mech string, cf ClientFirst) error {
 	case cf.CBFlag == 'y' && c.offers(MechPlus):
 		c.srv.log.Warn("login refused: the client saw no SCRAM-SHA-256-PLUS offered, but this connection offered it (was the greeting altered?)",
 			"remote", c.remote)
+		c.srv.met.channelBindingDowngrade()
+		c.srv.met.loginDone(mech, outcomeAuth, c.authStart)
 		return errAuthFailed
 	}
 	return nil
@@ -182,6 +207,7 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 		case !ok || !bytes.HasPrefix(cbind, []byte(p.gs2)):
 			return "", protoErr(CodeBadReq, "SCRAM c= does not match the GS2 header")
 		case !hmac.Equal(cbind[len(p.gs2):], c.cb):
+			c.srv.met.channelBindingMismatch()
 			return c.failLogin(p.name, p.mech, "channel binding mismatch (a relay in the middle?)")
 		}
 	}
@@ -224,6 +250,12 @@ func (c *conn) beginAttempt(name, mech string) error {
 	a, wait, perUser := c.srv.thr.begin(c.src, name, time.Now())
 	if a == nil {
 		c.srv.log.Info("throttled", "remote", c.remote, "user", name, "retry_in", wait)
+		c.srv.met.throttleRefusal(perUser)
+		if mech == "" {
+			c.srv.met.registration(outcomeLimit)
+		} else {
+			c.srv.met.loginDone(mech, outcomeLimit, time.Time{})
+		}
 		if perUser {
 			return protoErr(CodeLimit, "too many failed attempts for this username from your address; retry in %ds", int(wait.Seconds()))
 		}
@@ -257,6 +289,7 @@ func (c *conn) failLogin(name, mech, reason string) (string, error) {
 		c.lastFail = failure{name, kindOf(mech)}
 	}
 	c.stats.failures++
+	c.srv.met.loginDone(mech, outcomeAuth, c.authStart)
 	c.srv.log.Info("login failed", "remote", c.remote, "user", name, "mech", mech, "reason", reason, "charged", !free)
 	return "", errAuthFailed
 }
@@ -266,10 +299,12 @@ func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string
 	c.lastFail = failure{}
 	if rec.Locked {
 		c.srv.log.Info("login refused: account locked", "remote", c.remote, "user", name)
+		c.srv.met.loginDone(mech, outcomeLocked, c.authStart)
 		return "", protoErr(CodeLocked, "this account is locked; ask the administrator")
 	}
 	c.user, c.gen = name, rec.Gen
 	c.stats.logins++
+	c.srv.met.loginDone(mech, outcomeOK, c.authStart)
 	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mech)
 	return reply, nil
 }

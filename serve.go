@@ -36,7 +36,7 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	logs := newLogBuffer(ctx.App.ErrWriter)
 	defer logs.Close()
-	log := slog.New(slog.NewTextHandler(logs, nil))
+	log := newLogger(cfg, logs)
 
 	ln, store, srv, admin, err := openServe(cfg, log)
 	if err != nil {
@@ -44,6 +44,20 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	defer ln.Close()
 	defer store.Close()
+	var mgmt *Management
+	if cfg.MetricsListen != "" {
+		if mgmt, err = ListenManagement(cfg.MetricsListen, srv, log); err != nil {
+			admin.Shutdown(context.Background())
+			return fail(exitOther, "is another program using that address? choose another metrics_listen", "cannot listen on %s (metrics_listen): %s", cfg.MetricsListen, errText(err))
+		}
+	}
+	// The management listener stops last, so that /readyz says 503 for as
+	// long as the server drains.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), managementWriteTimeout)
+		defer cancel()
+		mgmt.Shutdown(ctx)
+	}()
 
 	// SIGINT or SIGTERM stops it; so does the end of the run's context,
 	// which is how the tests stop a serve that runs in their process.
@@ -80,6 +94,14 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// newLogger makes the server's logger in the configured format.
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
 }
 
 // openServe opens what serve needs: the listener, the store, the server

@@ -42,9 +42,11 @@ var ErrServerClosed = errors.New("authbox: server closed")
 // stop it with Shutdown.
 type Server struct {
 	cfg   Config
-	store *Store
+	store timedStore
 	log   *slog.Logger
 	thr   *throttle
+	// met is nil unless metrics_listen is set: see metrics.go.
+	met *metrics
 
 	queue    chan *queued
 	shutting atomic.Bool
@@ -70,9 +72,8 @@ func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
-		store:    store,
 		log:      log,
 		thr:      newThrottle(cfg),
 		queue:    make(chan *queued, cfg.Queue),
@@ -80,6 +81,11 @@ func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
 		offered:  [2][]string{cfg.Offered(false), cfg.Offered(true)},
 		greeting: [2]string{Greeting(cfg.Offered(false)), Greeting(cfg.Offered(true))},
 	}
+	if cfg.MetricsListen != "" {
+		s.met = newMetrics(s)
+	}
+	s.store = timedStore{store, s.met}
+	return s
 }
 
 // Identity loads (on first call, making it if the db has none) the TLS
@@ -89,7 +95,7 @@ func (s *Server) Identity() (*ServerIdentity, error) {
 		if !s.cfg.TLS {
 			return
 		}
-		s.id, s.idErr = LoadIdentity(s.cfg, s.store)
+		s.id, s.idErr = LoadIdentity(s.cfg, s.store.Store)
 		if s.idErr == nil {
 			s.tlsConf = serverTLSConfig(s.id)
 		}
@@ -146,10 +152,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff.ok()
+		s.met.accept()
 		src := sourceKey(nc.RemoteAddr())
 		// Spec §2 allows only the greeting or ERR BUSY at connect, so a
 		// source over its cap is told BUSY, with its own reason.
 		if !s.thr.connOpen(src) {
+			s.met.refuse(refusedSourceCap)
 			s.reject(nc, CodeBusy, "too many connections from your address; close some and retry")
 			continue
 		}
@@ -159,6 +167,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		default:
 			if q.claim() {
 				s.thr.connClose(src)
+				s.met.refuse(refusedQueueFull)
 				s.reject(nc, CodeBusy, "server busy, retry shortly")
 			}
 		}
@@ -196,7 +205,9 @@ func (s *Server) worker() {
 		if !q.claim() {
 			continue // waited too long; its timer answered it
 		}
+		s.met.workerBusy(1)
 		s.serveConn(q.nc, q.src)
+		s.met.workerBusy(-1)
 		s.thr.connClose(q.src)
 	}
 }
@@ -217,6 +228,7 @@ func (s *Server) newQueued(nc net.Conn, src string) *queued {
 	q := &queued{nc: nc, src: src}
 	q.timer = time.AfterFunc(s.cfg.QueueTimeout.Duration, func() {
 		if q.claimed.CompareAndSwap(false, true) {
+			s.met.refuse(refusedQueueTimeout)
 			s.reject(q.nc, CodeBusy, "server busy, retry shortly")
 			s.thr.connClose(q.src)
 		}

@@ -230,6 +230,12 @@ func (s *Store) init() error {
 // Path is the db file's path.
 func (s *Store) Path() string { return s.path }
 
+// Ping reports whether the store can be read now: the management
+// listener's readiness check.
+func (s *Store) Ping() error {
+	return s.db.View(func(*bolt.Tx) error { return nil })
+}
+
 // Close closes the db file.
 func (s *Store) Close() error { return s.db.Close() }
 

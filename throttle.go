@@ -210,6 +210,19 @@ func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burs
 	return b
 }
 
+// sourceEntries and pairEntries are the sizes of the two failure tables.
+func (t *throttle) sourceEntries() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.sources)
+}
+
+func (t *throttle) pairEntries() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pairs)
+}
+
 // entries is the number of buckets held, for tests and the memory bound.
 func (t *throttle) entries() int {
 	t.mu.Lock()
