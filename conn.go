@@ -42,7 +42,7 @@ type conn struct {
 	// authStart is when the login under way sent AUTH (zero without
 	// metrics), for the login latency.
 	authStart time.Time
-	stats    connStats
+	stats     connStats
 }
 
 type connStats struct {

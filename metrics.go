@@ -147,7 +147,7 @@ func newMetrics(s *Server) *metrics {
 	f(m.loginSeconds)
 
 	storeSecs := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "authbox_store_operation_duration_seconds",
-		Help: "Time the server's store operations took, by operation. A write includes its fsync.",
+		Help:    "Time the server's store operations took, by operation. A write includes its fsync.",
 		Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10)}, []string{"op"})
 	storeErrs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authbox_store_errors_total",
 		Help: "Store operations that failed for a reason other than the answer itself (not found, exists), by operation."}, []string{"op"})
