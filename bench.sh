@@ -8,7 +8,7 @@
 #   ./bench.sh                 # everything (about 15 minutes on 2 cores)
 #   ./bench.sh logins million  # only some sections
 #
-# Sections: logins million register burst syscalls cli gobench.
+# Sections: logins million register burst syscalls cli gobench metrics.
 # Knobs: ROUNDS (5), DUR (5s per run), OUT (results dir, default a temp dir).
 # Needs Linux (/proc) and python3 for the summaries; strace for the
 # "syscalls" section (apt-get install -y strace). CI never runs this.
@@ -18,7 +18,7 @@ ROUNDS=${ROUNDS:-5}
 DUR=${DUR:-5s}
 OUT=${OUT:-$(mktemp -d /tmp/authbox-bench.XXXXXX)}
 mkdir -p "$OUT"
-sections=${*:-logins million register burst syscalls cli gobench}
+sections=${*:-logins million register burst syscalls cli gobench metrics}
 echo "results in $OUT"
 
 pids=()
@@ -119,6 +119,29 @@ if has logins; then
 	for t in c32 c64 c32--reuse c64--reuse; do summary "authbox-$t" "bare-$t"; done
 	stop "$SRV_PID"
 	stop "$BARE_PID"
+fi
+
+if has metrics; then
+	echo "== metrics: a server with metrics_listen vs one without, alternating, $ROUNDS rounds of $DUR"
+	"$AB" bench populate --db "$OUT/met-on.db" --users 1000 --iterations 4096
+	"$AB" bench populate --db "$OUT/met-off.db" --users 1000 --iterations 4096
+	cp "$OUT/auth.toml" "$OUT/auth-off.toml"
+	printf 'metrics_listen = "127.0.0.1:0"\n' >>"$OUT/auth.toml"
+	start_authbox "$OUT/met-on.db"
+	ON_ADDR=$SRV_ADDR ON_PID=$SRV_PID
+	cp "$OUT/auth-off.toml" "$OUT/auth.toml"
+	start_authbox "$OUT/met-off.db"
+	OFF_ADDR=$SRV_ADDR OFF_PID=$SRV_PID
+	for r in $(seq "$ROUNDS"); do
+		for reuse in "" --reuse; do
+			run "metrics-on$reuse" --server "$ON_ADDR" --pid "$ON_PID" --no-setup --users 1000 --conc 32 $reuse
+			run "metrics-off$reuse" --server "$OFF_ADDR" --pid "$OFF_PID" --no-setup --users 1000 --conc 32 $reuse
+		done
+	done
+	summary metrics-on metrics-off
+	summary metrics-on--reuse metrics-off--reuse
+	stop "$ON_PID"
+	stop "$OFF_PID"
 fi
 
 if has million; then
