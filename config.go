@@ -48,6 +48,10 @@ type Config struct {
 	UserFailureRefill   Duration `toml:"user_failure_refill"`
 	ThrottleEntries     int      `toml:"throttle_entries"`
 
+	// Store is "bbolt" (the db file) or "etcd" (the [etcd] cluster).
+	Store string     `toml:"store"`
+	Etcd  EtcdConfig `toml:"etcd"`
+
 	Client ClientConfig `toml:"client"`
 }
 
@@ -158,6 +162,13 @@ func (c *Config) Validate() error {
 		} else if c.MetricsListen == c.Listen {
 			bad("metrics_listen", "must differ from listen: the protocol port never speaks HTTP")
 		}
+	}
+	switch c.Store {
+	case "bbolt":
+	case "etcd":
+		c.Etcd.validate(bad)
+	default:
+		bad("store", "must be \"bbolt\" or \"etcd\", got %q", c.Store)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log_format", "must be \"text\" or \"json\", got %q", c.LogFormat)

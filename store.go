@@ -6,13 +6,14 @@ package main
 
 import (
 	"bytes"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -230,6 +231,9 @@ func (s *Store) init() error {
 // Path is the db file's path.
 func (s *Store) Path() string { return s.path }
 
+// Describe is the db file's path.
+func (s *Store) Describe() string { return s.path }
+
 // Ping reports whether the store can be read now: the management
 // listener's readiness check.
 func (s *Store) Ping() error {
@@ -356,17 +360,7 @@ func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
 // reports whether the flag changed; an account already in that state is
 // left as it is, Updated included.
 func (s *Store) SetLocked(name string, locked bool) (changed bool, err error) {
-	err = s.Update(name, func(rec Record) (Record, error) {
-		if rec.Locked == locked {
-			return rec, errUnchanged
-		}
-		rec.Locked = locked
-		return rec, nil
-	})
-	if errors.Is(err, errUnchanged) {
-		return false, nil
-	}
-	return err == nil, err
+	return setLocked(s, name, locked)
 }
 
 // Delete removes an account, or returns ErrNotFound.
@@ -472,13 +466,98 @@ func (s *Store) Identity(create func() (cert, key []byte, err error)) (cert, key
 	return cert, key, err
 }
 
-// FakeSalt derives the stable salt shown for a name that has no account:
-// an HMAC under the server secret, so it differs from name to name, never
-// changes for one name, and cannot be told from a random real salt.
+// FakeSalt derives the stable salt shown for a name that has no account
+// (see fakeSalt), under the secret kept in the db.
 func (s *Store) FakeSalt(label, name string) []byte {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(label))
-	m.Write([]byte{0})
-	m.Write([]byte(name))
-	return m.Sum(nil)
+	return fakeSalt(s.secret, label, name)
+}
+
+// storedIdentity is the TLS identity kept in the db, nil if none: what a
+// move to another store carries over.
+func (s *Store) storedIdentity() (cert, key []byte, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		cert, key = bytes.Clone(meta.Get(keyTLSCert)), bytes.Clone(meta.Get(keyTLSKey))
+		return nil
+	})
+	return cert, key, err
+}
+
+// writeDBFile writes a whole bbolt db to w, made from another store's
+// contents: its secret, its TLS identity (nil for none) and the encoded
+// records that each hands to put, in any order. It is built in a temporary
+// file beside none of the user's: bbolt writes only to files.
+func writeDBFile(w io.Writer, secret, cert, key []byte, each func(put func(name string, val []byte) error) error) (int64, error) {
+	dir, err := os.MkdirTemp("", "authbox-backup-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	db, err := bolt.Open(filepath.Join(dir, "backup.db"), 0o600, &bolt.Options{Timeout: dbLockTimeout, NoSync: true})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketUsers); err != nil {
+			return err
+		}
+		puts := map[string][]byte{string(keySchema): {schemaVersion}, string(keySecret): secret}
+		if cert != nil && key != nil {
+			puts[string(keyTLSCert)], puts[string(keyTLSKey)] = cert, key
+		}
+		for k, v := range puts {
+			if err := meta.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Records go in transactions of backupBatch: one transaction holds
+	// every dirty page in memory until it commits.
+	const backupBatch = 10000
+	var pending []NamedRecord
+	flush := func() error {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketUsers)
+			for _, nr := range pending {
+				if err := b.Put([]byte(nr.Name), nr.Record.marshal()); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		pending = pending[:0]
+		return err
+	}
+	err = each(func(name string, val []byte) error {
+		rec, err := unmarshalRecord(val)
+		if err != nil {
+			return fmt.Errorf("account %q: %w", name, err)
+		}
+		pending = append(pending, NamedRecord{name, rec})
+		if len(pending) == backupBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	err = db.View(func(tx *bolt.Tx) error {
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
 }

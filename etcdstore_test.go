@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// etcdCluster is a real etcd cluster of embedded members on loopback.
+type etcdCluster struct {
+	t       testing.TB
+	cfgs    []*embed.Config
+	members []*embed.Etcd
+}
+
+// freePorts returns n loopback ports free a moment ago. etcd must be told
+// its peers' ports before any member listens, so ":0" cannot be used.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// startEtcd starts an n-member cluster and waits until it has a leader;
+// t.Cleanup stops it.
+func startEtcd(t testing.TB, n int) *etcdCluster {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	c := &etcdCluster{t: t}
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
+	}
+	for i := range n {
+		cfg := embed.NewConfig()
+		cfg.Name = fmt.Sprintf("m%d", i)
+		cfg.Dir = t.TempDir()
+		cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "authbox-test"
+		// A short election: the leader-loss tests wait for one.
+		cfg.TickMs, cfg.ElectionMs = 20, 200
+		cfg.LogLevel = "error"
+		cfg.LogOutputs = []string{"stderr"}
+		c.cfgs = append(c.cfgs, cfg)
+	}
+	c.members = make([]*embed.Etcd, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			e, err := embed.StartEtcd(c.cfgs[i])
+			c.members[i] = e
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			c.stop()
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(c.stop)
+	for i, e := range c.members {
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("etcd member %d not ready", i)
+		}
+	}
+	return c
+}
+
+func (c *etcdCluster) stop() {
+	for _, e := range c.members {
+		if e != nil {
+			e.Close()
+		}
+	}
+}
+
+// endpoints are the members' client addresses.
+func (c *etcdCluster) endpoints() []string {
+	var out []string
+	for _, cfg := range c.cfgs {
+		out = append(out, cfg.ListenClientUrls[0].Host)
+	}
+	return out
+}
+
+// config is an [etcd] table for this cluster under prefix.
+func (c *etcdCluster) config(prefix string) EtcdConfig {
+	e := DefaultConfig().Etcd
+	e.Endpoints = c.endpoints()
+	e.Prefix = prefix
+	return e
+}
+
+// open opens a store on this cluster under prefix, closed in t.Cleanup.
+func (c *etcdCluster) open(t testing.TB, prefix string) *EtcdStore {
+	t.Helper()
+	s, err := OpenEtcd(c.config(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestEtcdCreateManyBeyondOneTransaction(t *testing.T) {
+	c := startEtcd(t, 1)
+	s := c.open(t, "/many/")
+	var recs []NamedRecord
+	for i := range 3*etcdTxnOps + 7 {
+		recs = append(recs, NamedRecord{fmt.Sprintf("u%04d", i), testRecord(byte(i))})
+	}
+	created, skipped, err := s.CreateMany(recs[:50], false)
+	if err != nil || created != 50 || skipped != 0 {
+		t.Fatalf("first 50: %d %d %v", created, skipped, err)
+	}
+	created, skipped, err = s.CreateMany(recs, false)
+	if err != nil || created != len(recs)-50 || skipped != 50 {
+		t.Fatalf("all %d: created %d skipped %d %v", len(recs), created, skipped, err)
+	}
+	if n, err := s.Count(); err != nil || n != len(recs) {
+		t.Fatalf("count %d %v", n, err)
+	}
+}
