@@ -555,8 +555,11 @@ func benchStore(b testing.TB, n int) *Store {
 // loopHarness connects the bench client to the real handler through an
 // in-memory loop, with users bench accounts and the given logger (nil
 // discards, after formatting).
-func loopHarness(tb testing.TB, users int, log *slog.Logger) (*bench, *benchConn, *conn) {
+func loopHarness(tb testing.TB, users int, log *slog.Logger, change ...func(*Config)) (*bench, *benchConn, *conn) {
 	cfg := testConfig(tb)
+	for _, f := range change {
+		f(&cfg)
+	}
 	srv := NewServer(cfg, benchStore(tb, users), log)
 	capture := &writeCapture{}
 	c := &conn{srv: srv, nc: capture, remote: "127.0.0.1:40000", started: time.Now()}
@@ -571,8 +574,8 @@ func loopHarness(tb testing.TB, users int, log *slog.Logger) (*bench, *benchConn
 	return bn, bc, c
 }
 
-func handlerLogin(b *testing.B, users int) (func(i int), *conn) {
-	bn, bc, c := loopHarness(b, users, nil)
+func handlerLogin(b *testing.B, users int, change ...func(*Config)) (func(i int), *conn) {
+	bn, bc, c := loopHarness(b, users, nil, change...)
 	names := make([]string, users)
 	for i := range names {
 		names[i] = "bench" + strconv.Itoa(i)
@@ -596,6 +599,30 @@ func BenchmarkLoginHandler(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		login(i)
+	}
+}
+
+// BenchmarkLoginHandlerMetrics is BenchmarkLoginHandler with and without
+// metrics (metrics_listen set or not): the difference is what the counters
+// cost a login.
+func BenchmarkLoginHandlerMetrics(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("metrics=%v", on), func(b *testing.B) {
+			login, c := handlerLogin(b, 1000, func(cfg *Config) {
+				if on {
+					cfg.MetricsListen = "127.0.0.1:0"
+				}
+			})
+			if (c.srv.met != nil) != on {
+				b.Fatalf("metrics %v, want %v", c.srv.met != nil, on)
+			}
+			login(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				login(i)
+			}
+		})
 	}
 }
 

@@ -380,3 +380,18 @@ func TestJSONLogsParseLineByLine(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMetricsPerLogin is what metrics add to one login on the server:
+// the store read timed, the login counted and its latency observed.
+func BenchmarkMetricsPerLogin(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.MetricsListen = "127.0.0.1:0"
+	srv := NewServer(cfg, benchStore(b, 1), nil)
+	m := srv.met
+	b.ReportAllocs()
+	for b.Loop() {
+		start := m.now()
+		m.storeDone("get", start, nil, ErrNotFound)
+		m.loginDone(MechPlus, outcomeOK, start)
+	}
+}
