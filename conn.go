@@ -275,6 +275,11 @@ func (c *conn) reply(line string, err error) bool {
 		return false
 	case errors.As(err, &pe):
 		return c.write(pe.Line())
+	case errors.Is(err, errStoreUnavailable):
+		c.stats.end = "store unreachable"
+		c.srv.log.Warn("store unreachable during a command", "remote", c.remote, "err", err)
+		c.write(FormatReply(ReplyErr, CodeBusy, "the account store is unreachable; retry shortly, or another server"))
+		return false
 	default:
 		c.srv.log.Error("internal error", "remote", c.remote, "err", err)
 		c.write(FormatReply(ReplyErr, CodeInternal, "internal server error; nothing was changed"))

@@ -48,6 +48,10 @@ const (
 	// DeleteIf: a key that changes under every one of them is being
 	// fought over, and the caller hears so.
 	etcdRetries = 16
+	// etcdPingTimeout bounds the health probe: twice etcd's default
+	// election timeout, so that an election alone does not mark the store
+	// down, while a dead cluster is noticed within a few seconds.
+	etcdPingTimeout = 2 * time.Second
 )
 
 var (
@@ -222,7 +226,7 @@ func (s *EtcdStore) Describe() string { return s.desc }
 
 // Ping is a quorum read: it fails when the cluster has no leader.
 func (s *EtcdStore) Ping() error {
-	ctx, cancel := s.ctx()
+	ctx, cancel := context.WithTimeout(context.Background(), etcdPingTimeout)
 	defer cancel()
 	_, err := s.cli.Get(ctx, s.metaKey("schema"), clientv3.WithCountOnly())
 	return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,8 +61,9 @@ func startEtcd(t testing.TB, n int) *etcdCluster {
 		cfg.InitialClusterToken = "authbox-test"
 		// A short election: the leader-loss tests wait for one.
 		cfg.TickMs, cfg.ElectionMs = 20, 200
-		cfg.LogLevel = "error"
-		cfg.LogOutputs = []string{"stderr"}
+		// Its log goes to a file: a member stopped on purpose logs errors.
+		cfg.LogLevel = "warn"
+		cfg.LogOutputs = []string{filepath.Join(t.TempDir(), "etcd.log")}
 		c.cfgs = append(c.cfgs, cfg)
 	}
 	c.members = make([]*embed.Etcd, n)
@@ -144,4 +146,96 @@ func TestEtcdCreateManyBeyondOneTransaction(t *testing.T) {
 	if n, err := s.Count(); err != nil || n != len(recs) {
 		t.Fatalf("count %d %v", n, err)
 	}
+}
+
+// kill stops member i at once, as a machine that dies: no leadership
+// handed over, no goodbye to its peers.
+func (c *etcdCluster) kill(i int) {
+	c.t.Helper()
+	e := c.members[i]
+	c.members[i] = nil
+	e.Server.HardStop()
+	e.Close()
+}
+
+// restart starts member i again on its own data and ports.
+func (c *etcdCluster) restart(i int) {
+	c.t.Helper()
+	e, err := embed.StartEtcd(c.cfgs[i])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.members[i] = e
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("etcd member %d not ready after restart", i)
+	}
+}
+
+// leader is the index of the member that leads now, waiting for an
+// election to end if need be.
+func (c *etcdCluster) leader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, e := range c.members {
+			if e != nil && e.Server.Leader() == e.Server.MemberID() {
+				return i
+			}
+		}
+		// Elections are driven by etcd's own ticks; wait for one.
+		for _, e := range c.members {
+			if e != nil {
+				select {
+				case <-e.Server.LeaderChangedNotify():
+				case <-time.After(time.Second):
+				}
+				break
+			}
+		}
+	}
+	c.t.Fatal("no etcd leader within 10s")
+	return -1
+}
+
+// serveOnEtcd runs a plain-TCP test server on the cluster under prefix.
+func serveOnEtcd(t testing.TB, c *etcdCluster, prefix string, change ...func(*Config)) *testServer {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.Store = "etcd"
+	cfg.Etcd = c.config(prefix)
+	for _, f := range change {
+		f(&cfg)
+	}
+	st, err := openStorage(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveStore(t, cfg, st)
+}
+
+// dialUntil dials addr until its first line satisfies ok, or fails the
+// test at the deadline; it returns that line. It waits on the server's own
+// one-second probe, which no readiness signal outside the server shows.
+func dialUntil(t testing.TB, addr string, within time.Duration, ok func(string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var line string
+	for time.Now().Before(deadline) {
+		nc, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 256)
+		n, _ := nc.Read(buf)
+		nc.Close()
+		line = strings.TrimRight(string(buf[:n]), "\r\n")
+		if ok(line) {
+			return line
+		}
+	}
+	t.Fatalf("%s still answers %q after %v", addr, line, within)
+	return ""
 }

@@ -77,8 +77,9 @@ func (s *syncBuffer) String() string {
 type testServer struct {
 	t testing.TB
 	*Server
-	store *Store
-	addr  string
+	store   *Store  // the bbolt store, nil on another
+	storage Storage // the store, whichever it is
+	addr    string
 	logs  *syncBuffer
 	done  chan error
 	once  sync.Once
@@ -92,6 +93,13 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveStore(t, cfg, store)
+}
+
+// serveStore serves an open store as startServer does; the store is
+// closed when the server stops.
+func serveStore(t testing.TB, cfg Config, store Storage) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		store.Close()
@@ -99,7 +107,8 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	}
 	logs := &syncBuffer{}
 	srv := NewServer(cfg, store, slog.New(slog.NewTextHandler(logs, nil)))
-	ts := &testServer{t: t, Server: srv, store: store, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
+	ts := &testServer{t: t, Server: srv, storage: store, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
+	ts.store, _ = store.(*Store)
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(ts.stop)
 	// No pin an earlier test's server left on this port may make testDial
@@ -119,7 +128,7 @@ func (ts *testServer) stop() {
 		case <-ctx.Done():
 			ts.t.Errorf("server did not stop within 5s")
 		}
-		ts.store.Close()
+		ts.storage.Close()
 	})
 }
 

@@ -82,7 +82,7 @@ func newMetrics(s *Server) *metrics {
 
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "authbox_build_info",
 		Help: "Always 1; its labels say which authbox is running."}, []string{"version", "goversion", "store"})
-	build.WithLabelValues(moduleVersion(), runtime.Version(), "bbolt").Set(1)
+	build.WithLabelValues(moduleVersion(), runtime.Version(), s.cfg.Store).Set(1)
 	f(build)
 
 	logins := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authbox_logins_total",
@@ -256,37 +256,49 @@ func (m *metrics) workerBusy(delta float64) {
 }
 
 // timedStore is the server's view of its store: the same store, each
-// operation a login or an account change makes timed into the metrics.
+// operation a login or an account change makes timed into the metrics,
+// and a failure of a remote store reported to its health.
 type timedStore struct {
-	*Store
+	Storage
 	m *metrics
+	h *health
 }
 
 func (t timedStore) Get(name string) (Record, error) {
 	start := t.m.now()
-	rec, err := t.Store.Get(name)
-	t.m.storeDone("get", start, err, ErrNotFound)
-	return rec, err
+	rec, err := t.Storage.Get(name)
+	return rec, t.done("get", start, err, ErrNotFound)
 }
 
 func (t timedStore) Create(name string, rec Record) error {
 	start := t.m.now()
-	err := t.Store.Create(name, rec)
-	t.m.storeDone("create", start, err, ErrExists)
-	return err
+	return t.done("create", start, t.Storage.Create(name, rec), ErrExists)
 }
 
 func (t timedStore) Update(name string, fn func(Record) (Record, error)) error {
 	start := t.m.now()
-	err := t.Store.Update(name, fn)
-	t.m.storeDone("update", start, err, ErrNotFound, errSessionEnded)
-	return err
+	return t.done("update", start, t.Storage.Update(name, fn), ErrNotFound, errSessionEnded)
 }
 
 func (t timedStore) DeleteIf(name string, fn func(Record) error) error {
 	start := t.m.now()
-	err := t.Store.DeleteIf(name, fn)
-	t.m.storeDone("delete", start, err, ErrNotFound, errSessionEnded)
+	return t.done("delete", start, t.Storage.DeleteIf(name, fn), ErrNotFound, errSessionEnded)
+}
+
+// done records an operation and returns its error, marked when it was a
+// failure of the store rather than an answer (not found, exists, a
+// changed session).
+func (t timedStore) done(op string, start time.Time, err error, answers ...error) error {
+	failed := err != nil
+	for _, a := range answers {
+		if failed && errors.Is(err, a) {
+			failed = false
+		}
+	}
+	t.m.storeDone(op, start, failed)
+	if failed {
+		return t.h.failed(err)
+	}
 	return err
 }
 
@@ -298,20 +310,13 @@ func (m *metrics) now() time.Time {
 	return time.Now()
 }
 
-// storeDone records one store operation; errors among answers (not found,
-// exists, a changed session) are what the operation found, not failures.
-func (m *metrics) storeDone(op string, start time.Time, err error, answers ...error) {
+// storeDone records one store operation.
+func (m *metrics) storeDone(op string, start time.Time, failed bool) {
 	if m == nil {
 		return
 	}
 	m.storeSeconds[op].Observe(time.Since(start).Seconds())
-	if err == nil {
-		return
+	if failed {
+		m.storeErrors[op].Inc()
 	}
-	for _, a := range answers {
-		if errors.Is(err, a) {
-			return
-		}
-	}
-	m.storeErrors[op].Inc()
 }

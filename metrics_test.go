@@ -391,7 +391,7 @@ func BenchmarkMetricsPerLogin(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		start := m.now()
-		m.storeDone("get", start, nil, ErrNotFound)
+		m.storeDone("get", start, false)
 		m.loginDone(MechPlus, outcomeOK, start)
 	}
 }

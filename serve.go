@@ -90,7 +90,7 @@ func cmdServe(ctx *cli.Context) error {
 	<-served
 	<-adminDone
 	if err := store.Close(); err != nil {
-		return fail(exitOther, "", "closing %s: %s", cfg.DB, err)
+		return fail(exitOther, "", "closing %s: %s", store.Describe(), err)
 	}
 	log.Info("stopped cleanly")
 	return nil
@@ -107,16 +107,19 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 // openServe opens what serve needs: the listener, the store, the server
 // with its TLS identity, and the admin socket. On failure it closes what
 // it opened and says what to do.
-func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *AdminServer, error) {
+func openServe(cfg Config, log *slog.Logger) (net.Listener, Storage, *Server, *AdminServer, error) {
 	// Listen first: a server that cannot listen must not leave a new empty
 	// db file behind.
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, nil, nil, nil, fail(exitOther, "is another server using that address? choose another with --listen", "cannot listen on %s: %s", cfg.Listen, errText(err))
 	}
-	store, err := OpenStore(cfg.DB)
+	store, err := openStorage(cfg)
 	if err != nil {
 		ln.Close()
+		if cfg.Store == "etcd" {
+			return nil, nil, nil, nil, fail(exitOther, "check etcd.endpoints and that a majority of the cluster's members is up", "cannot use the etcd store: %s", errText(err))
+		}
 		if errors.Is(err, ErrDBLocked) {
 			return nil, nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
 				"database %s is locked by another process", cfg.DB)
@@ -128,11 +131,16 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *Ad
 		ln.Close()
 		store.Close()
 		if errors.Is(err, ErrBadIdentity) {
-			return nil, nil, nil, nil, fail(exitOther, "restore the db from a backup, or give a certificate with tls_cert_file and tls_key_file", "%s: %s", cfg.DB, err)
+			return nil, nil, nil, nil, fail(exitOther, "restore the db from a backup, or give a certificate with tls_cert_file and tls_key_file", "%s: %s", store.Describe(), err)
 		}
 		return nil, nil, nil, nil, fail(exitOther, "give a PEM certificate chain and its PEM private key, or leave both empty for the identity kept in the db", "cannot load the TLS certificate: %s", err)
 	}
-	admin, err := ListenAdmin(store, srv.Identity, log)
+	// The etcd store needs no admin socket: the commands talk to etcd.
+	db, ok := store.(*Store)
+	if !ok {
+		return ln, store, srv, nil, nil
+	}
+	admin, err := ListenAdmin(db, srv.Identity, log)
 	if err != nil {
 		ln.Close()
 		store.Close()

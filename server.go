@@ -47,6 +47,8 @@ type Server struct {
 	thr   *throttle
 	// met is nil unless metrics_listen is set: see metrics.go.
 	met *metrics
+	// health watches a remote store; nil for the bbolt file.
+	health *health
 
 	queue    chan *queued
 	shutting atomic.Bool
@@ -68,7 +70,7 @@ type Server struct {
 }
 
 // NewServer makes a server for an open store. It does not listen yet.
-func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
+func NewServer(cfg Config, store Storage, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -84,7 +86,8 @@ func NewServer(cfg Config, store *Store, log *slog.Logger) *Server {
 	if cfg.MetricsListen != "" {
 		s.met = newMetrics(s)
 	}
-	s.store = timedStore{store, s.met}
+	s.health = newHealth(store, log)
+	s.store = timedStore{store, s.met, s.health}
 	return s
 }
 
@@ -95,7 +98,7 @@ func (s *Server) Identity() (*ServerIdentity, error) {
 		if !s.cfg.TLS {
 			return
 		}
-		s.id, s.idErr = LoadIdentity(s.cfg, s.store.Store)
+		s.id, s.idErr = LoadIdentity(s.cfg, s.store.Storage)
 		if s.idErr == nil {
 			s.tlsConf = serverTLSConfig(s.id)
 		}
@@ -134,6 +137,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.log.Warn("tls is on but " + MechPlus + " is not in mechanisms: logins are not bound to the TLS channel; add it first in mechanisms")
 	}
 	s.logListening(ln)
+	s.health.start()
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;
 	// workers then drain what is left and exit.
@@ -153,6 +157,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff.ok()
 		s.met.accept()
+		if s.health.unavailable() {
+			s.met.refuse(refusedStoreDown)
+			s.reject(nc, CodeBusy, "the account store is unreachable; retry shortly, or another server")
+			continue
+		}
 		src := sourceKey(nc.RemoteAddr())
 		// Spec §2 allows only the greeting or ERR BUSY at connect, so a
 		// source over its cap is told BUSY, with its own reason.
@@ -182,7 +191,7 @@ func (s *Server) logListening(ln net.Listener) {
 		transport = []any{"transport", "TLS 1.3", "fingerprint", s.id.Fingerprint}
 	}
 	s.log.Info("listening", append(append([]any{"addr", ln.Addr().String()}, transport...),
-		"db", s.store.Path(), "workers", s.cfg.Workers, "queue", s.cfg.Queue,
+		"store", s.store.Describe(), "workers", s.cfg.Workers, "queue", s.cfg.Queue,
 		"mechanisms", strings.Join(s.cfg.Offered(s.id != nil), ","))...)
 }
 
@@ -266,7 +275,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.health.halt(); close(done) }()
 	select {
 	case <-done:
 		return nil

@@ -56,6 +56,14 @@ type Storage interface {
 	FakeSalt(label, name string) []byte
 }
 
+// openStorage opens the store the config names.
+func openStorage(cfg Config) (Storage, error) {
+	if cfg.Store == "etcd" {
+		return OpenEtcd(cfg.Etcd)
+	}
+	return OpenStore(cfg.DB)
+}
+
 // setLocked is SetLocked in terms of Update, for every store.
 func setLocked(s Storage, name string, locked bool) (bool, error) {
 	err := s.Update(name, func(rec Record) (Record, error) {

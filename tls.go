@@ -92,7 +92,7 @@ type ServerIdentity struct {
 
 // LoadIdentity returns the server's identity: the chain and key from the
 // configured files, or else the one kept in the store, made on first use.
-func LoadIdentity(cfg Config, store *Store) (*ServerIdentity, error) {
+func LoadIdentity(cfg Config, store Storage) (*ServerIdentity, error) {
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
