@@ -80,9 +80,9 @@ type testServer struct {
 	store   *Store  // the bbolt store, nil on another
 	storage Storage // the store, whichever it is
 	addr    string
-	logs  *syncBuffer
-	done  chan error
-	once  sync.Once
+	logs    *syncBuffer
+	done    chan error
+	once    sync.Once
 }
 
 // startServer opens cfg.DB and serves on 127.0.0.1:0 (or cfg.Listen), and

@@ -218,7 +218,10 @@ var conformanceCases = []struct {
 	}},
 	{"one identity, one secret, for every handle", func(t *testing.T, s Storage, reopen func() Storage) {
 		made := 0
-		create := func() ([]byte, []byte, error) { made++; return []byte(fmt.Sprint("cert", made)), []byte(fmt.Sprint("key", made)), nil }
+		create := func() ([]byte, []byte, error) {
+			made++
+			return []byte(fmt.Sprint("cert", made)), []byte(fmt.Sprint("key", made)), nil
+		}
 		cert, key, err := s.Identity(create)
 		if err != nil || string(cert) != "cert1" || string(key) != "key1" {
 			t.Fatalf("identity: %q %q %v", cert, key, err)
