@@ -49,6 +49,9 @@ type Server struct {
 	met *metrics
 	// health watches a remote store; nil for the bbolt file.
 	health *health
+	// shared carries failed logins to and from the cluster's other
+	// servers; nil unless the store is etcd.
+	shared *sharedFailures
 
 	queue    chan *queued
 	shutting atomic.Bool
@@ -123,6 +126,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.wg.Add(1 + s.cfg.Workers)
 	s.mu.Unlock()
+	// Before any worker runs: the throttle's share hook is set here.
+	if es, ok := s.store.Storage.(*EtcdStore); ok {
+		s.shared = shareFailures(es, s.thr, s.log)
+	}
 
 	for range s.cfg.Workers {
 		go s.worker()
@@ -275,7 +282,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); s.health.halt(); close(done) }()
+	go func() { s.wg.Wait(); s.health.halt(); s.shared.stop(); close(done) }()
 	select {
 	case <-done:
 		return nil

@@ -35,6 +35,10 @@ type throttle struct {
 	sources  map[string]*bucket
 	pairs    map[string]*bucket
 	inflight map[string]int // logins under way per pair; at most one per worker
+
+	// share, when set, is told of every failure charged here, outside
+	// the lock, so that the other servers of a cluster charge it too.
+	share func(src, user string)
 }
 
 // bucket is the failure allowance of one source or (source, user) pair.
@@ -99,7 +103,7 @@ func (t *throttle) connClose(src string) {
 // attempt is one login under way: the source and (source, user) pair a
 // failure will be charged to.
 type attempt struct {
-	src, pair string
+	src, user, pair string
 	// free marks the second half of a SCRAM/SEED pair: not counted.
 	free bool
 }
@@ -114,7 +118,7 @@ type attempt struct {
 // once. A wave spread over many names is instead paid for afterwards, as
 // debt (see end).
 func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time.Duration, perUser bool) {
-	a = &attempt{src: src, pair: src + "\x00" + user}
+	a = &attempt{src: src, user: user, pair: src + "\x00" + user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if b := t.sources[a.src]; b != nil {
@@ -148,16 +152,30 @@ func (t *throttle) end(a *attempt, failed bool, now time.Time) {
 		return
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if n := t.inflight[a.pair]; n > 1 {
 		t.inflight[a.pair] = n - 1
 	} else {
 		delete(t.inflight, a.pair)
 	}
 	if failed {
-		t.bucket(t.sources, a.src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
-		t.bucket(t.pairs, a.pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
+		t.chargeLocked(a.src, a.pair, now)
 	}
+	t.mu.Unlock()
+	if failed && t.share != nil {
+		t.share(a.src, a.user)
+	}
+}
+
+// charge spends a failure that another server of the cluster charged.
+func (t *throttle) charge(src, user string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.chargeLocked(src, src+"\x00"+user, now)
+}
+
+func (t *throttle) chargeLocked(src, pair string, now time.Time) {
+	t.bucket(t.sources, src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
+	t.bucket(t.pairs, pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
 }
 
 // wait is how long until one more attempt fits the allowance, with

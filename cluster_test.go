@@ -1,0 +1,243 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestClusterIsOneService: two servers on one etcd cluster answer as one.
+func TestClusterIsOneService(t *testing.T) {
+	c := startEtcd(t, 3)
+	a := serveOnEtcd(t, c, "/svc/")
+	b := serveOnEtcd(t, c, "/svc/")
+
+	mustRegister(t, a.addr, "gil", "Secret123")
+	if err := login(t, b.addr, "gil", "Secret123"); err != nil {
+		t.Fatalf("registered on one, login on the other: %v", err)
+	}
+
+	// One name registered through both at once: exactly one OK.
+	var wg sync.WaitGroup
+	var oks, exists atomic.Int32
+	for i := range 8 {
+		addr := []string{a.addr, b.addr}[i%2]
+		wg.Go(func() {
+			cl, err := testDial(t, addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer cl.Close()
+			switch err := cl.Register("race", "Secret123"); code(err) {
+			case "":
+				oks.Add(1)
+			case CodeExists, CodeLimit:
+				exists.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if oks.Load() != 1 {
+		t.Fatalf("%d registrations of one name succeeded (%d refused)", oks.Load(), exists.Load())
+	}
+
+	// A change on one server is what the other's next login reads.
+	cl, err := testDial(t, a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Login("gil", "Secret123"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Passwd("gil", "Better456"); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	if err := login(t, b.addr, "gil", "Better456"); err != nil {
+		t.Fatalf("the new password on the other server: %v", err)
+	}
+	t.Logf("a password change on A took effect at B's next login %v later", time.Since(changed).Round(time.Microsecond))
+	if err := login(t, b.addr, "gil", "Secret123"); code(err) != CodeAuth {
+		t.Fatalf("the old password on the other server: %v", err)
+	}
+	if _, err := a.storage.SetLocked("gil", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(t, b.addr, "gil", "Better456"); code(err) != CodeLocked {
+		t.Fatalf("locked through A, login at B: %v", err)
+	}
+	if err := a.storage.Delete("gil"); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(t, b.addr, "gil", "Better456"); code(err) != CodeAuth {
+		t.Fatalf("deleted through A, login at B: %v", err)
+	}
+
+	// Unknown names get the same challenge from both.
+	ra, _ := dialRaw(t, a.addr)
+	rb, _ := dialRaw(t, b.addr)
+	_, sa := challenge(t, ra, "nobody-here")
+	_, sb := challenge(t, rb, "nobody-here")
+	if string(sa.Salt) != string(sb.Salt) || sa.Iterations != sb.Iterations {
+		t.Fatalf("an unknown name's challenge differs: %+v vs %+v", sa, sb)
+	}
+}
+
+// TestClusterSharesOneFingerprint: TLS servers on one cluster make one
+// identity between them, so one pin covers them all.
+func TestClusterSharesOneFingerprint(t *testing.T) {
+	c := startEtcd(t, 1)
+	tlsOn := func(cfg *Config) { cfg.TLS = true }
+	var servers []*testServer
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range 3 {
+		wg.Go(func() {
+			ts := serveOnEtcd(t, c, "/tls/", tlsOn)
+			mu.Lock()
+			servers = append(servers, ts)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	fp := servers[0].fingerprint()
+	for _, ts := range servers[1:] {
+		if got := ts.fingerprint(); got != fp {
+			t.Fatalf("fingerprints differ: %s vs %s", got, fp)
+		}
+	}
+	if err := dialPinned(t, servers[1].addr, fp).Register("hal", "Secret123"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialPinned(t, servers[2].addr, fp).Login("hal", "Secret123"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestThrottleHoldsAcrossServers: guesses spread over two servers are
+// throttled as if they went to one.
+func TestThrottleHoldsAcrossServers(t *testing.T) {
+	c := startEtcd(t, 1)
+	few := func(cfg *Config) { cfg.UserFailures = 4; cfg.SourceFailures = 100 }
+	a := serveOnEtcd(t, c, "/thr/", few)
+	b := serveOnEtcd(t, c, "/thr/", few)
+	mustRegister(t, a.addr, "ivy", "Secret123")
+	servers := []*testServer{a, b}
+	for i := range 4 {
+		ts, other := servers[i%2], servers[(i+1)%2]
+		before := other.shared.applied.Load()
+		if err := login(t, ts.addr, "ivy", "Wrong1234"); code(err) != CodeAuth {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+		// The other server hears of it through its watch.
+		deadline := time.After(5 * time.Second)
+		for other.shared.applied.Load() == before {
+			select {
+			case <-other.shared.appliedCh:
+			case <-deadline:
+				t.Fatalf("guess %d on one server never reached the other", i)
+			}
+		}
+	}
+	for _, ts := range servers {
+		if err := login(t, ts.addr, "ivy", "Secret123"); code(err) != CodeLimit {
+			t.Fatalf("after 4 guesses spread over two servers (4 allowed in all), %s answers %v", ts.addr, err)
+		}
+	}
+	// A good login from elsewhere writes nothing and is not held back.
+	if err := loginFrom(t, b.addr, "127.0.0.3", "ivy", "Secret123"); err != nil {
+		t.Fatalf("another source: %v", err)
+	}
+}
+
+// TestClusterSurvivesLeaderLoss: the etcd leader dies during a storm of
+// registrations and logins; both resume after the election and every
+// acknowledged registration is there afterwards.
+func TestClusterSurvivesLeaderLoss(t *testing.T) {
+	c := startEtcd(t, 3)
+	a := serveOnEtcd(t, c, "/storm/")
+	b := serveOnEtcd(t, c, "/storm/")
+	mustRegister(t, a.addr, "jon", "Secret123")
+
+	var mu sync.Mutex
+	var acked []string
+	var loginsAfter, regsAfter atomic.Int32
+	var killed atomic.Bool
+	var firstRegAfter atomic.Int64 // ns after the kill
+	var killedAt time.Time
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		addr := []string{a.addr, b.addr}[w%2]
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := fmt.Sprintf("w%dn%d", w, i)
+				cl, err := testDial(t, addr)
+				if err != nil {
+					continue
+				}
+				err = cl.Register(name, "Secret123")
+				cl.Close()
+				if err == nil {
+					mu.Lock()
+					acked = append(acked, name)
+					mu.Unlock()
+					if killed.Load() {
+						regsAfter.Add(1)
+						firstRegAfter.CompareAndSwap(0, int64(time.Since(killedAt)))
+					}
+				}
+				if err := login(t, addr, "jon", "Secret123"); err == nil && killed.Load() {
+					loginsAfter.Add(1)
+				}
+			}
+		})
+	}
+	// Some traffic first, then the leader goes.
+	waitFor(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 8 })
+	l := c.leader()
+	killedAt = time.Now()
+	killed.Store(true)
+	c.kill(l)
+	waitFor(t, 20*time.Second, func() bool { return regsAfter.Load() >= 8 && loginsAfter.Load() >= 8 })
+	close(stop)
+	wg.Wait()
+	t.Logf("leader lost: first registration acknowledged %v after; %d registrations, %d logins after",
+		time.Duration(firstRegAfter.Load()).Round(time.Millisecond), regsAfter.Load(), loginsAfter.Load())
+
+	check := c.open(t, "/storm/")
+	for _, name := range acked {
+		if _, err := check.Get(name); err != nil {
+			t.Errorf("acknowledged registration %s: %v", name, err)
+		}
+	}
+	if len(acked) == 0 {
+		t.Fatal("no registration was acknowledged")
+	}
+}
+
+// waitFor waits for cond, which the storm's goroutines make true, checking
+// it whenever a goroutine yields; it fails the test at the deadline.
+func waitFor(t *testing.T, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", within)
+		}
+		<-tick.C
+	}
+}
