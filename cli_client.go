@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -16,11 +18,14 @@ import (
 // clientSetup is what the client commands share: the config, the server,
 // the name, and the terminal to ask for passwords on.
 type clientSetup struct {
-	cfg    Config
-	server string
-	name   string
-	term   *terminal
-	conn   *connector
+	cfg Config
+	// servers are the addresses to try, in order; server is the one
+	// talked to last, which messages name.
+	servers []string
+	server  string
+	name    string
+	term    *terminal
+	conn    *connector
 }
 
 // setupClient reads the config, the server and the name, then checks the
@@ -40,12 +45,14 @@ func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 		}
 		cs.server = cfg.Client.Server
 	}
-	if _, _, err := net.SplitHostPort(cs.server); err != nil {
-		return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886 (from --server, AUTHBOX_SERVER or client.server)", "invalid server address %q", cs.server)
+	if cs.servers, err = parseServers(cs.server); err != nil {
+		return nil, fail(exitOther, "give HOST:PORT, or several separated by commas, e.g. 10.0.0.1:7886,10.0.0.2:7886 (from --server, AUTHBOX_SERVER or client.server)", "%s", err)
 	}
+	cs.server = cs.servers[0]
 	if cs.conn, err = newConnector(ctx, cfg.Client, cs.term); err != nil {
 		return nil, err
 	}
+	cs.conn.trust.Group = cs.servers
 	name := ctx.String("user")
 	if name == "" {
 		if name, err = cs.term.readLine("username: "); err != nil {
@@ -85,29 +92,89 @@ func (cs *clientSetup) preflight(register bool) error {
 }
 
 // dial connects and reads the greeting, turning failures into messages.
+// With several servers it starts at the one that answered last and moves
+// on to the next while one is down or busy; any other answer (a trust
+// failure above all) stops it.
 func (cs *clientSetup) dial() (*Client, error) {
-	c, err := cs.conn.dial(cs.server)
-	if err != nil {
-		return nil, cs.explain(err)
+	start := slices.Index(cs.servers, cs.server)
+	var err error
+	for i := range cs.servers {
+		if i > 0 {
+			time.Sleep(time.Duration(i) * failoverBackoff)
+		}
+		cs.server = cs.servers[(start+i)%len(cs.servers)]
+		var c *Client
+		if c, err = cs.conn.dial(cs.server); err == nil {
+			c.MaxIterations = cs.cfg.Client.MaxIterations
+			return c, nil
+		}
+		if !isUnavailable(err) {
+			break
+		}
 	}
-	c.MaxIterations = cs.cfg.Client.MaxIterations
-	return c, nil
+	return nil, cs.explain(err)
+}
+
+// failoverBackoff is the pause before trying the next server, growing with
+// each: short, since the next server is usually fine, but not zero, so a
+// cluster that is all busy is not hammered in a tight loop.
+const failoverBackoff = 50 * time.Millisecond
+
+// parseServers reads a comma-separated list of host:port.
+func parseServers(list string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return nil, fmt.Errorf("invalid server address %q", s)
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no server address in %q", list)
+	}
+	return out, nil
+}
+
+// isUnavailable reports whether err means "this server cannot serve now"
+// (down, busy, shutting down, its store lost), so another may.
+func isUnavailable(err error) bool {
+	var pe *ProtoError
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code == CodeBusy
+	case errors.As(err, &oe):
+		return oe.Op == "dial"
+	}
+	return errors.Is(err, ErrClosedBeforeHandshake)
 }
 
 // login dials and logs in, trying the legacy scheme after a failed SCRAM
 // login (Client.LoginAny). legacy reports an account still to upgrade.
 func (cs *clientSetup) login(password string) (c *Client, legacy bool, err error) {
-	if c, err = cs.dial(); err != nil {
-		return nil, false, err
-	}
-	if cs.cfg.Client.LegacyFallback {
-		legacy, err = c.LoginAny(cs.name, password)
-	} else {
-		err = c.Login(cs.name, password)
-	}
-	if err != nil {
+	// A server that turns busy during the login (its store lost) is left
+	// for the next one, as at connect.
+	for attempt := range cs.servers {
+		if c, err = cs.dial(); err != nil {
+			return nil, false, err
+		}
+		if cs.cfg.Client.LegacyFallback {
+			legacy, err = c.LoginAny(cs.name, password)
+		} else {
+			err = c.Login(cs.name, password)
+		}
+		if err == nil {
+			break
+		}
 		c.Close()
-		return nil, false, cs.explain(err)
+		if !isUnavailable(err) || attempt == len(cs.servers)-1 {
+			return nil, false, cs.explain(err)
+		}
+		cs.server = cs.servers[(slices.Index(cs.servers, cs.server)+1)%len(cs.servers)]
 	}
 	if legacy {
 		// SEED-SHA256 proves nothing about the server, and what it sent can

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -239,5 +241,79 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", within)
 		}
 		<-tick.C
+	}
+}
+
+// closingServer accepts connections and closes them at once: over TLS,
+// how a busy server answers (spec §9.1). It returns its address.
+func closingServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			nc.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestClientFailsOverWithinTheCluster(t *testing.T) {
+	c := startEtcd(t, 1)
+	tlsOn := func(cfg *Config) { cfg.TLS = true }
+	a := serveOnEtcd(t, c, "/fo/", tlsOn)
+	b := serveOnEtcd(t, c, "/fo/", tlsOn)
+	fp := "--fingerprint=" + a.fingerprint()
+	dir := t.TempDir()
+	const pw = "Correct-horse-9"
+	both := "--server=" + a.addr + "," + b.addr
+	if r := runCLI(t, dir, pw+"\n", nil, "register", both, fp, "--user", "kim", "--password-stdin"); r.code != 0 {
+		t.Fatalf("register through the list: %+v", r)
+	}
+	a.stop()
+	if r := runCLI(t, dir, pw+"\n", nil, "login", both, fp, "--user", "kim", "--password-stdin"); r.code != 0 {
+		t.Fatalf("login with the first server down: %+v", r)
+	}
+	busy := closingServer(t)
+	if r := runCLI(t, dir, pw+"\n", nil, "login", "--server="+busy+","+b.addr, fp, "--user", "kim", "--password-stdin"); r.code != 0 {
+		t.Fatalf("login with a busy first server: %+v", r)
+	}
+	if r := runCLI(t, dir, pw+"\n", nil, "login", "--server="+busy, fp, "--user", "kim", "--password-stdin"); r.code == 0 {
+		t.Fatalf("login through only a busy server succeeded: %+v", r)
+	}
+
+	// One pin covers the list: b is trusted through a's pin, as the two
+	// share one key.
+	ks, err := LoadKnownServers(freshPins(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Add(a.addr, a.fingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, dir, pw+"\n", nil, "login", "--server="+b.addr+","+a.addr, "--user", "kim", "--password-stdin"); r.code != 0 {
+		t.Fatalf("login to an unpinned member of a list with one pin: %+v", r)
+	}
+}
+
+func TestClientFailoverStopsOnTrustFailure(t *testing.T) {
+	c := startEtcd(t, 1)
+	b := serveOnEtcd(t, c, "/trust/", func(cfg *Config) { cfg.TLS = true })
+	// Another server with its own key, first in the list: an impostor.
+	other := startServer(t, tlsTestConfig(t))
+	dir := t.TempDir()
+	r := runCLI(t, dir, "Correct-horse-9\n", nil, "login", "--server="+other.addr+","+b.addr, "--fingerprint="+b.fingerprint(), "--user", "kim", "--password-stdin")
+	if r.code == 0 || !strings.Contains(r.stderr, other.addr) {
+		t.Fatalf("a server with the wrong key did not stop the client: %+v", r)
+	}
+	if strings.Contains(b.logs.String(), "msg=\"connection closed\"") {
+		t.Fatalf("the client went on to the next server after a trust failure:\n%s", b.logs)
 	}
 }

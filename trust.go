@@ -69,6 +69,9 @@ type Trust struct {
 	Fingerprint string
 	// Known is the known_servers file; nil when none is used.
 	Known *KnownServers
+	// Group are the addresses of one service (a --server list): their
+	// servers share one key, so a pin for any of them covers them all.
+	Group []string
 	// Roots and CAFile are the CA roots the user chose, if any.
 	Roots  *x509.CertPool
 	CAFile string
@@ -120,7 +123,14 @@ func (t *Trust) verify(addr, host string, cs tls.ConnectionState) error {
 	got := certFingerprint(leaf)
 	pinned := false
 	if t.Known != nil {
-		if e, ok := t.Known.Lookup(addr); ok {
+		e, ok := t.Known.Lookup(addr)
+		for _, other := range t.Group {
+			if ok {
+				break
+			}
+			e, ok = t.Known.Lookup(other)
+		}
+		if ok {
 			if e.Fingerprint != got {
 				return &FingerprintError{Addr: addr, Want: e.Fingerprint, Got: got, File: t.Known.Path, Line: e.Line}
 			}
