@@ -101,6 +101,9 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *Ad
 		}
 		return nil, nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
 	}
+	for _, w := range dbModeWarnings(cfg.DB) {
+		log.Warn(w)
+	}
 	srv := NewServer(cfg, store, log)
 	if _, err := srv.Identity(); err != nil {
 		ln.Close()

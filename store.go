@@ -181,8 +181,12 @@ type Store struct {
 	gets atomic.Int64
 }
 
-// OpenStore opens or creates the db file at path, mode 0600.
+// OpenStore opens or creates the db file at path, mode 0600; an empty
+// file there is made 0600 before it becomes the db.
 func OpenStore(path string) (*Store, error) {
+	if err := privatizeEmptyDB(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: dbLockTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
