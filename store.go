@@ -41,6 +41,9 @@ var (
 	// (DER certificate, PKCS#8 key), so a copied db is the same server.
 	keyTLSCert = []byte("tls_cert")
 	keyTLSKey  = []byte("tls_key")
+	// keyLegacySalts counts the legacy salts by shape (saltTally), so
+	// that fake SEED-SHA256 salts can be shaped like the real ones.
+	keyLegacySalts = []byte("legacy_salts")
 )
 
 // schemaVersion is written once into the meta bucket; a future layout
@@ -179,6 +182,9 @@ type Store struct {
 	// gets counts account reads; the enumeration test checks that a login
 	// for an unknown name reads the store exactly as one for a real name.
 	gets atomic.Int64
+	// legacyDashed and legacyPlain mirror the meta bucket's saltTally;
+	// each committed change adds its delta, in any order.
+	legacyDashed, legacyPlain atomic.Int64
 }
 
 // OpenStore opens or creates the db file at path, mode 0600; an empty
@@ -219,6 +225,9 @@ func (s *Store) init() error {
 		} else if len(v) != 1 || v[0] > schemaVersion {
 			return ErrBadSchema
 		}
+		if err := s.loadTally(tx); err != nil {
+			return err
+		}
 		if v := meta.Get(keySecret); len(v) == sha256.Size {
 			s.secret = bytes.Clone(v)
 			return nil
@@ -229,6 +238,63 @@ func (s *Store) init() error {
 		}
 		return meta.Put(keySecret, s.secret)
 	})
+}
+
+// loadTally reads the legacy salt counts into memory, counting them first
+// in a db made before they were kept (one scan, at its first open by this
+// version).
+func (s *Store) loadTally(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	t, ok := decodeTally(meta.Get(keyLegacySalts))
+	if !ok {
+		err := tx.Bucket(bucketUsers).ForEach(func(_, v []byte) error {
+			if rec, err := unmarshalRecord(v); err == nil {
+				t.add(rec, 1)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyLegacySalts, t.encode()); err != nil {
+			return err
+		}
+	}
+	s.legacyDashed.Store(t.dashed)
+	s.legacyPlain.Store(t.plain)
+	return nil
+}
+
+// addTally adds d to the counts in the meta bucket, inside the transaction
+// that changed the records; applyTally adds it in memory once that
+// transaction has committed.
+func addTally(tx *bolt.Tx, d saltTally) error {
+	if d == (saltTally{}) {
+		return nil
+	}
+	meta := tx.Bucket(bucketMeta)
+	t, _ := decodeTally(meta.Get(keyLegacySalts))
+	t.dashed += d.dashed
+	t.plain += d.plain
+	return meta.Put(keyLegacySalts, t.encode())
+}
+
+func (s *Store) applyTally(d saltTally) {
+	s.legacyDashed.Add(d.dashed)
+	s.legacyPlain.Add(d.plain)
+}
+
+// LegacySalts is how many legacy accounts have a dashed salt and how many
+// another one.
+func (s *Store) LegacySalts() saltTally {
+	return saltTally{s.legacyDashed.Load(), s.legacyPlain.Load()}
+}
+
+// FakeLegacySalt is the salt a SEED-SHA256 challenge shows for a name with
+// no legacy account, given that name's FakeSalt("seed", name): see
+// fakeLegacySalt.
+func (s *Store) FakeLegacySalt(mac []byte) string {
+	return fakeLegacySalt(mac, s.LegacySalts())
 }
 
 // Path is the db file's path.
@@ -260,6 +326,8 @@ func (s *Store) Create(name string, rec Record) error {
 	rec.Created, rec.Updated = now, now
 	rec.Gen = NewGen()
 	val := rec.marshal()
+	var d saltTally
+	d.add(rec, 1)
 	var exists bool
 	// Batch may run the function more than once (after another function in
 	// the batch fails), so it reports through exists rather than an error,
@@ -270,7 +338,10 @@ func (s *Store) Create(name string, rec Record) error {
 		if exists {
 			return nil
 		}
-		return b.Put([]byte(name), val)
+		if err := b.Put([]byte(name), val); err != nil {
+			return err
+		}
+		return addTally(tx, d)
 	})
 	if err != nil {
 		return err
@@ -278,6 +349,7 @@ func (s *Store) Create(name string, rec Record) error {
 	if exists {
 		return ErrExists
 	}
+	s.applyTally(d)
 	return nil
 }
 
@@ -293,8 +365,9 @@ type NamedRecord struct {
 // record carries its own.
 func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped int, err error) {
 	now := time.Now()
+	var d saltTally
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		created, skipped = 0, 0
+		created, skipped, d = 0, 0, saltTally{}
 		b := tx.Bucket(bucketUsers)
 		// Sorted keys fill bbolt's pages densely, but only if a split
 		// leaves the left page full: at bbolt's default fill of 50% a
@@ -302,9 +375,14 @@ func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped i
 		// can, sort; this does not reorder.
 		b.FillPercent = 1.0
 		for _, nr := range recs {
-			if !replace && b.Get([]byte(nr.Name)) != nil {
-				skipped++
-				continue
+			if old := b.Get([]byte(nr.Name)); old != nil {
+				if !replace {
+					skipped++
+					continue
+				}
+				if rec, err := unmarshalRecord(old); err == nil {
+					d.add(rec, -1)
+				}
 			}
 			rec := nr.Record
 			if rec.Created.IsZero() {
@@ -318,20 +396,24 @@ func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped i
 			if err := b.Put([]byte(nr.Name), rec.marshal()); err != nil {
 				return err
 			}
+			d.add(rec, 1)
 			created++
 		}
-		return nil
+		return addTally(tx, d)
 	})
 	if err != nil {
 		return 0, 0, err
 	}
+	s.applyTally(d)
 	return created, skipped, nil
 }
 
 // Update replaces an account's record atomically through fn, which sees the
 // current record and returns the new one. It keeps Created and sets Updated.
 func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	var d saltTally
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		d = saltTally{}
 		b := tx.Bucket(bucketUsers)
 		v := b.Get([]byte(name))
 		if v == nil {
@@ -346,8 +428,17 @@ func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
 			return err
 		}
 		rec.Created, rec.Updated = old.Created, time.Now()
-		return b.Put([]byte(name), rec.marshal())
+		if err := b.Put([]byte(name), rec.marshal()); err != nil {
+			return err
+		}
+		d.add(old, -1)
+		d.add(rec, 1)
+		return addTally(tx, d)
 	})
+	if err == nil {
+		s.applyTally(d)
+	}
+	return err
 }
 
 // SetLocked locks or unlocks an account, or returns ErrNotFound. It
@@ -375,14 +466,16 @@ func (s *Store) Delete(name string) error {
 // DeleteIf removes an account if ok, given its record inside the delete's
 // transaction, approves (ok nil approves any), or returns ok's error.
 func (s *Store) DeleteIf(name string, ok func(Record) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	var d saltTally
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		d = saltTally{}
 		b := tx.Bucket(bucketUsers)
 		v := b.Get([]byte(name))
 		if v == nil {
 			return ErrNotFound
 		}
+		rec, err := unmarshalRecord(v)
 		if ok != nil {
-			rec, err := unmarshalRecord(v)
 			if err != nil {
 				return err
 			}
@@ -390,8 +483,18 @@ func (s *Store) DeleteIf(name string, ok func(Record) error) error {
 				return err
 			}
 		}
-		return b.Delete([]byte(name))
+		if err == nil {
+			d.add(rec, -1)
+		}
+		if err := b.Delete([]byte(name)); err != nil {
+			return err
+		}
+		return addTally(tx, d)
 	})
+	if err == nil {
+		s.applyTally(d)
+	}
+	return err
 }
 
 // NewGen returns a fresh identity stamp for a record (see Record.Gen):
