@@ -99,6 +99,10 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *Ad
 			return nil, nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
 				"database %s is locked by another process", cfg.DB)
 		}
+		var de *DamagedError
+		if errors.As(err, &de) {
+			return nil, nil, nil, nil, fail(exitOther, de.Hint(), "%s", de)
+		}
 		return nil, nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
 	}
 	for _, w := range dbModeWarnings(cfg.DB) {
