@@ -118,10 +118,14 @@ func runAdmin(open func() (*Store, error), identity func() (*ServerIdentity, err
 
 func runAdminErr(err error) error {
 	var ae *AdminError
-	if err != nil && !errors.As(err, &ae) {
-		return adminFail(AdminFailed, "", "%s", err)
+	var de *DamagedError
+	switch {
+	case err == nil || errors.As(err, &ae):
+		return err
+	case errors.As(err, &de):
+		return adminFail(AdminFailed, de.Hint(), "%s", err)
 	}
-	return err
+	return adminFail(AdminFailed, "", "%s", err)
 }
 
 // writeFingerprint prints the fingerprint clients pin, alone on a line so

@@ -327,12 +327,13 @@ func TestImportRejectsBadLines(t *testing.T) {
 	wantErr := "users.csv:2: \"mallory\": wrong column count: 2, want 3 (login,password,salt)\n" +
 		"users.csv:4: \"trent\": password hash is not hex\n" +
 		"users.csv:5: \"has space\": bad name: username is not valid under PRECIS UsernameCasePreserved (no spaces, no control or symbol characters)\n" +
-		"users.csv:6: \"alice\": duplicate in the file: the name is already on line 1\n"
+		"users.csv:6: \"alice\": lines 1 and 6 name the same account \"alice\" once normalized, so none of them is imported\n"
+	wantErr = "users.csv:1: \"alice\": lines 1 and 6 name the same account \"alice\" once normalized, so none of them is imported\n" + wantErr
 
 	check := func(where string) {
 		t.Helper()
 		r := mustCLI(t, 2, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "users.csv")
-		if r.stdout != "imported 0, skipped 0 (name exists), rejected 4\n" || r.stderr != wantErr+"authbox: error: nothing imported: 4 of 6 lines rejected\n"+
+		if r.stdout != "imported 0, skipped 0 (name exists), rejected 5\n" || r.stderr != wantErr+"authbox: error: nothing imported: 5 of 6 lines rejected\n"+
 			"authbox: hint: fix the lines above and import again, or import the other lines with --partial\n" {
 			t.Fatalf("%s: %+v", where, r)
 		}
@@ -351,16 +352,16 @@ func TestImportRejectsBadLines(t *testing.T) {
 	check("online")
 
 	r := mustCLI(t, 0, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "--partial", "users.csv")
-	if r.stdout != "imported 2, skipped 0 (name exists), rejected 4\n" || !strings.HasPrefix(r.stderr, wantErr) ||
+	if r.stdout != "imported 1, skipped 0 (name exists), rejected 5\n" || !strings.HasPrefix(r.stderr, wantErr) ||
 		!strings.Contains(r.stderr, `authbox: hint: legacy accounts can log in only while the server's mechanisms include "SEED-SHA256"`) {
 		t.Fatalf("--partial: %+v", r)
 	}
 	r = mustCLI(t, 0, dir, "", "users", "import", "--config", "auth.toml", "--format", "seed-csv", "--partial", "users.csv")
-	if r.stdout != "imported 0, skipped 2 (name exists), rejected 4\n" || !strings.Contains(r.stderr, "--replace overwrites them") {
+	if r.stdout != "imported 0, skipped 1 (name exists), rejected 5\n" || !strings.Contains(r.stderr, "--replace overwrites them") {
 		t.Fatalf("again: %+v", r)
 	}
 	r = mustCLI(t, 0, dir, "", "users", "list", "--config", "auth.toml")
-	if !strings.Contains(r.stdout, "alice  legacy") || !strings.Contains(r.stdout, "bob    legacy") || strings.Count(r.stdout, "\n") != 3 {
+	if strings.Contains(r.stdout, "alice") || !strings.Contains(r.stdout, "bob   legacy") || strings.Count(r.stdout, "\n") != 2 {
 		t.Fatalf("after --partial: %s", r.stdout)
 	}
 	srv.stop(t)
@@ -905,4 +906,36 @@ func TestImportNotesOddIterations(t *testing.T) {
 		t.Fatalf("same count: %+v", r)
 	}
 	srv.stop(t)
+}
+
+// TestImportNameClash: "ｆrank" (fullwidth f) and "frank" are one account;
+// an import that holds both cannot know whose password is the real one, so
+// it imports neither and names both lines, with --partial too. A line that
+// is rejected for another reason still claims its name.
+func TestImportNameClash(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, "")
+	mallory, frank, gina := newLegacyUser(t, "ｆrank", "Mallory-pw1"), newLegacyUser(t, "frank", "Frank-pw1"), newLegacyUser(t, "gina", "Gina-pw1")
+	ivan := newLegacyUser(t, "ivan", "Ivan-pw1")
+	body := legacyCSV([]legacyUser{mallory, gina, frank}) + // 1-3
+		"ivan," + strings.Repeat("g", 64) + "," + ivan.salt + "\n" + // 4: not hex, still claims ivan
+		legacyCSV([]legacyUser{{login: "IVAN", password: ivan.password, salt: ivan.salt}, ivan}) // 5-6: IVAN is not ivan (case kept); 6 clashes with 4
+	writeFile(t, filepath.Join(dir, "users.csv"), body)
+	clash := "users.csv:1: \"ｆrank\": lines 1 and 3 name the same account \"frank\" once normalized, so none of them is imported\n" +
+		"users.csv:3: \"frank\": lines 1 and 3 name the same account \"frank\" once normalized, so none of them is imported\n" +
+		"users.csv:4: \"ivan\": password hash is not hex\n" +
+		"users.csv:6: \"ivan\": lines 4 and 6 name the same account \"ivan\" once normalized, so none of them is imported\n"
+
+	r := mustCLI(t, 2, dir, "", "users", "import", "--format", "seed-csv", "users.csv")
+	if r.stdout != "imported 0, skipped 0 (name exists), rejected 4\n" || !strings.HasPrefix(r.stderr, clash+"authbox: error: nothing imported: 4 of 6 lines rejected\n") {
+		t.Fatalf("without --partial: %+v", r)
+	}
+	r = mustCLI(t, 0, dir, "", "users", "import", "--format", "seed-csv", "--partial", "users.csv")
+	if r.stdout != "imported 2, skipped 0 (name exists), rejected 4\n" || !strings.HasPrefix(r.stderr, clash) {
+		t.Fatalf("--partial: %+v", r)
+	}
+	r = mustCLI(t, 0, dir, "", "users", "list")
+	if !strings.Contains(r.stdout, "gina") || !strings.Contains(r.stdout, "IVAN") || strings.Contains(r.stdout, "frank") || strings.Contains(r.stdout, "ivan ") {
+		t.Fatalf("after --partial: %s", r.stdout)
+	}
 }

@@ -100,6 +100,10 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 			return nil, adminFail(AdminFailed, "a server that is starting or stopping holds it briefly: try again; otherwise find the process holding it (fuser "+ac.db+") and stop it",
 				"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
 		}
+		var de *DamagedError
+		if errors.As(err, &de) {
+			return nil, adminFail(AdminFailed, de.Hint(), "%s", de)
+		}
 		if err != nil {
 			return nil, adminFail(AdminFailed, "check the path and its permissions", "%s", err)
 		}

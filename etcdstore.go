@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -100,6 +101,12 @@ type EtcdStore struct {
 	prefix string
 	desc   string
 	secret []byte
+	// tally counts the legacy salts by shape, as the bbolt store does,
+	// but only as imports and loads add them: it is read at open and kept
+	// in meta/legacy_salts, and upgrades and deletes do not subtract (the
+	// proportion it gives, not the count, is what shapes a fake salt).
+	tallyMu sync.Mutex
+	tally   saltTally
 }
 
 // OpenEtcd connects to the cluster and makes, once for the cluster, what a
@@ -187,7 +194,66 @@ func (s *EtcdStore) init() error {
 		return fmt.Errorf("meta/secret: %w", ErrBadRecord)
 	}
 	s.secret = vals["secret"]
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.metaKey("legacy_salts"))
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) == 1 {
+		s.tally, _ = decodeTally(resp.Kvs[0].Value)
+	}
 	return nil
+}
+
+// addTally adds the legacy salts of recs to the cluster's count,
+// comparing on its revision as Update does.
+func (s *EtcdStore) addTally(recs []NamedRecord) error {
+	var d saltTally
+	for _, nr := range recs {
+		d.add(nr.Record, 1)
+	}
+	if d == (saltTally{}) {
+		return nil
+	}
+	key := s.metaKey("legacy_salts")
+	for range etcdRetries {
+		ctx, cancel := s.ctx()
+		resp, err := s.cli.Get(ctx, key)
+		cancel()
+		if err != nil {
+			return err
+		}
+		var t saltTally
+		var rev int64
+		if len(resp.Kvs) == 1 {
+			t, _ = decodeTally(resp.Kvs[0].Value)
+			rev = resp.Kvs[0].ModRevision
+		}
+		t.dashed += d.dashed
+		t.plain += d.plain
+		ctx, cancel = s.ctx()
+		put, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(t.encode()))).Commit()
+		cancel()
+		if err != nil {
+			return err
+		}
+		if put.Succeeded {
+			s.tallyMu.Lock()
+			s.tally = t
+			s.tallyMu.Unlock()
+			return nil
+		}
+	}
+	return ErrContended
+}
+
+// FakeLegacySalt is fakeLegacySalt in the cluster's proportion.
+func (s *EtcdStore) FakeLegacySalt(mac []byte) string {
+	s.tallyMu.Lock()
+	t := s.tally
+	s.tallyMu.Unlock()
+	return fakeLegacySalt(mac, t)
 }
 
 // createOnce puts the meta values if none of them exists yet, and returns
@@ -284,8 +350,11 @@ func (s *EtcdStore) CreateMany(recs []NamedRecord, replace bool) (created, skipp
 	now := time.Now()
 	for len(recs) > 0 {
 		n := min(len(recs), etcdTxnOps)
-		c, sk, err := s.createChunk(recs[:n], replace, now)
-		created, skipped = created+c, skipped+sk
+		made, sk, err := s.createChunk(recs[:n], replace, now)
+		created, skipped = created+len(made), skipped+sk
+		if err == nil {
+			err = s.addTally(made)
+		}
 		if err != nil {
 			return created, skipped, err
 		}
@@ -294,17 +363,17 @@ func (s *EtcdStore) CreateMany(recs []NamedRecord, replace bool) (created, skipp
 	return created, skipped, nil
 }
 
-func (s *EtcdStore) createChunk(recs []NamedRecord, replace bool, now time.Time) (created, skipped int, err error) {
+func (s *EtcdStore) createChunk(recs []NamedRecord, replace bool, now time.Time) (made []NamedRecord, skipped int, err error) {
 	for range etcdRetries {
 		var exists map[string]bool
 		if !replace {
 			if exists, err = s.existing(recs); err != nil {
-				return 0, 0, err
+				return nil, 0, err
 			}
 		}
 		var cmps []clientv3.Cmp
 		var puts []clientv3.Op
-		created, skipped = 0, 0
+		made, skipped = nil, 0
 		for _, nr := range recs {
 			k := s.userKey(nr.Name)
 			if exists[nr.Name] {
@@ -323,22 +392,22 @@ func (s *EtcdStore) createChunk(recs []NamedRecord, replace bool, now time.Time)
 				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 			}
 			puts = append(puts, clientv3.OpPut(k, string(rec.marshal())))
-			created++
+			made = append(made, nr)
 		}
 		if len(puts) == 0 {
-			return 0, skipped, nil
+			return nil, skipped, nil
 		}
 		ctx, cancel := s.ctx()
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 		cancel()
 		if err != nil {
-			return 0, 0, err
+			return nil, 0, err
 		}
 		if resp.Succeeded {
-			return created, skipped, nil
+			return made, skipped, nil
 		}
 	}
-	return 0, 0, ErrContended
+	return nil, 0, ErrContended
 }
 
 // existing says which of recs' names have an account, in one read.
@@ -578,8 +647,11 @@ func (s *EtcdStore) Load(src *Store) (loaded, kept int, err error) {
 	}
 	var chunk []NamedRecord
 	flush := func() error {
-		l, k, err := s.loadChunk(chunk)
-		loaded, kept = loaded+l, kept+k
+		made, k, err := s.loadChunk(chunk)
+		if err == nil {
+			err = s.addTally(made)
+		}
+		loaded, kept = loaded+len(made), kept+k
 		chunk = chunk[:0]
 		return err
 	}
@@ -598,10 +670,10 @@ func (s *EtcdStore) Load(src *Store) (loaded, kept int, err error) {
 
 // loadChunk writes records as they are (stamps and times kept), skipping
 // names already there.
-func (s *EtcdStore) loadChunk(recs []NamedRecord) (loaded, kept int, err error) {
+func (s *EtcdStore) loadChunk(recs []NamedRecord) (made []NamedRecord, kept int, err error) {
 	exists, err := s.existing(recs)
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	var cmps []clientv3.Cmp
 	var puts []clientv3.Op
@@ -613,18 +685,19 @@ func (s *EtcdStore) loadChunk(recs []NamedRecord) (loaded, kept int, err error) 
 		k := s.userKey(nr.Name)
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 		puts = append(puts, clientv3.OpPut(k, string(nr.Record.marshal())))
+		made = append(made, nr)
 	}
 	if len(puts) == 0 {
-		return 0, kept, nil
+		return nil, kept, nil
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
-		return 0, kept, err
+		return nil, kept, err
 	}
 	if !resp.Succeeded {
-		return 0, kept, fmt.Errorf("accounts appeared in the prefix while loading: %w", ErrNotEmpty)
+		return nil, kept, fmt.Errorf("accounts appeared in the prefix while loading: %w", ErrNotEmpty)
 	}
-	return len(puts), kept, nil
+	return made, kept, nil
 }

@@ -265,10 +265,15 @@ func (c *conn) beginAttempt(name, mech string) error {
 	return nil
 }
 
-// endAttempt ends the login under way, if any; only a wrong proof counts
-// as a failure.
+// endAttempt ends the login under way, if any; a wrong proof counts as a
+// failure, and so does a SEED-SHA256 challenge left unanswered.
 func (c *conn) endAttempt(failed bool) {
 	if c.attempt != nil {
+		if c.attempt.unanswered && !failed {
+			failed = true
+			c.stats.failures++
+			c.srv.log.Info("login abandoned", "remote", c.remote, "mech", MechSeed, "charged", true)
+		}
 		c.srv.thr.end(c.attempt, failed, time.Now())
 		c.attempt = nil
 	}
@@ -321,7 +326,8 @@ func (c *conn) startSeed(arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	salt := hex.EncodeToString(fake[:16])
+	// Shaped for every name, so that a real one costs the same.
+	salt := c.srv.store.FakeLegacySalt(fake)
 	if exists {
 		salt = string(rec.Salt)
 	} else {
@@ -334,6 +340,13 @@ func (c *conn) startSeed(arg string) (string, error) {
 	}
 	p := &seedEx{name: name, nonce: hex.EncodeToString(nonce), rec: rec, exists: exists}
 	c.pending = p
+	// A SEED challenge shows the salt, and the salt alone may tell a
+	// legacy account from none (a real one of an odd shape): a challenge
+	// taken and left, by closing the connection or sending anything but
+	// its RESPONSE, is charged like a wrong one, so that listing names
+	// this way is throttled as guessing is. The free half of a pair was
+	// paid for by its first half.
+	c.attempt.unanswered = !c.attempt.free
 	return FormatReply(ReplyChallenge, salt, p.nonce), nil
 }
 
@@ -344,6 +357,9 @@ func (c *conn) finishSeed(p *seedEx, cmd Command) (string, error) {
 	got := cmd.Args[0]
 	if !IsLowerHex(got, 64) {
 		return "", protoErr(CodeBadReq, "SEED-SHA256 response must be 64 lower-case hex digits")
+	}
+	if c.attempt != nil {
+		c.attempt.unanswered = false // checked now: charged if wrong, as any proof
 	}
 	stored := hex.EncodeToString(p.rec.StoredKey)
 	want := SeedResponse(p.nonce, stored)

@@ -182,6 +182,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "db", Usage: "account database `FILE` (default: db from the config)"}},
 				Action: cmdFingerprint,
 			},
+			checkCommand(usageError),
 			benchCommand(usageError),
 		},
 	}

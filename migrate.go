@@ -67,29 +67,33 @@ type ImportResult struct {
 }
 
 // ParseImport reads a whole input in the given format. Every line that
-// cannot become an account is rejected with its line number; a name that
-// comes twice (after normalization) is kept at its first line and rejected
-// at the others. Only a read error of r itself is returned as an error.
+// cannot become an account is rejected with its line number. Lines whose
+// names normalize to the same account (fullwidth "ｆrank" and "frank", or
+// the same name twice) are all rejected, each naming the others: which of
+// them is the account's real owner is not for the import to guess, and
+// keeping the first would hand the account to whoever came first. Only a
+// read error of r itself is returned as an error.
 func ParseImport(format string, r io.Reader) (ImportResult, error) {
 	var res ImportResult
-	first := map[string]int{} // normalized name → line it was first seen
+	claims := map[string][]int{} // normalized name → the lines that name it
+	var written []writtenAt      // where each of res.Accounts was read
 	// add takes one record: its line, its name as written (empty when the
 	// line is too broken to have one), and the record or why there is none.
 	add := func(line int, name string, rec Record, err error) {
 		res.Lines++
+		n, nerr := NormalizeUsername(name)
+		if name != "" && nerr == nil {
+			// A broken line still claims its name: its owner's account
+			// must not go to another line that names it too.
+			claims[n] = append(claims[n], line)
+		}
+		if err == nil && nerr != nil {
+			err = fmt.Errorf("bad name: %s", nameWhy(nerr))
+		}
 		if err == nil {
-			n, nerr := NormalizeUsername(name)
-			at, dup := first[n]
-			switch {
-			case nerr != nil:
-				err = fmt.Errorf("bad name: %s", nameWhy(nerr))
-			case dup:
-				err = fmt.Errorf("duplicate in the file: the name is already on line %d", at)
-			default:
-				first[n] = line
-				res.Accounts = append(res.Accounts, NamedRecord{Name: n, Record: rec})
-				return
-			}
+			written = append(written, writtenAt{line, name})
+			res.Accounts = append(res.Accounts, NamedRecord{Name: n, Record: rec})
+			return
 		}
 		res.Rejected = append(res.Rejected, Rejection{Line: line, Reason: rejectionReason(name, err)})
 	}
@@ -102,10 +106,49 @@ func ParseImport(format string, r io.Reader) (ImportResult, error) {
 	default:
 		return res, fmt.Errorf("unknown format %q (known: %s, %s)", format, FormatSeedCSV, FormatPG)
 	}
+	res.rejectClashes(claims, written)
 	// A CSV record too long to parse is rejected as it is read, ahead of
 	// the records before it that the CSV reader still buffers.
 	slices.SortStableFunc(res.Rejected, func(a, b Rejection) int { return a.Line - b.Line })
 	return res, err
+}
+
+// writtenAt is an account's line and its name as the line spells it.
+type writtenAt struct {
+	line int
+	name string
+}
+
+// rejectClashes moves every account whose name another line also claims
+// from Accounts to Rejected.
+func (res *ImportResult) rejectClashes(claims map[string][]int, written []writtenAt) {
+	kept := res.Accounts[:0]
+	for i, a := range res.Accounts {
+		lines := claims[a.Name]
+		if len(lines) < 2 {
+			kept = append(kept, a)
+			continue
+		}
+		account := "the same account"
+		if nameShown(a.Name) {
+			account = fmt.Sprintf("the same account %q", a.Name)
+		}
+		err := fmt.Errorf("lines %s name %s once normalized, so none of them is imported", lineList(lines), account)
+		res.Rejected = append(res.Rejected, Rejection{Line: written[i].line, Reason: rejectionReason(written[i].name, err)})
+	}
+	res.Accounts = kept
+}
+
+// lineList writes line numbers as "1 and 6" or "1, 6 and 7".
+func lineList(lines []int) string {
+	parts := make([]string, len(lines))
+	for i, l := range lines {
+		parts[i] = strconv.Itoa(l)
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
 
 // rejectionReason is why a line was rejected, with its name field quoted

@@ -160,8 +160,9 @@ func TestParseSeedCSVRejections(t *testing.T) {
 		3:  `"carol": password hash is not hex`,
 		4:  `"dave": password hash has 40 characters, want 64`,
 		5:  `"has space": bad name`,
-		6:  `"alice": duplicate in the file: the name is already on line 1`,
-		7:  `"ａlice": duplicate in the file: the name is already on line 1`,
+		1:  `"alice": lines 1, 6 and 7 name the same account "alice" once normalized, so none of them is imported`,
+		6:  `"alice": lines 1, 6 and 7 name the same account "alice"`,
+		7:  `"ａlice": lines 1, 6 and 7 name the same account "alice"`,
 		8:  `"erin": empty salt`,
 		9:  `"frank": empty password hash`,
 		10: `bad name`,
@@ -175,8 +176,8 @@ func TestParseSeedCSVRejections(t *testing.T) {
 	for _, a := range res.Accounts {
 		names = append(names, a.Name)
 	}
-	if strings.Join(names, " ") != "alice hal" {
-		t.Errorf("accepted %v, want alice and hal", names)
+	if strings.Join(names, " ") != "hal" {
+		t.Errorf("accepted %v, want only hal", names)
 	}
 	for _, r := range res.Rejected {
 		for _, secret := range []string{good.password, other.password, good.salt, strings.ToUpper(other.password)} {
@@ -247,11 +248,12 @@ func TestParsePGRejections(t *testing.T) {
 		2: `"pg_monitor": no password`, 3: `"old": an MD5 password`, 4: "no comma",
 		5: `"few": iteration count 1000`, 6: `"short": the keys are 32 and 3 bytes`,
 		7: `"bad64": malformed verifier: the salt is not base64`, 8: `"broken": malformed verifier`,
-		11: `"user": duplicate in the file: the name is already on line 1`,
+		1:  `"user": lines 1 and 11 name the same account "user"`,
+		11: `"user": lines 1 and 11 name the same account "user"`,
 		12: `"many": iteration count 20000000 is outside 4096 to 10000000`,
 	}
 	checkRejected(t, res, want)
-	if len(res.Accounts) != 2 || res.Accounts[0].Name != "user" || res.Accounts[1].Name != "a,b" {
+	if len(res.Accounts) != 1 || res.Accounts[0].Name != "a,b" {
 		t.Errorf("accepted %+v", res.Accounts)
 	}
 	if res.Lines != 11 {

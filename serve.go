@@ -124,7 +124,14 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, Storage, *Server, *A
 			return nil, nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
 				"database %s is locked by another process", cfg.DB)
 		}
+		var de *DamagedError
+		if errors.As(err, &de) {
+			return nil, nil, nil, nil, fail(exitOther, de.Hint(), "%s", de)
+		}
 		return nil, nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
+	}
+	for _, w := range dbModeWarnings(cfg.DB) {
+		log.Warn(w)
 	}
 	srv := NewServer(cfg, store, log)
 	if _, err := srv.Identity(); err != nil {

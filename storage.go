@@ -54,6 +54,9 @@ type Storage interface {
 	Identity(create func() (cert, key []byte, err error)) (cert, key []byte, err error)
 	// FakeSalt derives the stable value shown for a name with no account.
 	FakeSalt(label, name string) []byte
+	// FakeLegacySalt shapes a name's FakeSalt("seed", name) as the
+	// store's real legacy salts are shaped (see fakeLegacySalt).
+	FakeLegacySalt(mac []byte) string
 }
 
 // openStorage opens the store the config names.

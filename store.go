@@ -14,7 +14,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,12 +29,16 @@ import (
 // A var, not a const, only so that the tests can shorten it.
 var dbLockTimeout = time.Second
 
-// batchDelay is how long db.Batch gathers registrations before it commits
-// them in one transaction and one fsync. bbolt's default, 10 ms, is longer
-// than an fsync on most disks: a lone registration would wait 10 ms, and 64
-// concurrent ones would be held to 64 per 10 ms. A millisecond still lets a
-// burst share its commits.
+// batchDelay is how long a group commit (see batch) gathers registrations
+// before it commits them in one transaction and one fsync. bbolt's
+// db.Batch waits 10 ms by default, longer than an fsync on most disks: a
+// lone registration would wait 10 ms, and 64 concurrent ones would be held
+// to 64 per 10 ms. A millisecond still lets a burst share its commits.
 const batchDelay = time.Millisecond
+
+// maxGroup bounds the registrations one commit takes (db.Batch's default
+// MaxBatchSize): a bigger group would hold its first caller longer.
+const maxGroup = 1000
 
 var (
 	bucketUsers = []byte("users")
@@ -42,6 +49,9 @@ var (
 	// (DER certificate, PKCS#8 key), so a copied db is the same server.
 	keyTLSCert = []byte("tls_cert")
 	keyTLSKey  = []byte("tls_key")
+	// keyLegacySalts counts the legacy salts by shape (saltTally), so
+	// that fake SEED-SHA256 salts can be shaped like the real ones.
+	keyLegacySalts = []byte("legacy_salts")
 )
 
 // schemaVersion is written once into the meta bucket; a future layout
@@ -59,6 +69,11 @@ var (
 	ErrBadRecord = errors.New("stored record is corrupt or of an unknown version")
 	// ErrBadSchema is returned when the db was written by a newer authbox.
 	ErrBadSchema = errors.New("database schema is newer than this authbox")
+	// ErrDamaged is returned when the db file is damaged: bbolt met a page
+	// that is not what the file's structure says it is (a flipped bit, a
+	// torn copy) and panicked, or found both meta pages' checksums wrong.
+	// The error is a *DamagedError, which names the file.
+	ErrDamaged = errors.New("database file is damaged")
 	// errUnchanged is returned by an Update function that has nothing to
 	// write, to end the transaction without a commit.
 	errUnchanged = errors.New("record unchanged")
@@ -172,36 +187,234 @@ func unmarshalRecord(b []byte) (Record, error) {
 	return r, nil
 }
 
+// DamagedError is ErrDamaged for one file, with what bbolt found.
+type DamagedError struct {
+	Path   string
+	Detail string // bbolt's panic message, or its error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("database %s is damaged (%s): restore it from a backup", e.Path, e.Detail)
+}
+
+func (e *DamagedError) Unwrap() error { return ErrDamaged }
+
+// Hint says how to get back to a working db.
+func (e *DamagedError) Hint() string {
+	return restoreHint(e.Path) + fmt.Sprintf("; authbox check --db %s lists the damage", e.Path)
+}
+
+// restoreHint says how to put a backup in place of the damaged db at path.
+func restoreHint(path string) string {
+	return fmt.Sprintf("stop the server and copy a backup over the file (cp BACKUP %s), or serve the backup as it is (authbox serve --db BACKUP)", path)
+}
+
+// damaged makes the DamagedError for a panic value of bbolt's.
+func damaged(path string, r any) *DamagedError {
+	detail := fmt.Sprint(r)
+	if len(detail) > 200 {
+		detail = detail[:200] + "…"
+	}
+	return &DamagedError{Path: path, Detail: "bbolt: " + detail}
+}
+
+// callerPanic carries a panic in a caller's function (Each's fn, Update's
+// fn) through guard, which must not take a bug for a damaged file.
+type callerPanic struct{ v any }
+
+// callOut runs a caller's function inside a bbolt transaction.
+func callOut(fn func() error) error {
+	defer func() {
+		if r := recover(); r != nil {
+			panic(callerPanic{r})
+		}
+	}()
+	return fn()
+}
+
 // Store is the account database.
 type Store struct {
-	db     *bolt.DB
-	path   string
-	secret []byte
+	db   *bolt.DB
+	path string
+	// file is the db file as bbolt opened it, kept to release the file
+	// (and its lock) when bbolt cannot be trusted to: after a panic it may
+	// still hold its own locks, and db.Close would wait for them forever.
+	file *os.File
+	// damage is set at the first panic of bbolt's; from then on every
+	// call fails with it at once, since a damaged file written to is
+	// damaged further.
+	damage atomic.Pointer[DamagedError]
+	// groupMu guards group, the registrations gathering for one commit.
+	groupMu sync.Mutex
+	group   *commitGroup
+	secret  []byte
 	// gets counts account reads; the enumeration test checks that a login
 	// for an unknown name reads the store exactly as one for a real name.
 	gets atomic.Int64
+	// legacyDashed and legacyPlain mirror the meta bucket's saltTally;
+	// each committed change adds its delta, in any order.
+	legacyDashed, legacyPlain atomic.Int64
 }
 
-// OpenStore opens or creates the db file at path, mode 0600.
+// OpenStore opens or creates the db file at path, mode 0600; an empty
+// file there is made 0600 before it becomes the db.
 func OpenStore(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: dbLockTimeout})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("%s: %w", path, ErrDBLocked)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+	if err := privatizeEmptyDB(path); err != nil {
+		return nil, err
 	}
-	db.MaxBatchDelay = batchDelay
-	s := &Store{db: db, path: path}
+	s, err := openBolt(path, &bolt.Options{Timeout: dbLockTimeout})
+	if err != nil {
+		return nil, err
+	}
 	if err := s.init(); err != nil {
-		db.Close()
+		s.Close()
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return s, nil
 }
 
+// openBolt opens the db file with bbolt, guarded: a file whose freelist or
+// meta pages are damaged makes bbolt.Open itself panic or fail.
+func openBolt(path string, opts *bolt.Options) (*Store, error) {
+	s := &Store{path: path}
+	opts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		s.file = f
+		return f, err
+	}
+	err := s.guard(func() error {
+		var err error
+		s.db, err = bolt.Open(path, 0o600, opts)
+		return err
+	})
+	switch {
+	case err == nil:
+		return s, nil
+	case errors.Is(err, ErrDamaged):
+		s.releaseFile() // bbolt.Open panicked with the file open and locked
+		return nil, err
+	case errors.Is(err, bolt.ErrTimeout):
+		return nil, fmt.Errorf("%s: %w", path, ErrDBLocked)
+	case errors.Is(err, bolt.ErrChecksum):
+		return nil, &DamagedError{Path: path, Detail: "bbolt: both meta pages fail their checksum"}
+	}
+	return nil, fmt.Errorf("open %s: %w", path, err)
+}
+
+// guard runs op, some bbolt calls, and turns a panic in bbolt into a
+// DamagedError: bbolt panics, by design, on a page that is not what it
+// should be, and a damaged file must give a clear error, not a stack. Every
+// bbolt call of the store goes through it. A fault reading the mapped
+// file (it was cut short under us) is made a panic too, to be caught here.
+func (s *Store) guard(op func() error) (err error) {
+	if d := s.damage.Load(); d != nil {
+		return d
+	}
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if cp, ok := r.(callerPanic); ok {
+			panic(cp.v)
+		}
+		s.damage.CompareAndSwap(nil, damaged(s.path, r))
+		err = s.damage.Load()
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return op()
+}
+
+// view and update are db.View and db.Update, guarded.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.View(fn) })
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.Update(fn) })
+}
+
+// commitGroup is the registrations that will share one commit.
+type commitGroup struct {
+	calls []groupCall
+	full  chan struct{} // closed when it holds maxGroup calls
+}
+
+type groupCall struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+// batch runs fn in a write transaction that it shares with the calls made
+// within batchDelay of the first, as db.Batch does; but the commit runs in
+// the first caller's goroutine, under guard. db.Batch commits on a timer's
+// goroutine, where a panic of bbolt's cannot be recovered and ends the
+// process. fn may run more than once, when another call in its group
+// fails, so it must report through its own variables, not by side effects.
+func (s *Store) batch(fn func(*bolt.Tx) error) error {
+	done := make(chan error, 1)
+	s.groupMu.Lock()
+	g := s.group
+	lead := g == nil
+	if lead {
+		g = &commitGroup{full: make(chan struct{})}
+		s.group = g
+	}
+	g.calls = append(g.calls, groupCall{fn, done})
+	if len(g.calls) == maxGroup {
+		s.group = nil
+		close(g.full)
+	}
+	s.groupMu.Unlock()
+	if lead {
+		t := time.NewTimer(batchDelay)
+		select {
+		case <-t.C:
+		case <-g.full:
+		}
+		t.Stop()
+		s.groupMu.Lock()
+		if s.group == g {
+			s.group = nil
+		}
+		calls := g.calls
+		s.groupMu.Unlock()
+		s.commitGroup(calls)
+	}
+	return <-done
+}
+
+// commitGroup commits calls in one transaction. A call whose fn fails gets
+// its error and the others are run again without it; a failed commit (or
+// a damaged file) fails them all.
+func (s *Store) commitGroup(calls []groupCall) {
+	for len(calls) > 0 {
+		failed := -1
+		err := s.update(func(tx *bolt.Tx) error {
+			for i, c := range calls {
+				if err := c.fn(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range calls {
+				c.done <- err
+			}
+			return
+		}
+		calls[failed].done <- err
+		calls = append(calls[:failed:failed], calls[failed+1:]...)
+	}
+}
+
 func (s *Store) init() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketUsers); err != nil {
 			return err
 		}
@@ -216,6 +429,9 @@ func (s *Store) init() error {
 		} else if len(v) != 1 || v[0] > schemaVersion {
 			return ErrBadSchema
 		}
+		if err := s.loadTally(tx); err != nil {
+			return err
+		}
 		if v := meta.Get(keySecret); len(v) == sha256.Size {
 			s.secret = bytes.Clone(v)
 			return nil
@@ -228,6 +444,63 @@ func (s *Store) init() error {
 	})
 }
 
+// loadTally reads the legacy salt counts into memory, counting them first
+// in a db made before they were kept (one scan, at its first open by this
+// version).
+func (s *Store) loadTally(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	t, ok := decodeTally(meta.Get(keyLegacySalts))
+	if !ok {
+		err := tx.Bucket(bucketUsers).ForEach(func(_, v []byte) error {
+			if rec, err := unmarshalRecord(v); err == nil {
+				t.add(rec, 1)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyLegacySalts, t.encode()); err != nil {
+			return err
+		}
+	}
+	s.legacyDashed.Store(t.dashed)
+	s.legacyPlain.Store(t.plain)
+	return nil
+}
+
+// addTally adds d to the counts in the meta bucket, inside the transaction
+// that changed the records; applyTally adds it in memory once that
+// transaction has committed.
+func addTally(tx *bolt.Tx, d saltTally) error {
+	if d == (saltTally{}) {
+		return nil
+	}
+	meta := tx.Bucket(bucketMeta)
+	t, _ := decodeTally(meta.Get(keyLegacySalts))
+	t.dashed += d.dashed
+	t.plain += d.plain
+	return meta.Put(keyLegacySalts, t.encode())
+}
+
+func (s *Store) applyTally(d saltTally) {
+	s.legacyDashed.Add(d.dashed)
+	s.legacyPlain.Add(d.plain)
+}
+
+// LegacySalts is how many legacy accounts have a dashed salt and how many
+// another one.
+func (s *Store) LegacySalts() saltTally {
+	return saltTally{s.legacyDashed.Load(), s.legacyPlain.Load()}
+}
+
+// FakeLegacySalt is the salt a SEED-SHA256 challenge shows for a name with
+// no legacy account, given that name's FakeSalt("seed", name): see
+// fakeLegacySalt.
+func (s *Store) FakeLegacySalt(mac []byte) string {
+	return fakeLegacySalt(mac, s.LegacySalts())
+}
+
 // Path is the db file's path.
 func (s *Store) Path() string { return s.path }
 
@@ -237,17 +510,36 @@ func (s *Store) Describe() string { return s.path }
 // Ping reports whether the store can be read now: the management
 // listener's readiness check.
 func (s *Store) Ping() error {
-	return s.db.View(func(*bolt.Tx) error { return nil })
+	return s.view(func(*bolt.Tx) error { return nil })
 }
 
-// Close closes the db file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the db file. After damage it releases the file without
+// bbolt, whose locks a panic may have left held (see releaseFile).
+func (s *Store) Close() error {
+	if s.damage.Load() != nil {
+		return s.releaseFile()
+	}
+	return s.db.Close()
+}
+
+// releaseFile unlocks and closes the db file behind bbolt's back, for when
+// bbolt panicked and its own Close could wait forever for a lock the panic
+// left held. The file lock goes by hand: the mapping of the file that
+// bbolt keeps (until the process ends) would otherwise keep it, and the
+// file locked for every later open.
+func (s *Store) releaseFile() error {
+	if s.file == nil {
+		return nil
+	}
+	syscall.Flock(int(s.file.Fd()), syscall.LOCK_UN)
+	return s.file.Close()
+}
 
 // Get returns the account for a normalized name, or ErrNotFound.
 func (s *Store) Get(name string) (Record, error) {
 	s.gets.Add(1)
 	var rec Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketUsers).Get([]byte(name))
 		if v == nil {
 			return ErrNotFound
@@ -260,23 +552,28 @@ func (s *Store) Get(name string) (Record, error) {
 }
 
 // Create adds a new account, durably, or returns ErrExists. It goes through
-// db.Batch so that concurrent registrations share one commit and one fsync.
+// batch so that concurrent registrations share one commit and one fsync.
 func (s *Store) Create(name string, rec Record) error {
 	now := time.Now()
 	rec.Created, rec.Updated = now, now
 	rec.Gen = NewGen()
 	val := rec.marshal()
+	var d saltTally
+	d.add(rec, 1)
 	var exists bool
-	// Batch may run the function more than once (after another function in
-	// the batch fails), so it reports through exists rather than an error,
-	// which would force a solo retry.
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	// batch may run the function more than once (after another function
+	// in the group fails), so it reports through exists rather than an
+	// error, which would end its call.
+	err := s.batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		exists = b.Get([]byte(name)) != nil
 		if exists {
 			return nil
 		}
-		return b.Put([]byte(name), val)
+		if err := b.Put([]byte(name), val); err != nil {
+			return err
+		}
+		return addTally(tx, d)
 	})
 	if err != nil {
 		return err
@@ -284,6 +581,7 @@ func (s *Store) Create(name string, rec Record) error {
 	if exists {
 		return ErrExists
 	}
+	s.applyTally(d)
 	return nil
 }
 
@@ -299,8 +597,9 @@ type NamedRecord struct {
 // record carries its own.
 func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped int, err error) {
 	now := time.Now()
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		created, skipped = 0, 0
+	var d saltTally
+	err = s.update(func(tx *bolt.Tx) error {
+		created, skipped, d = 0, 0, saltTally{}
 		b := tx.Bucket(bucketUsers)
 		// Sorted keys fill bbolt's pages densely, but only if a split
 		// leaves the left page full: at bbolt's default fill of 50% a
@@ -308,9 +607,14 @@ func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped i
 		// can, sort; this does not reorder.
 		b.FillPercent = 1.0
 		for _, nr := range recs {
-			if !replace && b.Get([]byte(nr.Name)) != nil {
-				skipped++
-				continue
+			if old := b.Get([]byte(nr.Name)); old != nil {
+				if !replace {
+					skipped++
+					continue
+				}
+				if rec, err := unmarshalRecord(old); err == nil {
+					d.add(rec, -1)
+				}
 			}
 			rec := nr.Record
 			if rec.Created.IsZero() {
@@ -324,20 +628,24 @@ func (s *Store) CreateMany(recs []NamedRecord, replace bool) (created, skipped i
 			if err := b.Put([]byte(nr.Name), rec.marshal()); err != nil {
 				return err
 			}
+			d.add(rec, 1)
 			created++
 		}
-		return nil
+		return addTally(tx, d)
 	})
 	if err != nil {
 		return 0, 0, err
 	}
+	s.applyTally(d)
 	return created, skipped, nil
 }
 
 // Update replaces an account's record atomically through fn, which sees the
 // current record and returns the new one. It keeps Created and sets Updated.
 func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	var d saltTally
+	err := s.update(func(tx *bolt.Tx) error {
+		d = saltTally{}
 		b := tx.Bucket(bucketUsers)
 		v := b.Get([]byte(name))
 		if v == nil {
@@ -347,13 +655,27 @@ func (s *Store) Update(name string, fn func(Record) (Record, error)) error {
 		if err != nil {
 			return err
 		}
-		rec, err := fn(old)
+		var rec Record
+		err = callOut(func() error {
+			var err error
+			rec, err = fn(old)
+			return err
+		})
 		if err != nil {
 			return err
 		}
 		rec.Created, rec.Updated = old.Created, time.Now()
-		return b.Put([]byte(name), rec.marshal())
+		if err := b.Put([]byte(name), rec.marshal()); err != nil {
+			return err
+		}
+		d.add(old, -1)
+		d.add(rec, 1)
+		return addTally(tx, d)
 	})
+	if err == nil {
+		s.applyTally(d)
+	}
+	return err
 }
 
 // SetLocked locks or unlocks an account, or returns ErrNotFound. It
@@ -371,23 +693,35 @@ func (s *Store) Delete(name string) error {
 // DeleteIf removes an account if ok, given its record inside the delete's
 // transaction, approves (ok nil approves any), or returns ok's error.
 func (s *Store) DeleteIf(name string, ok func(Record) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	var d saltTally
+	err := s.update(func(tx *bolt.Tx) error {
+		d = saltTally{}
 		b := tx.Bucket(bucketUsers)
 		v := b.Get([]byte(name))
 		if v == nil {
 			return ErrNotFound
 		}
+		rec, err := unmarshalRecord(v)
 		if ok != nil {
-			rec, err := unmarshalRecord(v)
 			if err != nil {
 				return err
 			}
-			if err := ok(rec); err != nil {
+			if err := callOut(func() error { return ok(rec) }); err != nil {
 				return err
 			}
 		}
-		return b.Delete([]byte(name))
+		if err == nil {
+			d.add(rec, -1)
+		}
+		if err := b.Delete([]byte(name)); err != nil {
+			return err
+		}
+		return addTally(tx, d)
 	})
+	if err == nil {
+		s.applyTally(d)
+	}
+	return err
 }
 
 // NewGen returns a fresh identity stamp for a record (see Record.Gen):
@@ -401,7 +735,7 @@ func NewGen() uint64 {
 // Count returns the number of accounts.
 func (s *Store) Count() (int, error) {
 	var n int
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketUsers).Stats().KeyN
 		return nil
 	})
@@ -411,13 +745,13 @@ func (s *Store) Count() (int, error) {
 // Each calls fn for every account in name order, inside one read
 // transaction; the record it gets is a copy.
 func (s *Store) Each(fn func(name string, rec Record) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			rec, err := unmarshalRecord(v)
 			if err != nil {
 				return fmt.Errorf("account %q: %w", k, err)
 			}
-			return fn(string(k), rec)
+			return callOut(func() error { return fn(string(k), rec) })
 		})
 	})
 }
@@ -426,7 +760,7 @@ func (s *Store) Each(fn func(name string, rec Record) error) error {
 // writers carry on.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
@@ -438,7 +772,7 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 // with create, once, when the db has none. The private key is as secret as
 // the db's verifiers; it lives where they do.
 func (s *Store) Identity(create func() (cert, key []byte, err error)) (cert, key []byte, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		cert, key = bytes.Clone(meta.Get(keyTLSCert)), bytes.Clone(meta.Get(keyTLSKey))
 		return nil
@@ -450,7 +784,7 @@ func (s *Store) Identity(create func() (cert, key []byte, err error)) (cert, key
 	if err != nil {
 		return nil, nil, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		// Another process may have made one since the read: keep it.
 		if c, k := meta.Get(keyTLSCert), meta.Get(keyTLSKey); c != nil && k != nil {
@@ -560,4 +894,99 @@ func writeDBFile(w io.Writer, secret, cert, key []byte, each func(put func(name 
 		return err
 	})
 	return n, err
+}
+
+// CheckFile runs bbolt's consistency check over the db file at path,
+// opened read-only, and returns the problems it found: none for a sound
+// file. It fails with ErrDBLocked while a server holds the file.
+//
+// bbolt's tx.Check runs on a goroutine of its own, where a panic (the way
+// bbolt meets a page whose header is not what it should be) cannot be
+// recovered and would end the process. So every page header is read first,
+// and every account walked, here under guard; tx.Check runs only on a file
+// whose pages all say what they are.
+func CheckFile(path string) ([]string, error) {
+	s, err := openBolt(path, &bolt.Options{Timeout: dbLockTimeout, ReadOnly: true, PreLoadFreelist: true})
+	var de *DamagedError
+	if errors.As(err, &de) {
+		return []string{de.Detail}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	var problems []string
+	err = s.view(func(tx *bolt.Tx) error {
+		if problems = s.checkPageHeaders(tx); len(problems) > 0 {
+			return nil
+		}
+		if problems = checkAccounts(tx); len(problems) > 0 {
+			return nil
+		}
+		for err := range tx.Check() {
+			problems = append(problems, err.Error())
+		}
+		return nil
+	})
+	if errors.As(err, &de) {
+		return append(problems, de.Detail), nil
+	}
+	return problems, err
+}
+
+// checkPageHeaders reads the header of every page in use, straight from
+// the file: its page number must be its own and its type one of bbolt's.
+// A free page (and the rest of a page that overflows) has no header to
+// check.
+func (s *Store) checkPageHeaders(tx *bolt.Tx) []string {
+	size := int64(s.db.Info().PageSize)
+	var hdr [16]byte // id u64 | flags u16 | count u16 | overflow u32, little-endian
+	for id := int64(2); id < tx.Size()/size; {
+		info, err := tx.Page(int(id))
+		if err != nil {
+			return []string{fmt.Sprintf("page %d: %s", id, err)}
+		}
+		if info == nil {
+			break
+		}
+		if info.Type == "free" {
+			id++
+			continue
+		}
+		if _, err := s.file.ReadAt(hdr[:], id*size); err != nil {
+			return []string{fmt.Sprintf("page %d: cannot read its header: %s", id, err)}
+		}
+		if self := binary.LittleEndian.Uint64(hdr[:]); self != uint64(id) {
+			return []string{fmt.Sprintf("page %d: its header says it is page %d", id, self)}
+		}
+		switch info.Type {
+		case "branch", "leaf", "meta", "freelist":
+		default:
+			return []string{fmt.Sprintf("page %d: its header has an unknown type (%s)", id, info.Type)}
+		}
+		id += 1 + int64(info.OverflowCount)
+	}
+	return nil
+}
+
+// checkAccounts reads every key of every bucket, which visits every page
+// of theirs, and decodes every account.
+func checkAccounts(tx *bolt.Tx) []string {
+	var problems []string
+	for _, name := range [][]byte{bucketUsers, bucketMeta} {
+		if tx.Bucket(name) == nil {
+			problems = append(problems, fmt.Sprintf("the %s bucket is missing", name))
+		}
+	}
+	if len(problems) > 0 {
+		return problems
+	}
+	tx.Bucket(bucketMeta).ForEach(func(_, _ []byte) error { return nil })
+	tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+		if _, err := unmarshalRecord(v); err != nil {
+			problems = append(problems, fmt.Sprintf("account %q: %s", k, err))
+		}
+		return nil
+	})
+	return problems
 }

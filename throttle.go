@@ -106,6 +106,9 @@ type attempt struct {
 	src, user, pair string
 	// free marks the second half of a SCRAM/SEED pair: not counted.
 	free bool
+	// unanswered marks a SEED-SHA256 challenge whose response has not
+	// been checked: ended so, it counts as a failure (see startSeed).
+	unanswered bool
 }
 
 // begin starts a login attempt, or says how long src must wait and
