@@ -277,4 +277,18 @@ var conformanceCases = []struct {
 			t.Fatal("no description")
 		}
 	}},
+	{"fake legacy salts take the imported shape", func(t *testing.T, s Storage, reopen func() Storage) {
+		if salt := s.FakeLegacySalt(s.FakeSalt("seed", "nobody")); len(salt) != 32 {
+			t.Fatalf("with no legacy account a fake salt is plain hex, got %q", salt)
+		}
+		legacy := Record{Kind: KindLegacy, Salt: []byte("0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"), StoredKey: bytes.Repeat([]byte{1}, 32)}
+		if _, _, err := s.CreateMany([]NamedRecord{{"old", legacy}}, false); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range []Storage{s, reopen()} {
+			if salt := h.FakeLegacySalt(h.FakeSalt("seed", "nobody")); !isDashedUUID([]byte(salt)) {
+				t.Fatalf("with only dashed legacy salts a fake one is %q", salt)
+			}
+		}
+	}},
 }
