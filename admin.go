@@ -66,13 +66,15 @@ const (
 
 // adminRequest is one admin command, as sent over the socket.
 type adminRequest struct {
-	Op      string `json:"op"`
-	Name    string `json:"name,omitempty"`
-	JSON    bool   `json:"json,omitempty"`
-	Format  string `json:"format,omitempty"`
-	File    string `json:"file,omitempty"` // as the user wrote it, for messages
-	Replace bool   `json:"replace,omitempty"`
-	Partial bool   `json:"partial,omitempty"`
+	Op     string `json:"op"`
+	Name   string `json:"name,omitempty"`
+	JSON   bool   `json:"json,omitempty"`
+	Format string `json:"format,omitempty"`
+	File   string `json:"file,omitempty"` // as the user wrote it, for messages
+	// Stdout says that the output file is the client's standard output.
+	Stdout  bool `json:"stdout,omitempty"`
+	Replace bool `json:"replace,omitempty"`
+	Partial bool `json:"partial,omitempty"`
 	// Iterations is the admin's config's iterations, which an import
 	// compares the imported accounts' with.
 	Iterations int `json:"iterations,omitempty"`
@@ -170,6 +172,10 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 		n, err := store.Backup(out.File)
 		if err != nil {
 			return fmt.Errorf("writing the backup: %w", err)
+		}
+		if req.Stdout {
+			fmt.Fprintf(out.Stdout, "wrote a backup of %d bytes to %s\n", n, req.File)
+			return nil
 		}
 		fmt.Fprintf(out.Stdout, "wrote a backup of %d bytes to %s; \"authbox serve --db %s\" serves it\n", n, req.File, req.File)
 		return nil

@@ -159,6 +159,9 @@ func cmdBench(ctx *cli.Context) error {
 	if o.server == "" {
 		o.server = cfg.Client.Server
 	}
+	if o.server, err = serverAddr(o.server); err != nil {
+		return err
+	}
 	usage := helpHint(ctx)
 	switch {
 	case o.mode != "login" && o.mode != "register":

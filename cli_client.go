@@ -40,8 +40,8 @@ func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 		}
 		cs.server = cfg.Client.Server
 	}
-	if _, _, err := net.SplitHostPort(cs.server); err != nil {
-		return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886 (from --server, AUTHBOX_SERVER or client.server)", "invalid server address %q", cs.server)
+	if cs.server, err = serverAddr(cs.server); err != nil {
+		return nil, err
 	}
 	if cs.conn, err = newConnector(ctx, cfg.Client, cs.term); err != nil {
 		return nil, err

@@ -12,6 +12,16 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// stdioPath is the file name that means standard input (import) or
+// standard output (export, backup), as for most Unix tools.
+const stdioPath = "-"
+
+// How messages name the standard streams, where they would name a file.
+const (
+	stdinName  = "standard input"
+	stdoutName = "standard output"
+)
+
 // progressMinBytes is the smallest import file that gets a progress bar:
 // below it the import ends before a bar would be worth drawing.
 const progressMinBytes = 1 << 20
@@ -61,14 +71,14 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 				sub("delete", "NAME", "delete an account", nameOp(opDelete)),
 				sub("lock", "NAME", "lock an account: a right password then gets ERR LOCKED", nameOp(opLock)),
 				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
-				sub("import", "FILE", "create accounts from a file (all or nothing)", cmdUsersImport, formatFlag,
+				sub("import", "FILE", "create accounts from a file, - for standard input (all or nothing)", cmdUsersImport, formatFlag,
 					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
 					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected"}),
-				sub("export", "FILE", "write every SCRAM account to a new file as PostgreSQL verifiers", cmdUsersExport,
+				sub("export", "FILE", "write every SCRAM account to a new file, - for standard output, as PostgreSQL verifiers", cmdUsersExport,
 					&cli.StringFlag{Name: "format", Value: FormatPG, Usage: "`FORMAT` of the file: pg (PostgreSQL SCRAM verifiers), the only one"}),
 			},
 		},
-		sub("backup", "FILE", "write a consistent copy of the db to a new file, while the server keeps serving", cmdBackup),
+		sub("backup", "FILE", "write a consistent copy of the db to a new file (- for standard output, not a terminal), while the server keeps serving", cmdBackup),
 	}
 }
 
@@ -107,6 +117,12 @@ func cmdUsersImport(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial"), Iterations: ac.iterations}
+	if path == stdioPath {
+		// A pipe has no size to draw a bar against.
+		req.File = stdinName
+		return ac.run(req, ctx.App.Reader, true)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fail(exitOther, "", "cannot read %s: %s", path, errText(err))
@@ -119,7 +135,6 @@ func cmdUsersImport(ctx *cli.Context) error {
 	}
 	ac.out.Stdout, ac.out.Stderr = bar.clearing(ac.out.Stdout), bar.clearing(ac.out.Stderr)
 	defer bar.stop()
-	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial"), Iterations: ac.iterations}
 	return ac.run(req, in, true)
 }
 
@@ -156,6 +171,9 @@ func withOutputFile(ctx *cli.Context, req adminRequest) error {
 	if err != nil {
 		return err
 	}
+	if path == stdioPath {
+		return toStdout(ctx, ac, req)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return fail(exitOther, "choose a new file name: it never overwrites a file", "%s exists", path)
@@ -180,6 +198,19 @@ func withOutputFile(ctx *cli.Context, req adminRequest) error {
 		}
 	}
 	return err
+}
+
+// toStdout runs a command whose output file is "-": standard output,
+// for pipes as pg_dump's. What it says about the file goes to standard
+// error then, so that it does not mix with the data.
+func toStdout(ctx *cli.Context, ac *adminClient, req adminRequest) error {
+	if req.Op == opBackup && ifTerminal(ctx.App.Writer) != nil {
+		return fail(exitOther, "redirect standard output to a file or a pipe, e.g. \"authbox backup - > copy.db\"",
+			"refusing to write a binary database to a terminal")
+	}
+	req.File, req.Stdout = stdoutName, true
+	ac.out.File, ac.out.Stdout = ctx.App.Writer, ctx.App.ErrWriter
+	return ac.run(req, nil, false)
 }
 
 func cmdPw(ctx *cli.Context) error {
