@@ -58,7 +58,7 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 				if ctx.NArg() > 0 {
 					return fail(exitOther, hint, "unknown command \"users %s\"", ctx.Args().First())
 				}
-				return fail(exitOther, hint, "users needs a command: list, show, delete, lock, unlock, import or export")
+				return fail(exitOther, hint, "users needs a command: list, show, delete, lock, unlock, passwd, unthrottle, import or export")
 			},
 			Subcommands: []*cli.Command{
 				sub("list", "", "list every account", func(ctx *cli.Context) error {
@@ -71,6 +71,9 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 				sub("delete", "NAME", "delete an account", nameOp(opDelete)),
 				sub("lock", "NAME", "lock an account: a right password then gets ERR LOCKED", nameOp(opLock)),
 				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
+				sub("passwd", "NAME", "set an account's password (typed twice; --password-stdin: one line), keeping its created time; ends its sessions", cmdUsersPasswd,
+					newPasswordStdinFlag()),
+				sub("unthrottle", "[NAME|ADDRESS]", "clear the running server's failed logins on record for a name (from every address), an IP address (and its names), or everything", cmdUsersUnthrottle),
 				sub("import", "FILE", "create accounts from a file, - for standard input (all or nothing)", cmdUsersImport, formatFlag,
 					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
 					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected"}),
@@ -101,6 +104,47 @@ func adminAction(ctx *cli.Context, req adminRequest, in io.Reader) error {
 		return err
 	}
 	return ac.run(req, in, false)
+}
+
+// cmdUsersPasswd sets a password as an administrator. The verifier is
+// made here, as "authbox pw" makes one: the server (or the db file) gets
+// only the verifier, never the password.
+func cmdUsersPasswd(ctx *cli.Context) error {
+	name, err := oneArg(ctx, "NAME")
+	if err != nil {
+		return err
+	}
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	// Nobody should type a password twice to learn the name is wrong.
+	probe := *ac
+	probe.out = adminOut{Stdout: io.Discard, Stderr: io.Discard}
+	if err := probe.run(adminRequest{Op: opShow, Name: name}, nil, false); err != nil {
+		return err
+	}
+	pw, err := newTerminal(ctx).newPassword(ctx.Bool("password-stdin"), ac.cfg.Client, "new password")
+	if err != nil {
+		return err
+	}
+	salt, err := newSalt()
+	if err != nil {
+		return err
+	}
+	stored, server, err := Verifier(name, pw, salt, ac.iterations)
+	if err != nil {
+		return fail(exitOther, "", "%s", err)
+	}
+	v := FormatPGVerifier(Record{Kind: KindSCRAM, Iterations: ac.iterations, Salt: salt, StoredKey: stored, ServerKey: server})
+	return ac.run(adminRequest{Op: opPasswd, Name: name, Verifier: v}, nil, false)
+}
+
+func cmdUsersUnthrottle(ctx *cli.Context) error {
+	if ctx.NArg() > 1 {
+		return fail(exitOther, helpHint(ctx), "unexpected argument %q: give one name or address, or none for everything", ctx.Args().Get(1))
+	}
+	return adminAction(ctx, adminRequest{Op: opUnthrottle, Target: ctx.Args().First()}, nil)
 }
 
 func cmdUsersImport(ctx *cli.Context) error {

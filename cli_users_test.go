@@ -17,7 +17,7 @@ func TestUsersUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"users"}, "authbox: error: users needs a command: list, show, delete, lock, unlock, import or export\n"},
+		{[]string{"users"}, "authbox: error: users needs a command: list, show, delete, lock, unlock, passwd, unthrottle, import or export\n"},
 		{[]string{"users", "frob"}, "authbox: error: unknown command \"users frob\"\n"},
 		{[]string{"users", "show"}, "authbox: error: missing NAME\n"},
 		{[]string{"users", "delete", "a", "b"}, "authbox: error: unexpected argument \"b\" after NAME\n"},

@@ -187,7 +187,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			benchCommand(usageError),
 		},
 	}
-	app.Commands = append(app.Commands, append(adminCommands(usageError), helpCommand())...)
+	app.Commands = append(app.Commands, append(adminCommands(usageError), configCommand(usageError), helpCommand())...)
 	return app
 }
 

@@ -110,7 +110,7 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *Ad
 		}
 		return nil, nil, nil, nil, fail(exitOther, "give a PEM certificate chain and its PEM private key, or leave both empty for the identity kept in the db", "cannot load the TLS certificate: %s", err)
 	}
-	admin, err := ListenAdmin(store, srv.Identity, log)
+	admin, err := ListenAdmin(store, srv, log)
 	if err != nil {
 		ln.Close()
 		store.Close()
