@@ -31,9 +31,9 @@ type AdminServer struct {
 	store *Store
 	srv   adminHooks
 	log   *slog.Logger
-	path     string
-	ln       net.Listener
-	wg       sync.WaitGroup
+	path  string
+	ln    net.Listener
+	wg    sync.WaitGroup
 	// closing tells the accept loop that its listener was closed on
 	// purpose.
 	closing atomic.Bool
@@ -57,7 +57,7 @@ type adminHooks interface {
 type noServer struct{}
 
 func (noServer) Identity() (*ServerIdentity, error) { return nil, nil }
-func (noServer) Forgive(string) (int, error)         { return 0, nil }
+func (noServer) Forgive(string) (int, error)        { return 0, nil }
 
 // ListenAdmin creates the admin socket beside the store's db file, mode
 // 0600, and serves it until Shutdown. A socket file left by a server that
