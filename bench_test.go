@@ -352,7 +352,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"bench", "--sources", "-1"}, "--sources must not be negative"},
 		{[]string{"bench", "--pid", "-1"}, "--pid must be a process id"},
 		{[]string{"bench", "--pid", "2147483647"}, "--pid 2147483647: no such process on this machine"},
-		{[]string{"bench", "--server", "localhost"}, `--server "localhost" is not host:port`},
+		{[]string{"bench", "--server", "localhost:"}, `invalid server address: "localhost:" has no port after the colon`},
 		{[]string{"bench", "--server", "localhost:7886", "--sources", "70000"}, "at most 65024 loopback sources"},
 		{[]string{"bench", "populate", "extra"}, `unexpected argument "extra"`},
 		{[]string{"bench", "populate"}, "bench populate needs --db"},
