@@ -87,6 +87,9 @@ type adminRequest struct {
 	// Verifier is a passwd's new verifier, in the format of the pg
 	// import ("SCRAM-SHA-256$…", as "authbox pw" prints it).
 	Verifier string `json:"verifier,omitempty"`
+	// Prefix makes a delete remove every account whose name begins
+	// with it, instead of the one named.
+	Prefix string `json:"prefix,omitempty"`
 	// Target is what an unthrottle clears: a name, an address, or "" for
 	// everything.
 	Target string `json:"target,omitempty"`
@@ -196,7 +199,12 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 	switch req.Op {
 	case opImport:
 		return adminImport(open, req, in, out)
-	case opShow, opDelete, opLock, opUnlock, opPasswd:
+	case opDelete:
+		if req.Prefix != "" {
+			return deletePrefix(open, req.Prefix, out.Stdout)
+		}
+		fallthrough
+	case opShow, opLock, opUnlock, opPasswd:
 		name, err := NormalizeUsername(req.Name)
 		if err != nil {
 			return adminFail(AdminRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username %q", req.Name)
@@ -259,6 +267,21 @@ func accountOp(store *Store, op, name string, asJSON bool, w io.Writer) error {
 		return adminFail(AdminRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
 	}
 	return err
+}
+
+// deletePrefix deletes every account whose name begins with prefix: the
+// bench's, say ("bench").
+func deletePrefix(open func() (*Store, error), prefix string, w io.Writer) error {
+	store, err := open()
+	if err != nil {
+		return err
+	}
+	n, err := store.DeletePrefix(prefix)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "deleted %d %s whose %s with %q\n", n, plural(n, "account", "accounts"), plural(n, "name begins", "names begin"), prefix)
+	return nil
 }
 
 // adminPasswd sets the verifier of an account, as a user's PASSWD does:

@@ -481,7 +481,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	const populated = 40000
-	if _, _, err := populate(store, populated, testIterations, func(int) {}); err != nil {
+	if _, _, err := populate(store, populated, testIterations, testBenchPassword, func(int) {}); err != nil {
 		t.Fatal(err)
 	}
 	store.Close()
@@ -523,7 +523,7 @@ func TestBackupUnderLoad(t *testing.T) {
 	for g := range 2 {
 		wg.Add(2)
 		go worker(func(i int) error {
-			return login(t, srv.addr, fmt.Sprintf("bench%d", (g*7919+i*104729)%populated), benchPassword)
+			return login(t, srv.addr, fmt.Sprintf("bench%d", (g*7919+i*104729)%populated), testBenchPassword)
 		}, &logins)
 		go worker(func(i int) error {
 			name := fmt.Sprintf("load%d-%d", g, i)
@@ -617,7 +617,7 @@ func TestBackupUnderLoad(t *testing.T) {
 	for _, name := range append(before, "bench0", fmt.Sprint("bench", populated-1)) {
 		p := pw
 		if strings.HasPrefix(name, "bench") {
-			p = benchPassword
+			p = testBenchPassword
 		}
 		if err := login(t, restored.addr, name, p); err != nil {
 			t.Errorf("%s on the restored server: %v", name, err)

@@ -27,10 +27,6 @@ import (
 )
 
 const (
-	// benchPassword is the one password of every bench account. Bench
-	// accounts are throwaway load-test data; one shared password lets the
-	// bulk loader and the load generator derive keys once per salt.
-	benchPassword = "Bench-password-1"
 	// benchDefaultTimeout bounds each network step of the load generator
 	// (dial, each reply): a hostile or wedged server cannot make it hang,
 	// and a healthy one answers in well under a millisecond.
@@ -76,11 +72,16 @@ func benchCommand(usageErr cli.OnUsageErrorFunc) *cli.Command {
 With --pid (the server's process id, same machine) it also reports the
 server's CPU time per operation and its RSS, from /proc.
 
-Login mode first registers bench0..bench(N-1) with a fixed bench password, or
-checks that they log in; --no-setup skips that for accounts made by "authbox
-bench populate". Register mode creates fresh accounts named benchreg-*: to
-keep its own PBKDF2 out of the figures it answers every SALT with one
-precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
+Login mode first registers bench0..bench(N-1), or checks that they log in;
+--no-setup skips that for accounts made by "authbox bench populate". Their
+password is made from a random secret kept in the file bench_secret beside
+known_servers (made 0600 at the first run), never one written in the source;
+--cleanup deletes them after the run. Register mode creates fresh accounts
+named benchreg-RUN-*: to keep its own PBKDF2 out of the figures it answers
+every SALT with one verifier of a random password of that run alone, so
+nobody can log in to them; "authbox users delete --prefix benchreg-" removes
+them. Before it writes anything, bench says on standard error which server
+it writes to. Point it at a throwaway server.`,
 		OnUsageError: usageErr,
 		Flags: append([]cli.Flag{
 			serverFlag, configFlag,
@@ -98,6 +99,7 @@ precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
 			&cli.DurationFlag{Name: "timeout", Value: benchDefaultTimeout, Usage: "limit for connecting and for each reply"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.BoolFlag{Name: "resume", Usage: "over TLS, resume sessions (a client session cache) instead of a full handshake per connection"},
+			&cli.BoolFlag{Name: "cleanup", Usage: "login mode: delete bench0..bench(N-1) from the server after the run"},
 		}, newTrustFlags()...),
 		Action: cmdBench,
 		Subcommands: []*cli.Command{{
@@ -139,6 +141,14 @@ type benchOptions struct {
 	// tls is the TLS every connection speaks, with the user's trust; nil
 	// over plain TCP.
 	tls *tls.Config
+	// password is the one password of every bench account (benchsecret.go):
+	// one shared password lets the bulk loader and the load generator
+	// derive keys once per salt.
+	password string
+	// secretPath is the file the password is made from, for messages.
+	secretPath string
+	// cleanup deletes the bench accounts after the run.
+	cleanup bool
 }
 
 func cmdBench(ctx *cli.Context) error {
@@ -155,6 +165,7 @@ func cmdBench(ctx *cli.Context) error {
 		reuse: ctx.Bool("reuse"), sources: ctx.Int("sources"), noSetup: ctx.Bool("no-setup"),
 		bare: ctx.Bool("bare"), pid: ctx.Int("pid"), settle: ctx.Duration("settle"),
 		timeout: ctx.Duration("timeout"), maxIter: cfg.Client.MaxIterations,
+		cleanup: ctx.Bool("cleanup"),
 	}
 	if o.server == "" {
 		o.server = cfg.Client.Server
@@ -176,6 +187,12 @@ func cmdBench(ctx *cli.Context) error {
 		return fail(exitOther, usage, "--sources must not be negative")
 	case o.pid < 0:
 		return fail(exitOther, usage, "--pid must be a process id")
+	case o.cleanup && o.mode == "register":
+		return fail(exitOther, `register mode's accounts cannot be logged in to, so bench cannot delete them; an administrator can: "authbox users delete --prefix benchreg-"`,
+			"--cleanup works in login mode only")
+	}
+	if o.password, o.secretPath, err = benchPassword(cfg.Client); err != nil {
+		return err
 	}
 	if o.pid > 0 {
 		if _, err := readProcCPU(o.pid); err != nil {
@@ -189,7 +206,7 @@ func cmdBench(ctx *cli.Context) error {
 	if b.o.tls, err = benchTLS(ctx, cfg.Client, o.server); err != nil {
 		return err
 	}
-	rep, err := b.run(ifTerminal(ctx.App.ErrWriter))
+	rep, err := b.run(ctx.App.ErrWriter, ifTerminal(ctx.App.ErrWriter))
 	if err != nil {
 		return err
 	}
@@ -252,8 +269,12 @@ func newBench(o benchOptions) (*bench, error) {
 	b.runID = fmt.Sprintf("%x", rid)
 	if o.mode == "register" {
 		// Any valid verifier will do: the server cannot check it against a
-		// password it never sees.
-		if b.regKeys, err = deriveBenchKeys([]byte("authbox-bench-reg"), MinIterations); err != nil {
+		// password it never sees. One from a password of this run alone,
+		// forgotten at its end, makes accounts nobody can log in to.
+		var pw, salt [32]byte
+		rand.Read(pw[:])
+		rand.Read(salt[:])
+		if b.regKeys, err = deriveBenchKeys(fmt.Sprintf("%x", pw), salt[:], MinIterations); err != nil {
 			return nil, err
 		}
 	}
@@ -272,11 +293,39 @@ func (b *bench) setup(progress io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("bench0: %w", err)
 	}
+	return b.eachAccount(progress, "setting up bench accounts", func(c *benchConn, name string) error {
+		return b.setupAccount(c, name, exist)
+	})
+}
+
+// cleanupAccounts deletes bench0..bench(N-1), logging in to each with the bench
+// password; a name that does not log in is not one of ours, and is left.
+func (b *bench) cleanupAccounts(progress io.Writer) (deleted int, err error) {
+	var n atomic.Int64
+	err = b.eachAccount(progress, "deleting bench accounts", func(c *benchConn, name string) error {
+		err := b.login(c, name)
+		if errorClass(err) == CodeAuth {
+			return nil
+		}
+		if err == nil {
+			err = b.simple(c, CmdDelete)
+		}
+		if err == nil {
+			n.Add(1)
+		}
+		return err
+	})
+	return int(n.Load()), err
+}
+
+// eachAccount runs fn on bench0..bench(N-1), on a few connections at
+// once, and stops at the first error.
+func (b *bench) eachAccount(progress io.Writer, what string, fn func(c *benchConn, name string) error) error {
 	workers := min(b.o.conc, b.o.users, 64)
 	var next, done atomic.Int64
 	errc := make(chan error, workers)
 	stopProgress := progressLine(progress, func(elapsed time.Duration) string {
-		return fmt.Sprintf("setting up bench accounts: %d/%d", done.Load(), b.o.users)
+		return fmt.Sprintf("%s: %d/%d", what, done.Load(), b.o.users)
 	})
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -302,7 +351,7 @@ func (b *bench) setup(progress io.Writer) error {
 					}
 				}
 				name := "bench" + strconv.Itoa(i)
-				if err := b.setupAccount(c, name, exist); err != nil {
+				if err := fn(c, name); err != nil {
 					errc <- fmt.Errorf("%s: %w", name, err)
 					return
 				}
@@ -421,12 +470,34 @@ func (b *bench) worker(w int, st *workerStats) {
 	}
 }
 
+// announce says on standard error, before anything is sent, which server
+// the run is about to write to and what it writes, so that a bench
+// pointed at the default server by mistake is seen at once.
+func (b *bench) announce(w io.Writer) {
+	last := fmt.Sprintf("bench%d", b.o.users-1)
+	switch {
+	case b.o.mode == "register":
+		fmt.Fprintf(w, "authbox: warning: bench writes to %s: it registers accounts benchreg-%s-* that nobody can log in to; \"authbox users delete --prefix benchreg-%s-\" removes them\n", b.o.server, b.runID, b.runID)
+	case b.o.noSetup:
+		fmt.Fprintf(w, "authbox: bench logs in to %s as bench0..%s, with the password from %s; it registers nothing\n", b.o.server, last, b.o.secretPath)
+	default:
+		fmt.Fprintf(w, "authbox: warning: bench writes to %s: it registers bench0..%s where missing, with the password from %s\n", b.o.server, last, b.o.secretPath)
+	}
+}
+
 // run sets up the accounts, warms up, measures for the duration and
-// gathers the report.
-func (b *bench) run(progress io.Writer) (*benchReport, error) {
+// gathers the report; with cleanup it then deletes the accounts. stderr
+// gets the announcement; progress, nil when stderr is no terminal, the
+// live progress line.
+func (b *bench) run(stderr, progress io.Writer) (*benchReport, error) {
+	b.announce(stderr)
 	if b.o.mode == "login" && !b.o.noSetup {
 		if err := b.setup(progress); err != nil {
-			return nil, fail(exitOther, `check --server; accounts made by another tool or password can be skipped with a fresh db, or use "bench populate" and --no-setup`, "bench setup: %s", err)
+			hint := `check --server; accounts made by another tool or password can be skipped with a fresh db, or use "bench populate" and --no-setup`
+			if errors.Is(err, ErrBenchSetup) {
+				hint = fmt.Sprintf(`bench accounts made with another %s (or by an older authbox, whose password was public) are there: an administrator removes them with "authbox users delete --prefix bench", then run again`, benchSecretFile)
+			}
+			return nil, fail(exitOther, hint, "bench setup: %s", err)
 		}
 	}
 	stats := make([]*workerStats, b.o.conc)
@@ -479,6 +550,13 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 			v, _ := readProcRSS(b.o.pid)
 			rep.ServerSettled, rep.SettleSec = mib(v), b.o.settle.Seconds()
 		}
+	}
+	if b.o.cleanup {
+		n, err := b.cleanupAccounts(progress)
+		if err != nil {
+			return rep, fail(exitOther, `run again with --cleanup, or have an administrator run "authbox users delete --prefix bench"`, "bench cleanup: %s", err)
+		}
+		fmt.Fprintf(stderr, "authbox: bench deleted %d bench %s from %s\n", n, plural(n, "account", "accounts"), b.o.server)
 	}
 	return rep, nil
 }

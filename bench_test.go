@@ -274,8 +274,8 @@ func TestBenchLoginAndRegister(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	if r.stderr != "" {
-		t.Errorf("progress went to a stderr that is not a terminal: %q", r.stderr)
+	if strings.Contains(r.stderr, "\r") || !strings.HasPrefix(r.stderr, "authbox: warning: bench writes to "+ts.addr) {
+		t.Errorf("stderr, not a terminal, has more than the announcement: %q", r.stderr)
 	}
 
 	rep = benchJSON(t, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
@@ -406,7 +406,7 @@ func TestBenchBusyServer(t *testing.T) {
 // with another password stops the run.
 func TestBenchSetupFindsAccounts(t *testing.T) {
 	ts := startServer(t, testConfig(t))
-	mustRegister(t, ts.addr, "bench1", benchPassword)
+	mustRegister(t, ts.addr, "bench1", cliBenchPassword(t))
 	if rep := benchJSON(t, "--server", ts.addr, "--users", "3", "--conc", "2", "--duration", "100ms"); rep.Errors != 0 || rep.Ops == 0 {
 		t.Fatalf("setup with bench1 there: %+v", rep)
 	}
@@ -537,6 +537,25 @@ func (w *writeCapture) SetWriteDeadline(time.Time) error { return nil }
 
 // benchStore opens a store in a temporary dir holding n populated bench
 // accounts at the test iteration count.
+// testBenchPassword is the bench accounts' password in the tests that
+// build a bench by hand; the CLI's runs read the bench secret (benchsecret.go).
+const testBenchPassword = "Bench-test-password-1"
+
+// cliBenchPassword is the password the CLI's bench runs use: the one made
+// from the bench secret beside the tests' known_servers file.
+func cliBenchPassword(t testing.TB) string {
+	t.Helper()
+	path, err := benchSecretPath(DefaultConfig().Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := benchSecret(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pw
+}
+
 func benchStore(b testing.TB, n int) *Store {
 	b.Helper()
 	s, err := OpenStore(filepath.Join(b.TempDir(), "bench.db"))
@@ -544,7 +563,7 @@ func benchStore(b testing.TB, n int) *Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	if _, _, err := populate(s, n, testIterations, func(int) {}); err != nil {
+	if _, _, err := populate(s, n, testIterations, testBenchPassword, func(int) {}); err != nil {
 		b.Fatal(err)
 	}
 	return s
@@ -566,7 +585,7 @@ func loopHarness(tb testing.TB, users int, log *slog.Logger) (*bench, *benchConn
 		c.reply(reply, err)
 		return capture.buf
 	}}
-	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
+	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30, password: testBenchPassword}, keys: keyCache{m: map[string]*keyEntry{}}}
 	bc := newBenchConn(lc)
 	return bn, bc, c
 }
@@ -797,4 +816,80 @@ func TestBenchOverTLS(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "is not a known server") || !strings.Contains(r.stderr, fp) {
 		t.Fatalf("bench to an unknown server: %+v", r)
 	}
+}
+
+// TestBenchIsSafe: the bench accounts' password is no constant of the
+// source but made from a secret of this machine (a 0600 file beside
+// known_servers); bench says which server it writes to before it writes;
+// --cleanup deletes what the run made; register mode's accounts log in to
+// nobody; and "users delete --prefix" removes them.
+func TestBenchIsSafe(t *testing.T) {
+	pins := freshPins(t)
+	ts := startServer(t, testConfig(t))
+	r := benchCLI(t, "bench", "--plain", "--server", ts.addr, "--users", "4", "--conc", "2", "--duration", "100ms", "--warmup", "0")
+	if r.code != 0 || !strings.HasPrefix(r.stderr, "authbox: warning: bench writes to "+ts.addr+": it registers bench0..bench3 where missing") {
+		t.Fatalf("bench: %+v", r)
+	}
+	secret := filepath.Join(filepath.Dir(pins), benchSecretFile)
+	if fi, err := os.Stat(secret); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("bench secret: %v, %v", fi, err)
+	}
+	if err := login(t, ts.addr, "bench0", "Bench-password-1"); code(err) != CodeAuth {
+		t.Errorf("bench0 with the password the source once held: %v", err)
+	}
+	if err := login(t, ts.addr, "bench3", cliBenchPassword(t)); err != nil {
+		t.Errorf("bench3 with the password from %s: %v", secret, err)
+	}
+
+	// Against a server that is not there, the announcement comes first.
+	r = benchCLI(t, "bench", "--plain", "--server", "127.0.0.1:1", "--duration", "100ms")
+	if r.code != exitOther || !strings.HasPrefix(r.stderr, "authbox: warning: bench writes to 127.0.0.1:1:") {
+		t.Errorf("the announcement: %+v", r)
+	}
+
+	r = benchCLI(t, "bench", "--plain", "--server", ts.addr, "--users", "6", "--conc", "2", "--duration", "100ms", "--warmup", "0", "--cleanup")
+	if r.code != 0 || !strings.Contains(r.stderr, "authbox: bench deleted 6 bench accounts from "+ts.addr+"\n") {
+		t.Fatalf("bench --cleanup: %+v", r)
+	}
+	if n, _ := ts.store.Count(); n != 0 {
+		t.Fatalf("%d accounts left after --cleanup", n)
+	}
+
+	rep := benchJSON(t, "--server", ts.addr, "--mode", "register", "--conc", "2", "--duration", "100ms")
+	var made []string
+	ts.store.Each(func(name string, _ Record) error { made = append(made, name); return nil })
+	if rep.Ops == 0 || len(made) == 0 {
+		t.Fatalf("register run: %+v, %v", rep, made)
+	}
+	if err := login(t, ts.addr, made[0], cliBenchPassword(t)); code(err) != CodeAuth {
+		t.Errorf("%s, made by register mode, with the bench password: %v", made[0], err)
+	}
+	if r := benchCLI(t, "bench", "--mode", "register", "--cleanup"); r.code != exitOther || !strings.Contains(r.stderr, "users delete --prefix benchreg-") {
+		t.Errorf("register --cleanup: %+v", r)
+	}
+
+	// A secret others can read is refused, as ssh refuses such a key.
+	os.Chmod(secret, 0o644)
+	if r := benchCLI(t, "bench", "--plain", "--server", ts.addr); r.code != exitOther || !strings.Contains(r.stderr, "is readable by group or others") {
+		t.Errorf("a 0644 bench secret: %+v", r)
+	}
+}
+
+// TestUsersDeletePrefix: "users delete --prefix" removes every account
+// whose name begins with it, and no other.
+func TestUsersDeletePrefix(t *testing.T) {
+	dir := t.TempDir()
+	var lines string
+	for _, name := range []string{"alice", "bench0", "bench1", "benchreg-ab-0-1", "zoe"} {
+		lines += name + "," + rfcPGVerifier + "\n"
+	}
+	mustCLI(t, 0, dir, lines, "users", "import", "--format", "pg", "-")
+	if r := mustCLI(t, 0, dir, "", "users", "delete", "--prefix", "bench"); r.stdout != "deleted 3 accounts whose names begin with \"bench\"\n" {
+		t.Errorf("delete --prefix: %+v", r)
+	}
+	if r := mustCLI(t, 0, dir, "", "users", "list"); !strings.Contains(r.stdout, "alice") || !strings.Contains(r.stdout, "zoe") || strings.Contains(r.stdout, "bench") {
+		t.Errorf("after delete --prefix bench:\n%s", r.stdout)
+	}
+	mustCLI(t, exitOther, dir, "", "users", "delete", "--prefix", "")
+	mustCLI(t, exitOther, dir, "", "users", "delete", "--prefix", "a", "alice")
 }

@@ -68,7 +68,8 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 					return adminAction(ctx, adminRequest{Op: opList, JSON: ctx.Bool("json")}, nil)
 				}, jsonFlag),
 				sub("show", "NAME", "show one account", nameOp(opShow), jsonFlag),
-				sub("delete", "NAME", "delete an account", nameOp(opDelete)),
+				sub("delete", "NAME", "delete an account, or with --prefix every account whose name begins with it", cmdUsersDelete,
+					&cli.StringFlag{Name: "prefix", Usage: "delete every account whose name begins with `PREFIX` (e.g. bench, for what \"authbox bench\" made), instead of NAME"}),
 				sub("lock", "NAME", "lock an account: a right password then gets ERR LOCKED", nameOp(opLock)),
 				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
 				sub("passwd", "NAME", "set an account's password (typed twice; --password-stdin: one line), keeping its created time; ends its sessions", cmdUsersPasswd,
@@ -104,6 +105,23 @@ func adminAction(ctx *cli.Context, req adminRequest, in io.Reader) error {
 		return err
 	}
 	return ac.run(req, in, false)
+}
+
+func cmdUsersDelete(ctx *cli.Context) error {
+	if !ctx.IsSet("prefix") {
+		name, err := oneArg(ctx, "NAME")
+		if err != nil {
+			return err
+		}
+		return adminAction(ctx, adminRequest{Op: opDelete, Name: name}, nil)
+	}
+	if ctx.NArg() > 0 {
+		return fail(exitOther, helpHint(ctx), "unexpected argument %q: --prefix and NAME do not go together", ctx.Args().First())
+	}
+	if ctx.String("prefix") == "" {
+		return fail(exitOther, helpHint(ctx), "--prefix is empty: that would delete every account")
+	}
+	return adminAction(ctx, adminRequest{Op: opDelete, Prefix: ctx.String("prefix")}, nil)
 }
 
 // cmdUsersPasswd sets a password as an administrator. The verifier is
