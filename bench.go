@@ -44,6 +44,8 @@ const (
 	// benchNonceLen is the raw size of the client nonce; base64 makes 32
 	// characters, the size our client library uses.
 	benchNonceLen = 24
+	// benchMaxErrors is the default --max-errors.
+	benchMaxErrors = 0.01
 	// benchLineBuf is the starting capacity of a connection's request
 	// buffer: every request the bench sends fits (the longest, AUTH with a
 	// 64-byte name, is about 330 bytes), so it never grows.
@@ -100,6 +102,7 @@ it writes to. Point it at a throwaway server.`,
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.BoolFlag{Name: "resume", Usage: "over TLS, resume sessions (a client session cache) instead of a full handshake per connection"},
 			&cli.BoolFlag{Name: "cleanup", Usage: "login mode: delete bench0..bench(N-1) from the server after the run"},
+			&cli.Float64Flag{Name: "max-errors", Value: benchMaxErrors, Usage: "exit 2 when more than this `FRACTION` of the operations failed (ERR BUSY not counted: a full server is what a load test finds); none succeeding always does"},
 		}, newTrustFlags()...),
 		Action: cmdBench,
 		Subcommands: []*cli.Command{{
@@ -149,6 +152,9 @@ type benchOptions struct {
 	secretPath string
 	// cleanup deletes the bench accounts after the run.
 	cleanup bool
+	// maxErrors is the fraction of failed operations (BUSY aside) over
+	// which the run exits 2.
+	maxErrors float64
 }
 
 func cmdBench(ctx *cli.Context) error {
@@ -165,7 +171,7 @@ func cmdBench(ctx *cli.Context) error {
 		reuse: ctx.Bool("reuse"), sources: ctx.Int("sources"), noSetup: ctx.Bool("no-setup"),
 		bare: ctx.Bool("bare"), pid: ctx.Int("pid"), settle: ctx.Duration("settle"),
 		timeout: ctx.Duration("timeout"), maxIter: cfg.Client.MaxIterations,
-		cleanup: ctx.Bool("cleanup"),
+		cleanup: ctx.Bool("cleanup"), maxErrors: ctx.Float64("max-errors"),
 	}
 	if o.server == "" {
 		o.server = cfg.Client.Server
@@ -187,6 +193,8 @@ func cmdBench(ctx *cli.Context) error {
 		return fail(exitOther, usage, "--sources must not be negative")
 	case o.pid < 0:
 		return fail(exitOther, usage, "--pid must be a process id")
+	case o.maxErrors < 0 || o.maxErrors > 1:
+		return fail(exitOther, usage, "--max-errors must be 0 to 1, got %g", o.maxErrors)
 	case o.cleanup && o.mode == "register":
 		return fail(exitOther, `register mode's accounts cannot be logged in to, so bench cannot delete them; an administrator can: "authbox users delete --prefix benchreg-"`,
 			"--cleanup works in login mode only")
@@ -207,16 +215,69 @@ func cmdBench(ctx *cli.Context) error {
 		return err
 	}
 	rep, err := b.run(ctx.App.ErrWriter, ifTerminal(ctx.App.ErrWriter))
-	if err != nil {
+	if rep == nil {
 		return err
 	}
+	// The report is printed whatever the verdict: it shows what failed.
 	if ctx.Bool("json") {
 		enc := json.NewEncoder(ctx.App.Writer)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		rep.writeText(ctx.App.Writer)
 	}
-	rep.writeText(ctx.App.Writer)
-	return nil
+	if err != nil {
+		return err
+	}
+	return b.verdict(rep)
+}
+
+// verdict fails a run in which nothing succeeded, or too much failed: a
+// report of 0 logins/s must not read as a success to a script.
+func (b *bench) verdict(rep *benchReport) error {
+	counted := rep.Errors - int64(rep.ErrorsByCode[CodeBusy])
+	total := rep.Ops + rep.Errors
+	if rep.Ops > 0 && float64(counted) <= b.o.maxErrors*float64(total) {
+		return nil
+	}
+	worst, n := "", 0
+	for code, k := range rep.ErrorsByCode {
+		if k > n || k == n && code < worst {
+			worst, n = code, k
+		}
+	}
+	msg := fmt.Sprintf("%d of %d operations failed, most with %s", rep.Errors, total, worst)
+	if rep.Ops == 0 {
+		msg = fmt.Sprintf("no operation succeeded: %d failed, most with %s", rep.Errors, worst)
+		if total == 0 {
+			msg = "no operation finished"
+		}
+	}
+	return fail(exitOther, b.failureHint(worst), "bench: %s", msg)
+}
+
+// failureHint says what most likely went wrong, from the class of error
+// most operations failed with.
+func (b *bench) failureHint(class string) string {
+	switch {
+	case class == CodeAuth && b.o.noSetup:
+		return fmt.Sprintf(`no bench accounts on that server (or not bench0..bench%d, or made with another %s); run without --no-setup, or fill its db with "authbox bench populate" on this machine`, b.o.users-1, benchSecretFile)
+	case class == CodeAuth:
+		return "the bench accounts changed during the run (deleted, or their password changed); run again"
+	case class == CodeLimit:
+		return `the server throttles this address after failed logins: wait, or have its administrator run "authbox users unthrottle ADDRESS"`
+	case class == CodeBusy:
+		return "the server is full: lower --conc, or raise its workers and queue"
+	case class == "timeout":
+		return "the server did not answer within --timeout: it is overloaded or stuck"
+	case class == "protocol" || class == "signature":
+		return "is it an authbox server? against the bare reference server of the benchmarks, add --bare"
+	case class == "dial":
+		return `is "authbox serve" running there?`
+	}
+	return "see the errors by code in the report"
 }
 
 // bench is one run of the load generator.
@@ -232,6 +293,12 @@ type bench struct {
 	phase atomic.Int32 // 0 warm-up, 1 measuring, 2 stopping
 	ops   atomic.Int64 // successful operations while measuring
 	errs  atomic.Int64 // failed operations while measuring
+
+	// aborted is closed when a reply says that going on would only spend
+	// the address's failed-login allowance (see abort); abortErr is why.
+	aborted   chan struct{}
+	abortOnce sync.Once
+	abortErr  error
 }
 
 const (
@@ -245,7 +312,7 @@ func newBench(o benchOptions) (*bench, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--server %q is not host:port", o.server)
 	}
-	b := &bench{o: o, keys: keyCache{m: map[string]*keyEntry{}}}
+	b := &bench{o: o, keys: keyCache{m: map[string]*keyEntry{}}, aborted: make(chan struct{})}
 	ip := net.ParseIP(host)
 	if ip == nil && host == "localhost" {
 		ip = net.IPv4(127, 0, 0, 1)
@@ -463,10 +530,45 @@ func (b *bench) worker(w int, st *workerStats) {
 			}
 		}
 		if err != nil {
+			b.abortOn(err)
 			if cl := errorClass(err); cl == CodeBusy || cl == CodeLimit {
 				time.Sleep(benchBusyBackoff + time.Duration(rng.Int64N(int64(benchBusyBackoff))))
 			}
 		}
+	}
+}
+
+// abortOn stops the run at a failure that every further try would repeat
+// at the user's expense: ERR LIMIT (the server throttles this address, and
+// each try deepens its debt), or in login mode ERR AUTH (the bench
+// accounts are not there, and each try spends the address's failed-login
+// allowance, which the user's own logins share).
+func (b *bench) abortOn(err error) {
+	cl := errorClass(err)
+	var why error
+	switch {
+	case cl == CodeLimit:
+		why = fail(exitOther, b.failureHint(CodeLimit), "bench stopped: the server throttles this address (%s)", printable(err.Error()))
+	case cl == CodeAuth && b.o.mode == "login":
+		why = fail(exitOther, b.failureHint(CodeAuth), "bench stopped at the first failed login, so as not to spend the address's failed-login allowance: %s", printable(err.Error()))
+	default:
+		return
+	}
+	b.abortOnce.Do(func() {
+		b.abortErr = why
+		if b.aborted != nil {
+			close(b.aborted)
+		}
+	})
+}
+
+// wait waits d, or less if the run is aborted.
+func (b *bench) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.aborted:
 	}
 }
 
@@ -517,7 +619,7 @@ func (b *bench) run(stderr, progress io.Writer) (*benchReport, error) {
 		stopP := progressLine(progress, func(d time.Duration) string {
 			return fmt.Sprintf("warming up: %.1fs of %s", d.Seconds(), b.o.warmup)
 		})
-		time.Sleep(b.o.warmup)
+		b.wait(b.o.warmup)
 		stopP()
 	}
 	cpu0, cpuErr0 := readProcCPU(b.o.pid)
@@ -528,7 +630,7 @@ func (b *bench) run(stderr, progress io.Writer) (*benchReport, error) {
 		n := b.ops.Load()
 		return fmt.Sprintf("%5.1fs  %d %s  %.0f/s  %d errors", d.Seconds(), n, unit, float64(n)/d.Seconds(), b.errs.Load())
 	})
-	time.Sleep(b.o.duration)
+	b.wait(b.o.duration)
 	b.phase.Store(phaseStop)
 	elapsed := time.Since(start)
 	cpu1, cpuErr1 := readProcCPU(b.o.pid)
@@ -550,6 +652,9 @@ func (b *bench) run(stderr, progress io.Writer) (*benchReport, error) {
 			v, _ := readProcRSS(b.o.pid)
 			rep.ServerSettled, rep.SettleSec = mib(v), b.o.settle.Seconds()
 		}
+	}
+	if b.abortErr != nil {
+		return rep, b.abortErr
 	}
 	if b.o.cleanup {
 		n, err := b.cleanupAccounts(progress)

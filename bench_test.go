@@ -245,6 +245,21 @@ func benchJSON(t *testing.T, args ...string) benchReport {
 	return rep
 }
 
+// benchJSONFailing is benchJSON for a run that must exit 2: it returns the
+// report, which is printed all the same, and what the run printed.
+func benchJSONFailing(t *testing.T, args ...string) (benchReport, result) {
+	t.Helper()
+	r := benchCLI(t, append([]string{"bench", "--plain", "--json", "--warmup", "0"}, args...)...)
+	var rep benchReport
+	if r.code != exitOther || !strings.Contains(r.stderr, "authbox: error: ") || !strings.Contains(r.stderr, "authbox: hint: ") {
+		t.Fatalf("bench %v: %+v, want exit 2 with an error and a hint", args, r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bench --json output %q: %v", r.stdout, err)
+	}
+	return rep, r
+}
+
 func TestBenchLoginAndRegister(t *testing.T) {
 	ts := startServer(t, testConfig(t))
 
@@ -297,9 +312,9 @@ func TestBenchBareServer(t *testing.T) {
 	}
 	// Without --bare the client checks the server's nonce and signature,
 	// and the bare server's replayed lines fail.
-	rep = benchJSON(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
-	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 {
-		t.Fatalf("checked run against the bare server: %+v", rep)
+	rep, r := benchJSONFailing(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 || !strings.Contains(r.stderr, "add --bare") {
+		t.Fatalf("checked run against the bare server: %+v\n%s", rep, r.stderr)
 	}
 }
 
@@ -314,13 +329,13 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 			t.Errorf("no connection from %s in the server log", src)
 		}
 	}
-	// An unknown bench user: logins fail with the server's code.
-	rep = benchJSON(t, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
-	if rep.ErrorsByCode[CodeAuth] == 0 {
-		t.Fatalf("logins as users that do not exist: %+v", rep)
+	// An unknown bench user: the run stops at the first failed login.
+	_, r := benchJSONFailing(t, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
+	if !strings.Contains(r.stderr, "bench stopped at the first failed login") {
+		t.Fatalf("logins as users that do not exist: %+v", r)
 	}
 
-	r := benchCLI(t, "bench", "--mode", "bogus")
+	r = benchCLI(t, "bench", "--mode", "bogus")
 	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: --mode must be login or register") || !strings.Contains(r.stderr, "authbox: hint: ") {
 		t.Fatalf("bad mode: %+v", r)
 	}
@@ -389,9 +404,9 @@ func TestBenchBusyServer(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "200ms")
-	if rep.Ops != 0 || rep.ErrorsByCode[CodeBusy] == 0 || rep.Errors != int64(rep.ErrorsByCode[CodeBusy]) {
-		t.Fatalf("against a busy server: %+v", rep)
+	rep, r := benchJSONFailing(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode[CodeBusy] == 0 || rep.Errors != int64(rep.ErrorsByCode[CodeBusy]) || !strings.Contains(r.stderr, "no operation succeeded") {
+		t.Fatalf("against a busy server: %+v\n%s", rep, r.stderr)
 	}
 	// Without the pause two clients would make thousands of connections
 	// in 200ms; with it, each waits 10 to 20ms between tries.
@@ -451,7 +466,7 @@ func TestBenchHostileServer(t *testing.T) {
 			}
 		}()
 		start := time.Now()
-		rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
+		rep, _ := benchJSONFailing(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
 		ln.Close()
 		conns.Wait()
 		if rep.Ops != 0 || rep.ErrorsByCode["timeout"] == 0 {
@@ -892,4 +907,65 @@ func TestUsersDeletePrefix(t *testing.T) {
 	}
 	mustCLI(t, exitOther, dir, "", "users", "delete", "--prefix", "")
 	mustCLI(t, exitOther, dir, "", "users", "delete", "--prefix", "a", "alice")
+}
+
+// TestBenchFailsWhenNothingWorks: a run in which every login fails exits
+// 2 with a hint, and stops at the first failure instead of spending the
+// address's failed-login allowance, so that the user's own login still
+// goes through; a run that meets ERR LIMIT stops and says the address is
+// throttled; too many errors fail a run that did log in.
+func TestBenchFailsWhenNothingWorks(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "Alice-pw-1")
+	start := time.Now()
+	rep, r := benchJSONFailing(t, "--server", ts.addr, "--no-setup", "--users", "50", "--conc", "4", "--duration", "5s")
+	if !strings.Contains(r.stderr, "no bench accounts on that server") || !strings.Contains(r.stderr, "run without --no-setup") || rep.Ops != 0 {
+		t.Errorf("--no-setup without bench accounts: %+v", r)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the run went on for %v after its logins failed", d)
+	}
+	if err := login(t, ts.addr, "alice", "Alice-pw-1"); err != nil {
+		t.Errorf("the user's own login after the failed bench: %v", err)
+	}
+
+	// A throttled address: register mode meets ERR LIMIT and stops.
+	for err := error(nil); code(err) != CodeLimit; {
+		if err = login(t, ts.addr, "alice", "wrong"); code(err) != CodeAuth && code(err) != CodeLimit {
+			t.Fatalf("wrong password: %v", err)
+		}
+	}
+	_, r = benchJSONFailing(t, "--server", ts.addr, "--mode", "register", "--conc", "2", "--duration", "5s")
+	if !strings.Contains(r.stderr, "bench stopped: the server throttles this address") || !strings.Contains(r.stderr, "users unthrottle") {
+		t.Errorf("register mode from a throttled address: %+v", r)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the throttled run went on for %v", d)
+	}
+}
+
+// TestBenchVerdict: the error threshold, BUSY aside.
+func TestBenchVerdict(t *testing.T) {
+	b := &bench{o: benchOptions{maxErrors: 0.1, users: 3}}
+	for _, tc := range []struct {
+		ops  int64
+		errs map[string]int
+		ok   bool
+	}{
+		{100, nil, true},
+		{100, map[string]int{"timeout": 10}, true},
+		{100, map[string]int{"timeout": 12}, false},
+		{100, map[string]int{CodeBusy: 1000}, true},
+		{0, map[string]int{CodeBusy: 5}, false},
+		{0, nil, false},
+	} {
+		rep := &benchReport{Ops: tc.ops, ErrorsByCode: map[string]int{}}
+		for k, v := range tc.errs {
+			rep.ErrorsByCode[k] = v
+			rep.Errors += int64(v)
+		}
+		if err := b.verdict(rep); (err == nil) != tc.ok {
+			t.Errorf("%d ops, errors %v: %v", tc.ops, tc.errs, err)
+		}
+	}
 }
