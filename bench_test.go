@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -967,5 +968,57 @@ func TestBenchVerdict(t *testing.T) {
 		if err := b.verdict(rep); (err == nil) != tc.ok {
 			t.Errorf("%d ops, errors %v: %v", tc.ops, tc.errs, err)
 		}
+	}
+}
+
+// TestReadmeBenchExample checks the README's bench example as a newcomer
+// runs it, right after the quick start: its servers listen on ports other
+// than the quick-start server's 7886, log to a file rather than the
+// terminal, are waited for before use, and each bench names one of them.
+// (The example was run as written, in order, from a fresh directory.)
+func TestReadmeBenchExample(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Load testing")
+	_, block, _ := strings.Cut(section, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	if block == "" {
+		t.Fatal("no sh block under \"Load testing\" in README.md")
+	}
+	listenRE := regexp.MustCompile(`--listen (\S+)`)
+	serverRE := regexp.MustCompile(`--server (\S+)`)
+	started := map[string]bool{} // address: waited for
+	var pending []string
+	benches := 0
+	for _, line := range strings.Split(block, "\n") {
+		switch {
+		case strings.HasPrefix(line, "./authbox serve "):
+			m := listenRE.FindStringSubmatch(line)
+			if m == nil || strings.HasSuffix(m[1], ":7886") {
+				t.Errorf("the quick-start server holds 7886; this one must listen elsewhere: %s", line)
+				continue
+			}
+			if !strings.Contains(line, " 2> ") {
+				t.Errorf("its log would flood the terminal: %s", line)
+			}
+			started[m[1]] = false
+			pending = append(pending, m[1])
+		case strings.HasPrefix(line, "until grep -q msg=listening "):
+			for _, a := range pending {
+				started[a] = true
+			}
+			pending = nil
+		case strings.HasPrefix(line, "./authbox bench ") && !strings.HasPrefix(line, "./authbox bench populate"):
+			benches++
+			m := serverRE.FindStringSubmatch(line)
+			if m == nil || !started[m[1]] {
+				t.Errorf("bench against a server the example did not start and wait for: %s", line)
+			}
+		}
+	}
+	if benches == 0 || len(started) == 0 {
+		t.Errorf("no bench or serve in the example:\n%s", block)
 	}
 }
