@@ -18,7 +18,7 @@ func TestCLIHints(t *testing.T) {
 		{[]string{"users", "list", "--bogus"}, "unknown flag --bogus", `run "authbox users list --help" for usage`},
 		{[]string{"users", "show"}, "missing NAME", `run "authbox users show --help" for usage`},
 		{[]string{"users", "show", "a", "--json"}, `unexpected argument "--json" after NAME`, `flags go before NAME; run "authbox users show --help" for usage`},
-		{[]string{"users"}, "users needs a command: list, show, delete, lock, unlock, import or export", `run "authbox users --help" for its commands`},
+		{[]string{"users"}, "users needs a command: list, show, delete, lock, unlock, passwd, unthrottle, import or export", `run "authbox users --help" for its commands`},
 		{[]string{"users", "nope"}, `unknown command "users nope"`, `run "authbox users --help" for its commands`},
 		{[]string{"backup"}, "missing FILE", `run "authbox backup --help" for usage`},
 		{[]string{"bench", "populate", "x"}, `unexpected argument "x"`, `run "authbox bench populate --help" for usage`},
