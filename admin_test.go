@@ -1040,3 +1040,35 @@ func (l *logWatch) waitFor(t testing.TB, s string) bool {
 	}
 	return true
 }
+
+// TestUsersPasswdAtTerminal: at a terminal the new password is asked
+// twice, without echo, and then set.
+func TestUsersPasswdAtTerminal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	mustCLI(t, 0, dir, "user,"+rfcPGVerifier+"\n", "users", "import", "--format", "pg", "--config", cfg, "-")
+	p := startPTY(t, dir, "users", "passwd", "--config", cfg, "user")
+	p.expect("new password: ")
+	p.typeLine("Typed-pass-1")
+	p.expect("new password (again): ")
+	p.typeLine("Typed-pass-1")
+	code, out := p.wait()
+	if code != 0 || !strings.Contains(out, `changed the password of account "user"`) || strings.Contains(out, "Typed-pass-1") {
+		t.Fatalf("exit %d; the terminal shows:\n%s", code, out)
+	}
+	store, err := OpenStore(filepath.Join(dir, "authbox.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	rec, err := store.Get("user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored, _, _ := Verifier("user", "Typed-pass-1", rec.Salt, rec.Iterations); !bytes.Equal(stored, rec.StoredKey) {
+		t.Error("the typed password is not the account's")
+	}
+}
