@@ -62,20 +62,48 @@ const (
 	// opFingerprint prints the server's TLS fingerprint: the running
 	// server's own, or offline the one the config and db give.
 	opFingerprint = "fingerprint"
+	// opPasswd sets an account's verifier, made by the admin's client:
+	// the password itself never leaves the admin's process.
+	opPasswd = "passwd"
+	// opUnthrottle clears the running server's login throttle for a
+	// name, an address, or everything.
+	opUnthrottle = "unthrottle"
 )
 
 // adminRequest is one admin command, as sent over the socket.
 type adminRequest struct {
-	Op      string `json:"op"`
-	Name    string `json:"name,omitempty"`
-	JSON    bool   `json:"json,omitempty"`
-	Format  string `json:"format,omitempty"`
-	File    string `json:"file,omitempty"` // as the user wrote it, for messages
-	Replace bool   `json:"replace,omitempty"`
-	Partial bool   `json:"partial,omitempty"`
+	Op     string `json:"op"`
+	Name   string `json:"name,omitempty"`
+	JSON   bool   `json:"json,omitempty"`
+	Format string `json:"format,omitempty"`
+	File   string `json:"file,omitempty"` // as the user wrote it, for messages
+	// Stdout says that the output file is the client's standard output.
+	Stdout  bool `json:"stdout,omitempty"`
+	Replace bool `json:"replace,omitempty"`
+	Partial bool `json:"partial,omitempty"`
 	// Iterations is the admin's config's iterations, which an import
 	// compares the imported accounts' with.
 	Iterations int `json:"iterations,omitempty"`
+	// Verifier is a passwd's new verifier, in the format of the pg
+	// import ("SCRAM-SHA-256$…", as "authbox pw" prints it).
+	Verifier string `json:"verifier,omitempty"`
+	// Prefix makes a delete remove every account whose name begins
+	// with it, instead of the one named.
+	Prefix string `json:"prefix,omitempty"`
+	// Target is what an unthrottle clears: a name, an address, or "" for
+	// everything.
+	Target string `json:"target,omitempty"`
+}
+
+// adminEnv is what an admin command works on: the store, opened only once
+// it is needed, so that an import reads its whole input first; the
+// server's TLS identity (nil for a plain-TCP server); and the running
+// server's login throttle, which offline there is none of.
+type adminEnv struct {
+	open     func() (*Store, error)
+	identity func() (*ServerIdentity, error)
+	// forgive is throttle.forgive through the running server; nil offline.
+	forgive func(target string) (cleared int, err error)
 }
 
 // adminOut is where an admin command writes: the user's standard output
@@ -103,17 +131,42 @@ func accountInfo(name string, rec Record) AccountInfo {
 		Created: rec.Created, Updated: rec.Updated, Locked: rec.Locked}
 }
 
-// runAdmin does one admin command against the store that open returns: the
-// server's, or the db file opened only once it is needed, so that an
-// import reads its whole input first. in is an import's input. Every
-// failure is an *AdminError, so that it reaches the user the same way from
-// the socket as from a local run. identity is the server's TLS identity,
-// nil for a plain-TCP server.
-func runAdmin(open func() (*Store, error), identity func() (*ServerIdentity, error), req adminRequest, in io.Reader, out adminOut) error {
-	if req.Op == opFingerprint {
-		return runAdminErr(writeFingerprint(identity, out.Stdout))
+// runAdmin does one admin command in env: the server's, or the db file's
+// when none runs. in is an import's input. Every failure is an
+// *AdminError, so that it reaches the user the same way from the socket as
+// from a local run.
+func runAdmin(env adminEnv, req adminRequest, in io.Reader, out adminOut) error {
+	switch req.Op {
+	case opFingerprint:
+		return runAdminErr(writeFingerprint(env.identity, out.Stdout))
+	case opUnthrottle:
+		return runAdminErr(unthrottle(env.forgive, req.Target, out.Stdout))
 	}
-	return runAdminErr(adminOp(open, req, in, out))
+	return runAdminErr(adminOp(env.open, req, in, out))
+}
+
+// unthrottle clears the login throttle of the running server.
+func unthrottle(forgive func(string) (int, error), target string, w io.Writer) error {
+	what := "every address and name"
+	if target != "" {
+		what = fmt.Sprintf("%q", target)
+	}
+	if forgive == nil {
+		// The throttle lives in a running server's memory, and a server
+		// starts with it empty: with none running there is nothing to do.
+		fmt.Fprintf(w, "no server is running on this db, so nothing is throttled: a server's throttle lives in its memory and starts empty\n")
+		return nil
+	}
+	n, err := forgive(target)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		fmt.Fprintf(w, "nothing to clear: no failed logins on record for %s\n", what)
+		return nil
+	}
+	fmt.Fprintf(w, "cleared the failed logins on record for %s (%d throttle %s)\n", what, n, plural(n, "entry", "entries"))
+	return nil
 }
 
 func runAdminErr(err error) error {
@@ -150,10 +203,18 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 	switch req.Op {
 	case opImport:
 		return adminImport(open, req, in, out)
-	case opShow, opDelete, opLock, opUnlock:
+	case opDelete:
+		if req.Prefix != "" {
+			return deletePrefix(open, req.Prefix, out.Stdout)
+		}
+		fallthrough
+	case opShow, opLock, opUnlock, opPasswd:
 		name, err := NormalizeUsername(req.Name)
 		if err != nil {
 			return adminFail(AdminRefused, "a username is 1 to 64 bytes of letters, digits and punctuation, without spaces", "invalid username %q", req.Name)
+		}
+		if req.Op == opPasswd {
+			return adminPasswd(open, name, req.Verifier, out.Stdout)
 		}
 		store, err := open()
 		if err != nil {
@@ -174,6 +235,10 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 		n, err := store.Backup(out.File)
 		if err != nil {
 			return fmt.Errorf("writing the backup: %w", err)
+		}
+		if req.Stdout {
+			fmt.Fprintf(out.Stdout, "wrote a backup of %d bytes to %s\n", n, req.File)
+			return nil
 		}
 		fmt.Fprintf(out.Stdout, "wrote a backup of %d bytes to %s; \"authbox serve --db %s\" serves it\n", n, req.File, req.File)
 		return nil
@@ -206,6 +271,47 @@ func accountOp(store *Store, op, name string, asJSON bool, w io.Writer) error {
 		return adminFail(AdminRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
 	}
 	return err
+}
+
+// deletePrefix deletes every account whose name begins with prefix: the
+// bench's, say ("bench").
+func deletePrefix(open func() (*Store, error), prefix string, w io.Writer) error {
+	store, err := open()
+	if err != nil {
+		return err
+	}
+	n, err := store.DeletePrefix(prefix)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "deleted %d %s whose %s with %q\n", n, plural(n, "account", "accounts"), plural(n, "name begins", "names begin"), prefix)
+	return nil
+}
+
+// adminPasswd sets the verifier of an account, as a user's PASSWD does:
+// it keeps created and the lock, and gives the account a new identity
+// stamp, which ends every session logged in to it (Record.Gen).
+func adminPasswd(open func() (*Store, error), name, verifier string, w io.Writer) error {
+	rec, err := ParsePGVerifier(verifier)
+	if err != nil {
+		return adminFail(AdminFailed, "", "the new verifier is malformed: %s", err)
+	}
+	store, err := open()
+	if err != nil {
+		return err
+	}
+	err = store.Update(name, func(old Record) (Record, error) {
+		rec.Locked, rec.Gen = old.Locked, NewGen()
+		return rec, nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return adminFail(AdminRefused, `"authbox users list" shows the accounts; names are case-sensitive`, "no account named %q", name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "changed the password of account %q; its sessions were ended\n", name)
+	return nil
 }
 
 // listAccounts streams the account list: a server with a million accounts

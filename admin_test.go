@@ -482,7 +482,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	const populated = 40000
-	if _, _, err := populate(store, populated, testIterations, func(int) {}); err != nil {
+	if _, _, err := populate(store, populated, testIterations, testBenchPassword, func(int) {}); err != nil {
 		t.Fatal(err)
 	}
 	store.Close()
@@ -524,7 +524,7 @@ func TestBackupUnderLoad(t *testing.T) {
 	for g := range 2 {
 		wg.Add(2)
 		go worker(func(i int) error {
-			return login(t, srv.addr, fmt.Sprintf("bench%d", (g*7919+i*104729)%populated), benchPassword)
+			return login(t, srv.addr, fmt.Sprintf("bench%d", (g*7919+i*104729)%populated), testBenchPassword)
 		}, &logins)
 		go worker(func(i int) error {
 			name := fmt.Sprintf("load%d-%d", g, i)
@@ -618,7 +618,7 @@ func TestBackupUnderLoad(t *testing.T) {
 	for _, name := range append(before, "bench0", fmt.Sprint("bench", populated-1)) {
 		p := pw
 		if strings.HasPrefix(name, "bench") {
-			p = benchPassword
+			p = testBenchPassword
 		}
 		if err := login(t, restored.addr, name, p); err != nil {
 			t.Errorf("%s on the restored server: %v", name, err)
@@ -937,5 +937,168 @@ func TestImportNameClash(t *testing.T) {
 	r = mustCLI(t, 0, dir, "", "users", "list")
 	if !strings.Contains(r.stdout, "gina") || !strings.Contains(r.stdout, "IVAN") || strings.Contains(r.stdout, "frank") || strings.Contains(r.stdout, "ivan ") {
 		t.Fatalf("after --partial: %s", r.stdout)
+// TestUsersPasswd: an administrator sets a password, through the running
+// server and on the file; the account keeps its created time and its lock
+// state, the old password stops working, the new one works, and a session
+// logged in before the change is ended, as after a user's PASSWD.
+func TestUsersPasswd(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	srv := serveInProcess(t, dir, "--config", cfg)
+	mustRegister(t, srv.addr, "alice", "Alice-pw-1")
+	created := func() string {
+		t.Helper()
+		var a AccountInfo
+		if err := json.Unmarshal([]byte(mustCLI(t, 0, dir, "", "users", "show", "--json", "--config", cfg, "alice").stdout), &a); err != nil {
+			t.Fatal(err)
+		}
+		return timeText(a.Created)
+	}
+	before := created()
+	session, err := testDial(t, srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	if err := session.Login("alice", "Alice-pw-1"); err != nil {
+		t.Fatal(err)
+	}
+
+	r := mustCLI(t, 0, dir, "Alice-pw-2\n", "users", "passwd", "--password-stdin", "--config", cfg, "alice")
+	if r.stdout != "changed the password of account \"alice\"; its sessions were ended\n" {
+		t.Errorf("users passwd: %+v", r)
+	}
+	if _, err := session.Whoami(); code(err) != CodeAuth {
+		t.Errorf("the session from before the change: WHOAMI %v, want ERR AUTH", err)
+	}
+	if err := login(t, srv.addr, "alice", "Alice-pw-1"); code(err) != CodeAuth {
+		t.Errorf("the old password: %v", err)
+	}
+	if err := login(t, srv.addr, "alice", "Alice-pw-2"); err != nil {
+		t.Errorf("the new password: %v", err)
+	}
+	if got := created(); got != before {
+		t.Errorf("created changed from %s to %s", before, got)
+	}
+	if !srv.log.waitFor(t, "msg=admin op=passwd user=alice") || strings.Contains(srv.log.String(), "Alice-pw-2") {
+		t.Errorf("server log:\n%s", srv.log)
+	}
+	// An unknown name is refused before any password is asked for.
+	if r := mustCLI(t, exitRefused, dir, "", "users", "passwd", "--config", cfg, "nobody"); !strings.Contains(r.stderr, `no account named "nobody"`) {
+		t.Errorf("unknown name: %+v", r)
+	}
+
+	// Offline, on the file, the same; a locked account stays locked.
+	srv.stop(t)
+	mustCLI(t, 0, dir, "", "users", "lock", "--config", cfg, "alice")
+	mustCLI(t, 0, dir, "Alice-pw-3\n", "users", "passwd", "--password-stdin", "--config", cfg, "alice")
+	store, err := OpenStore(filepath.Join(dir, "authbox.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := store.Get("alice")
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _, _ := Verifier("alice", "Alice-pw-3", rec.Salt, rec.Iterations)
+	if !bytes.Equal(stored, rec.StoredKey) || !rec.Locked || timeText(rec.Created) != before || rec.Iterations != testIterations {
+		t.Errorf("offline passwd: %+v", rec)
+	}
+}
+
+// TestUsersUnthrottle: a throttled login goes ahead, without a restart,
+// once the administrator clears its name, its address, or everything; a
+// name other than the throttled one clears nothing.
+func TestUsersUnthrottle(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "user_failures = 2\nuser_failure_refill = \"1h\"\nsource_failures = 1000\n")
+	srv := serveInProcess(t, dir, "--config", cfg)
+	mustRegister(t, srv.addr, "alice", "Alice-pw-1")
+	throttled := func() {
+		t.Helper()
+		for i := 0; ; i++ {
+			err := login(t, srv.addr, "alice", "wrong-password")
+			if code(err) == CodeLimit {
+				break
+			}
+			if code(err) != CodeAuth || i > 5 {
+				t.Fatalf("wrong password: %v", err)
+			}
+		}
+		if err := login(t, srv.addr, "alice", "Alice-pw-1"); code(err) != CodeLimit {
+			t.Fatalf("throttled, the right password: %v, want ERR LIMIT", err)
+		}
+	}
+	throttled()
+	if r := mustCLI(t, 0, dir, "", "users", "unthrottle", "--config", cfg, "bob"); r.stdout != "nothing to clear: no failed logins on record for \"bob\"\n" {
+		t.Errorf("unthrottle bob: %+v", r)
+	}
+	if err := login(t, srv.addr, "alice", "Alice-pw-1"); code(err) != CodeLimit {
+		t.Fatalf("after clearing another name: %v, want ERR LIMIT", err)
+	}
+	for _, target := range [][]string{{"alice"}, {"127.0.0.1"}, {}} {
+		args := append([]string{"users", "unthrottle", "--config", cfg}, target...)
+		if r := mustCLI(t, 0, dir, "", args...); !strings.HasPrefix(r.stdout, "cleared the failed logins on record for ") {
+			t.Errorf("%v: %+v", args, r)
+		}
+		if err := login(t, srv.addr, "alice", "Alice-pw-1"); err != nil {
+			t.Fatalf("after unthrottle %v: %v", target, err)
+		}
+		throttled()
+	}
+	if r := mustCLI(t, exitRefused, dir, "", "users", "unthrottle", "--config", cfg, "has space"); !strings.Contains(r.stderr, "neither an IP address nor a valid username") {
+		t.Errorf("unthrottle of a bad name: %+v", r)
+	}
+	// Offline there is no throttle: it lives in the server's memory.
+	srv.stop(t)
+	if r := mustCLI(t, 0, dir, "", "users", "unthrottle", "--config", cfg); !strings.Contains(r.stdout, "no server is running on this db, so nothing is throttled") {
+		t.Errorf("offline unthrottle: %+v", r)
+	}
+}
+
+// waitFor waits until the log holds s, or a deadline passes.
+func (l *logWatch) waitFor(t testing.TB, s string) bool {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !strings.Contains(l.String(), s) {
+		select {
+		case <-l.wrote:
+		case <-deadline:
+			return false
+		}
+	}
+	return true
+}
+
+// TestUsersPasswdAtTerminal: at a terminal the new password is asked
+// twice, without echo, and then set.
+func TestUsersPasswdAtTerminal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	mustCLI(t, 0, dir, "user,"+rfcPGVerifier+"\n", "users", "import", "--format", "pg", "--config", cfg, "-")
+	p := startPTY(t, dir, "users", "passwd", "--config", cfg, "user")
+	p.expect("new password: ")
+	p.typeLine("Typed-pass-1")
+	p.expect("new password (again): ")
+	p.typeLine("Typed-pass-1")
+	code, out := p.wait()
+	if code != 0 || !strings.Contains(out, `changed the password of account "user"`) || strings.Contains(out, "Typed-pass-1") {
+		t.Fatalf("exit %d; the terminal shows:\n%s", code, out)
+	}
+	store, err := OpenStore(filepath.Join(dir, "authbox.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	rec, err := store.Get("user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored, _, _ := Verifier("user", "Typed-pass-1", rec.Salt, rec.Iterations); !bytes.Equal(stored, rec.StoredKey) {
+		t.Error("the typed password is not the account's")
 	}
 }

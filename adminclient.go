@@ -126,7 +126,7 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 		}
 		return LoadIdentity(ac.cfg, st)
 	}
-	err = runAdmin(open, identity, req, in, ac.out)
+	err = runAdmin(adminEnv{open: open, identity: identity}, req, in, ac.out)
 	if store != nil {
 		if cerr := store.Close(); err == nil && cerr != nil {
 			return fail(exitOther, "", "closing %s: %s", ac.db, cerr)

@@ -29,13 +29,11 @@ const adminIOTimeout = 30 * time.Second
 // `authbox serve` holds the db.
 type AdminServer struct {
 	store *Store
-	// identity is the server's TLS identity (nil, nil for plain TCP), for
-	// "authbox fingerprint".
-	identity func() (*ServerIdentity, error)
-	log      *slog.Logger
-	path     string
-	ln       net.Listener
-	wg       sync.WaitGroup
+	srv   adminHooks
+	log   *slog.Logger
+	path  string
+	ln    net.Listener
+	wg    sync.WaitGroup
 	// closing tells the accept loop that its listener was closed on
 	// purpose.
 	closing atomic.Bool
@@ -45,10 +43,26 @@ type AdminServer struct {
 	cut   bool // Shutdown's grace is over: a connection accepted now is closed
 }
 
+// adminHooks is what the admin socket needs of the running server beyond
+// its store: its TLS identity (nil, nil for plain TCP), for "authbox
+// fingerprint", and its login throttle, for "authbox users unthrottle".
+// *Server has both.
+type adminHooks interface {
+	Identity() (*ServerIdentity, error)
+	Forgive(target string) (cleared int, err error)
+}
+
+// noServer is the hooks of an admin socket served without a server (in
+// tests): plain TCP, and a throttle that holds nothing.
+type noServer struct{}
+
+func (noServer) Identity() (*ServerIdentity, error) { return nil, nil }
+func (noServer) Forgive(string) (int, error)        { return 0, nil }
+
 // ListenAdmin creates the admin socket beside the store's db file, mode
 // 0600, and serves it until Shutdown. A socket file left by a server that
 // died is replaced: the caller holds the db, so no live server owns it.
-func ListenAdmin(store *Store, identity func() (*ServerIdentity, error), log *slog.Logger) (*AdminServer, error) {
+func ListenAdmin(store *Store, srv adminHooks, log *slog.Logger) (*AdminServer, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -86,16 +100,16 @@ func ListenAdmin(store *Store, identity func() (*ServerIdentity, error), log *sl
 		return nil, fmt.Errorf("cannot create the admin socket %s: %s", path, errText(err))
 	}
 	log.Info("admin socket", "path", path)
-	return serveAdmin(store, identity, log, path, ln), nil
+	return serveAdmin(store, srv, log, path, ln), nil
 }
 
 // serveAdmin serves admin commands on ln, the socket at path, until
 // Shutdown.
-func serveAdmin(store *Store, identity func() (*ServerIdentity, error), log *slog.Logger, path string, ln net.Listener) *AdminServer {
-	if identity == nil {
-		identity = func() (*ServerIdentity, error) { return nil, nil }
+func serveAdmin(store *Store, srv adminHooks, log *slog.Logger, path string, ln net.Listener) *AdminServer {
+	if srv == nil {
+		srv = noServer{}
 	}
-	a := &AdminServer{store: store, identity: identity, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
+	a := &AdminServer{store: store, srv: srv, log: log, path: path, ln: ln, conns: map[net.Conn]struct{}{}}
 	a.wg.Add(1)
 	go a.serve()
 	return a
@@ -194,13 +208,17 @@ func (a *AdminServer) handle(nc net.Conn) {
 	if req.Name != "" {
 		who = append(who, "user", req.Name)
 	}
+	if req.Target != "" {
+		who = append(who, "target", req.Target)
+	}
 	a.log.Info("admin", who...)
 	fw := newFrameWriter(c)
 	var in io.Reader
 	if req.Op == opImport {
 		in = &uploadReader{r: r}
 	}
-	err = runAdmin(func() (*Store, error) { return a.store, nil }, a.identity, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
+	env := adminEnv{open: func() (*Store, error) { return a.store, nil }, identity: a.srv.Identity, forgive: a.srv.Forgive}
+	err = runAdmin(env, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
 	exit := 0
 	end := adminFrame{Exit: &exit}
 	var ae *AdminError

@@ -27,10 +27,6 @@ import (
 )
 
 const (
-	// benchPassword is the one password of every bench account. Bench
-	// accounts are throwaway load-test data; one shared password lets the
-	// bulk loader and the load generator derive keys once per salt.
-	benchPassword = "Bench-password-1"
 	// benchDefaultTimeout bounds each network step of the load generator
 	// (dial, each reply): a hostile or wedged server cannot make it hang,
 	// and a healthy one answers in well under a millisecond.
@@ -48,6 +44,8 @@ const (
 	// benchNonceLen is the raw size of the client nonce; base64 makes 32
 	// characters, the size our client library uses.
 	benchNonceLen = 24
+	// benchMaxErrors is the default --max-errors.
+	benchMaxErrors = 0.01
 	// benchLineBuf is the starting capacity of a connection's request
 	// buffer: every request the bench sends fits (the longest, AUTH with a
 	// 64-byte name, is about 330 bytes), so it never grows.
@@ -76,11 +74,16 @@ func benchCommand(usageErr cli.OnUsageErrorFunc) *cli.Command {
 With --pid (the server's process id, same machine) it also reports the
 server's CPU time per operation and its RSS, from /proc.
 
-Login mode first registers bench0..bench(N-1) with a fixed bench password, or
-checks that they log in; --no-setup skips that for accounts made by "authbox
-bench populate". Register mode creates fresh accounts named benchreg-*: to
-keep its own PBKDF2 out of the figures it answers every SALT with one
-precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
+Login mode first registers bench0..bench(N-1), or checks that they log in;
+--no-setup skips that for accounts made by "authbox bench populate". Their
+password is made from a random secret kept in the file bench_secret beside
+known_servers (made 0600 at the first run), never one written in the source;
+--cleanup deletes them after the run. Register mode creates fresh accounts
+named benchreg-RUN-*: to keep its own PBKDF2 out of the figures it answers
+every SALT with one verifier of a random password of that run alone, so
+nobody can log in to them; "authbox users delete --prefix benchreg-" removes
+them. Before it writes anything, bench says on standard error which server
+it writes to. Point it at a throwaway server.`,
 		OnUsageError: usageErr,
 		Flags: append([]cli.Flag{
 			serverFlag, configFlag,
@@ -98,6 +101,8 @@ precomputed verifier, so those accounts cannot log in (use a throwaway db).`,
 			&cli.DurationFlag{Name: "timeout", Value: benchDefaultTimeout, Usage: "limit for connecting and for each reply"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.BoolFlag{Name: "resume", Usage: "over TLS, resume sessions (a client session cache) instead of a full handshake per connection"},
+			&cli.BoolFlag{Name: "cleanup", Usage: "login mode: delete bench0..bench(N-1) from the server after the run"},
+			&cli.Float64Flag{Name: "max-errors", Value: benchMaxErrors, Usage: "exit 2 when more than this `FRACTION` of the operations failed (ERR BUSY not counted: a full server is what a load test finds); none succeeding always does"},
 		}, newTrustFlags()...),
 		Action: cmdBench,
 		Subcommands: []*cli.Command{{
@@ -139,6 +144,17 @@ type benchOptions struct {
 	// tls is the TLS every connection speaks, with the user's trust; nil
 	// over plain TCP.
 	tls *tls.Config
+	// password is the one password of every bench account (benchsecret.go):
+	// one shared password lets the bulk loader and the load generator
+	// derive keys once per salt.
+	password string
+	// secretPath is the file the password is made from, for messages.
+	secretPath string
+	// cleanup deletes the bench accounts after the run.
+	cleanup bool
+	// maxErrors is the fraction of failed operations (BUSY aside) over
+	// which the run exits 2.
+	maxErrors float64
 }
 
 func cmdBench(ctx *cli.Context) error {
@@ -155,9 +171,13 @@ func cmdBench(ctx *cli.Context) error {
 		reuse: ctx.Bool("reuse"), sources: ctx.Int("sources"), noSetup: ctx.Bool("no-setup"),
 		bare: ctx.Bool("bare"), pid: ctx.Int("pid"), settle: ctx.Duration("settle"),
 		timeout: ctx.Duration("timeout"), maxIter: cfg.Client.MaxIterations,
+		cleanup: ctx.Bool("cleanup"), maxErrors: ctx.Float64("max-errors"),
 	}
 	if o.server == "" {
 		o.server = cfg.Client.Server
+	}
+	if o.server, err = serverAddr(o.server); err != nil {
+		return err
 	}
 	usage := helpHint(ctx)
 	switch {
@@ -173,6 +193,14 @@ func cmdBench(ctx *cli.Context) error {
 		return fail(exitOther, usage, "--sources must not be negative")
 	case o.pid < 0:
 		return fail(exitOther, usage, "--pid must be a process id")
+	case o.maxErrors < 0 || o.maxErrors > 1:
+		return fail(exitOther, usage, "--max-errors must be 0 to 1, got %g", o.maxErrors)
+	case o.cleanup && o.mode == "register":
+		return fail(exitOther, `register mode's accounts cannot be logged in to, so bench cannot delete them; an administrator can: "authbox users delete --prefix benchreg-"`,
+			"--cleanup works in login mode only")
+	}
+	if o.password, o.secretPath, err = benchPassword(cfg.Client); err != nil {
+		return err
 	}
 	if o.pid > 0 {
 		if _, err := readProcCPU(o.pid); err != nil {
@@ -186,17 +214,70 @@ func cmdBench(ctx *cli.Context) error {
 	if b.o.tls, err = benchTLS(ctx, cfg.Client, o.server); err != nil {
 		return err
 	}
-	rep, err := b.run(ifTerminal(ctx.App.ErrWriter))
-	if err != nil {
+	rep, err := b.run(ctx.App.ErrWriter, ifTerminal(ctx.App.ErrWriter))
+	if rep == nil {
 		return err
 	}
+	// The report is printed whatever the verdict: it shows what failed.
 	if ctx.Bool("json") {
 		enc := json.NewEncoder(ctx.App.Writer)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		rep.writeText(ctx.App.Writer)
 	}
-	rep.writeText(ctx.App.Writer)
-	return nil
+	if err != nil {
+		return err
+	}
+	return b.verdict(rep)
+}
+
+// verdict fails a run in which nothing succeeded, or too much failed: a
+// report of 0 logins/s must not read as a success to a script.
+func (b *bench) verdict(rep *benchReport) error {
+	counted := rep.Errors - int64(rep.ErrorsByCode[CodeBusy])
+	total := rep.Ops + rep.Errors
+	if rep.Ops > 0 && float64(counted) <= b.o.maxErrors*float64(total) {
+		return nil
+	}
+	worst, n := "", 0
+	for code, k := range rep.ErrorsByCode {
+		if k > n || k == n && code < worst {
+			worst, n = code, k
+		}
+	}
+	msg := fmt.Sprintf("%d of %d operations failed, most with %s", rep.Errors, total, worst)
+	if rep.Ops == 0 {
+		msg = fmt.Sprintf("no operation succeeded: %d failed, most with %s", rep.Errors, worst)
+		if total == 0 {
+			msg = "no operation finished"
+		}
+	}
+	return fail(exitOther, b.failureHint(worst), "bench: %s", msg)
+}
+
+// failureHint says what most likely went wrong, from the class of error
+// most operations failed with.
+func (b *bench) failureHint(class string) string {
+	switch {
+	case class == CodeAuth && b.o.noSetup:
+		return fmt.Sprintf(`no bench accounts on that server (or not bench0..bench%d, or made with another %s); run without --no-setup, or fill its db with "authbox bench populate" on this machine`, b.o.users-1, benchSecretFile)
+	case class == CodeAuth:
+		return "the bench accounts changed during the run (deleted, or their password changed); run again"
+	case class == CodeLimit:
+		return `the server throttles this address after failed logins: wait, or have its administrator run "authbox users unthrottle ADDRESS"`
+	case class == CodeBusy:
+		return "the server is full: lower --conc, or raise its workers and queue"
+	case class == "timeout":
+		return "the server did not answer within --timeout: it is overloaded or stuck"
+	case class == "protocol" || class == "signature":
+		return "is it an authbox server? against the bare reference server of the benchmarks, add --bare"
+	case class == "dial":
+		return `is "authbox serve" running there?`
+	}
+	return "see the errors by code in the report"
 }
 
 // bench is one run of the load generator.
@@ -212,6 +293,12 @@ type bench struct {
 	phase atomic.Int32 // 0 warm-up, 1 measuring, 2 stopping
 	ops   atomic.Int64 // successful operations while measuring
 	errs  atomic.Int64 // failed operations while measuring
+
+	// aborted is closed when a reply says that going on would only spend
+	// the address's failed-login allowance (see abort); abortErr is why.
+	aborted   chan struct{}
+	abortOnce sync.Once
+	abortErr  error
 }
 
 const (
@@ -225,7 +312,7 @@ func newBench(o benchOptions) (*bench, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--server %q is not host:port", o.server)
 	}
-	b := &bench{o: o, keys: keyCache{m: map[string]*keyEntry{}}}
+	b := &bench{o: o, keys: keyCache{m: map[string]*keyEntry{}}, aborted: make(chan struct{})}
 	ip := net.ParseIP(host)
 	if ip == nil && host == "localhost" {
 		ip = net.IPv4(127, 0, 0, 1)
@@ -249,8 +336,12 @@ func newBench(o benchOptions) (*bench, error) {
 	b.runID = fmt.Sprintf("%x", rid)
 	if o.mode == "register" {
 		// Any valid verifier will do: the server cannot check it against a
-		// password it never sees.
-		if b.regKeys, err = deriveBenchKeys([]byte("authbox-bench-reg"), MinIterations); err != nil {
+		// password it never sees. One from a password of this run alone,
+		// forgotten at its end, makes accounts nobody can log in to.
+		var pw, salt [32]byte
+		rand.Read(pw[:])
+		rand.Read(salt[:])
+		if b.regKeys, err = deriveBenchKeys(fmt.Sprintf("%x", pw), salt[:], MinIterations); err != nil {
 			return nil, err
 		}
 	}
@@ -269,11 +360,39 @@ func (b *bench) setup(progress io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("bench0: %w", err)
 	}
+	return b.eachAccount(progress, "setting up bench accounts", func(c *benchConn, name string) error {
+		return b.setupAccount(c, name, exist)
+	})
+}
+
+// cleanupAccounts deletes bench0..bench(N-1), logging in to each with the bench
+// password; a name that does not log in is not one of ours, and is left.
+func (b *bench) cleanupAccounts(progress io.Writer) (deleted int, err error) {
+	var n atomic.Int64
+	err = b.eachAccount(progress, "deleting bench accounts", func(c *benchConn, name string) error {
+		err := b.login(c, name)
+		if errorClass(err) == CodeAuth {
+			return nil
+		}
+		if err == nil {
+			err = b.simple(c, CmdDelete)
+		}
+		if err == nil {
+			n.Add(1)
+		}
+		return err
+	})
+	return int(n.Load()), err
+}
+
+// eachAccount runs fn on bench0..bench(N-1), on a few connections at
+// once, and stops at the first error.
+func (b *bench) eachAccount(progress io.Writer, what string, fn func(c *benchConn, name string) error) error {
 	workers := min(b.o.conc, b.o.users, 64)
 	var next, done atomic.Int64
 	errc := make(chan error, workers)
 	stopProgress := progressLine(progress, func(elapsed time.Duration) string {
-		return fmt.Sprintf("setting up bench accounts: %d/%d", done.Load(), b.o.users)
+		return fmt.Sprintf("%s: %d/%d", what, done.Load(), b.o.users)
 	})
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -299,7 +418,7 @@ func (b *bench) setup(progress io.Writer) error {
 					}
 				}
 				name := "bench" + strconv.Itoa(i)
-				if err := b.setupAccount(c, name, exist); err != nil {
+				if err := fn(c, name); err != nil {
 					errc <- fmt.Errorf("%s: %w", name, err)
 					return
 				}
@@ -411,6 +530,7 @@ func (b *bench) worker(w int, st *workerStats) {
 			}
 		}
 		if err != nil {
+			b.abortOn(err)
 			if cl := errorClass(err); cl == CodeBusy || cl == CodeLimit {
 				time.Sleep(benchBusyBackoff + time.Duration(rng.Int64N(int64(benchBusyBackoff))))
 			}
@@ -418,12 +538,68 @@ func (b *bench) worker(w int, st *workerStats) {
 	}
 }
 
+// abortOn stops the run at a failure that every further try would repeat
+// at the user's expense: ERR LIMIT (the server throttles this address, and
+// each try deepens its debt), or in login mode ERR AUTH (the bench
+// accounts are not there, and each try spends the address's failed-login
+// allowance, which the user's own logins share).
+func (b *bench) abortOn(err error) {
+	cl := errorClass(err)
+	var why error
+	switch {
+	case cl == CodeLimit:
+		why = fail(exitOther, b.failureHint(CodeLimit), "bench stopped: the server throttles this address (%s)", printable(err.Error()))
+	case cl == CodeAuth && b.o.mode == "login":
+		why = fail(exitOther, b.failureHint(CodeAuth), "bench stopped at the first failed login, so as not to spend the address's failed-login allowance: %s", printable(err.Error()))
+	default:
+		return
+	}
+	b.abortOnce.Do(func() {
+		b.abortErr = why
+		if b.aborted != nil {
+			close(b.aborted)
+		}
+	})
+}
+
+// wait waits d, or less if the run is aborted.
+func (b *bench) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.aborted:
+	}
+}
+
+// announce says on standard error, before anything is sent, which server
+// the run is about to write to and what it writes, so that a bench
+// pointed at the default server by mistake is seen at once.
+func (b *bench) announce(w io.Writer) {
+	last := fmt.Sprintf("bench%d", b.o.users-1)
+	switch {
+	case b.o.mode == "register":
+		fmt.Fprintf(w, "authbox: warning: bench writes to %s: it registers accounts benchreg-%s-* that nobody can log in to; \"authbox users delete --prefix benchreg-%s-\" removes them\n", b.o.server, b.runID, b.runID)
+	case b.o.noSetup:
+		fmt.Fprintf(w, "authbox: bench logs in to %s as bench0..%s, with the password from %s; it registers nothing\n", b.o.server, last, b.o.secretPath)
+	default:
+		fmt.Fprintf(w, "authbox: warning: bench writes to %s: it registers bench0..%s where missing, with the password from %s\n", b.o.server, last, b.o.secretPath)
+	}
+}
+
 // run sets up the accounts, warms up, measures for the duration and
-// gathers the report.
-func (b *bench) run(progress io.Writer) (*benchReport, error) {
+// gathers the report; with cleanup it then deletes the accounts. stderr
+// gets the announcement; progress, nil when stderr is no terminal, the
+// live progress line.
+func (b *bench) run(stderr, progress io.Writer) (*benchReport, error) {
+	b.announce(stderr)
 	if b.o.mode == "login" && !b.o.noSetup {
 		if err := b.setup(progress); err != nil {
-			return nil, fail(exitOther, `check --server; accounts made by another tool or password can be skipped with a fresh db, or use "bench populate" and --no-setup`, "bench setup: %s", err)
+			hint := `check --server; accounts made by another tool or password can be skipped with a fresh db, or use "bench populate" and --no-setup`
+			if errors.Is(err, ErrBenchSetup) {
+				hint = fmt.Sprintf(`bench accounts made with another %s (or by an older authbox, whose password was public) are there: an administrator removes them with "authbox users delete --prefix bench", then run again`, benchSecretFile)
+			}
+			return nil, fail(exitOther, hint, "bench setup: %s", err)
 		}
 	}
 	stats := make([]*workerStats, b.o.conc)
@@ -443,7 +619,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 		stopP := progressLine(progress, func(d time.Duration) string {
 			return fmt.Sprintf("warming up: %.1fs of %s", d.Seconds(), b.o.warmup)
 		})
-		time.Sleep(b.o.warmup)
+		b.wait(b.o.warmup)
 		stopP()
 	}
 	cpu0, cpuErr0 := readProcCPU(b.o.pid)
@@ -454,7 +630,7 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 		n := b.ops.Load()
 		return fmt.Sprintf("%5.1fs  %d %s  %.0f/s  %d errors", d.Seconds(), n, unit, float64(n)/d.Seconds(), b.errs.Load())
 	})
-	time.Sleep(b.o.duration)
+	b.wait(b.o.duration)
 	b.phase.Store(phaseStop)
 	elapsed := time.Since(start)
 	cpu1, cpuErr1 := readProcCPU(b.o.pid)
@@ -476,6 +652,16 @@ func (b *bench) run(progress io.Writer) (*benchReport, error) {
 			v, _ := readProcRSS(b.o.pid)
 			rep.ServerSettled, rep.SettleSec = mib(v), b.o.settle.Seconds()
 		}
+	}
+	if b.abortErr != nil {
+		return rep, b.abortErr
+	}
+	if b.o.cleanup {
+		n, err := b.cleanupAccounts(progress)
+		if err != nil {
+			return rep, fail(exitOther, `run again with --cleanup, or have an administrator run "authbox users delete --prefix bench"`, "bench cleanup: %s", err)
+		}
+		fmt.Fprintf(stderr, "authbox: bench deleted %d bench %s from %s\n", n, plural(n, "account", "accounts"), b.o.server)
 	}
 	return rep, nil
 }

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,6 +246,21 @@ func benchJSON(t *testing.T, args ...string) benchReport {
 	return rep
 }
 
+// benchJSONFailing is benchJSON for a run that must exit 2: it returns the
+// report, which is printed all the same, and what the run printed.
+func benchJSONFailing(t *testing.T, args ...string) (benchReport, result) {
+	t.Helper()
+	r := benchCLI(t, append([]string{"bench", "--plain", "--json", "--warmup", "0"}, args...)...)
+	var rep benchReport
+	if r.code != exitOther || !strings.Contains(r.stderr, "authbox: error: ") || !strings.Contains(r.stderr, "authbox: hint: ") {
+		t.Fatalf("bench %v: %+v, want exit 2 with an error and a hint", args, r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bench --json output %q: %v", r.stdout, err)
+	}
+	return rep, r
+}
+
 func TestBenchLoginAndRegister(t *testing.T) {
 	ts := startServer(t, testConfig(t))
 
@@ -274,8 +290,8 @@ func TestBenchLoginAndRegister(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	if r.stderr != "" {
-		t.Errorf("progress went to a stderr that is not a terminal: %q", r.stderr)
+	if strings.Contains(r.stderr, "\r") || !strings.HasPrefix(r.stderr, "authbox: warning: bench writes to "+ts.addr) {
+		t.Errorf("stderr, not a terminal, has more than the announcement: %q", r.stderr)
 	}
 
 	rep = benchJSON(t, "--server", ts.addr, "--mode", "register", "--conc", "4", "--duration", "300ms")
@@ -297,9 +313,9 @@ func TestBenchBareServer(t *testing.T) {
 	}
 	// Without --bare the client checks the server's nonce and signature,
 	// and the bare server's replayed lines fail.
-	rep = benchJSON(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
-	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 {
-		t.Fatalf("checked run against the bare server: %+v", rep)
+	rep, r := benchJSONFailing(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 || !strings.Contains(r.stderr, "add --bare") {
+		t.Fatalf("checked run against the bare server: %+v\n%s", rep, r.stderr)
 	}
 }
 
@@ -314,13 +330,13 @@ func TestBenchSourcesAndErrors(t *testing.T) {
 			t.Errorf("no connection from %s in the server log", src)
 		}
 	}
-	// An unknown bench user: logins fail with the server's code.
-	rep = benchJSON(t, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
-	if rep.ErrorsByCode[CodeAuth] == 0 {
-		t.Fatalf("logins as users that do not exist: %+v", rep)
+	// An unknown bench user: the run stops at the first failed login.
+	_, r := benchJSONFailing(t, "--server", ts.addr, "--users", "50", "--no-setup", "--conc", "2", "--duration", "200ms")
+	if !strings.Contains(r.stderr, "bench stopped at the first failed login") {
+		t.Fatalf("logins as users that do not exist: %+v", r)
 	}
 
-	r := benchCLI(t, "bench", "--mode", "bogus")
+	r = benchCLI(t, "bench", "--mode", "bogus")
 	if r.code != 2 || !strings.Contains(r.stderr, "authbox: error: --mode must be login or register") || !strings.Contains(r.stderr, "authbox: hint: ") {
 		t.Fatalf("bad mode: %+v", r)
 	}
@@ -352,7 +368,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"bench", "--sources", "-1"}, "--sources must not be negative"},
 		{[]string{"bench", "--pid", "-1"}, "--pid must be a process id"},
 		{[]string{"bench", "--pid", "2147483647"}, "--pid 2147483647: no such process on this machine"},
-		{[]string{"bench", "--server", "localhost"}, `--server "localhost" is not host:port`},
+		{[]string{"bench", "--server", "localhost:"}, `invalid server address: "localhost:" has no port after the colon`},
 		{[]string{"bench", "--server", "localhost:7886", "--sources", "70000"}, "at most 65024 loopback sources"},
 		{[]string{"bench", "populate", "extra"}, `unexpected argument "extra"`},
 		{[]string{"bench", "populate"}, "bench populate needs --db"},
@@ -389,9 +405,9 @@ func TestBenchBusyServer(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "200ms")
-	if rep.Ops != 0 || rep.ErrorsByCode[CodeBusy] == 0 || rep.Errors != int64(rep.ErrorsByCode[CodeBusy]) {
-		t.Fatalf("against a busy server: %+v", rep)
+	rep, r := benchJSONFailing(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "200ms")
+	if rep.Ops != 0 || rep.ErrorsByCode[CodeBusy] == 0 || rep.Errors != int64(rep.ErrorsByCode[CodeBusy]) || !strings.Contains(r.stderr, "no operation succeeded") {
+		t.Fatalf("against a busy server: %+v\n%s", rep, r.stderr)
 	}
 	// Without the pause two clients would make thousands of connections
 	// in 200ms; with it, each waits 10 to 20ms between tries.
@@ -406,7 +422,7 @@ func TestBenchBusyServer(t *testing.T) {
 // with another password stops the run.
 func TestBenchSetupFindsAccounts(t *testing.T) {
 	ts := startServer(t, testConfig(t))
-	mustRegister(t, ts.addr, "bench1", benchPassword)
+	mustRegister(t, ts.addr, "bench1", cliBenchPassword(t))
 	if rep := benchJSON(t, "--server", ts.addr, "--users", "3", "--conc", "2", "--duration", "100ms"); rep.Errors != 0 || rep.Ops == 0 {
 		t.Fatalf("setup with bench1 there: %+v", rep)
 	}
@@ -451,7 +467,7 @@ func TestBenchHostileServer(t *testing.T) {
 			}
 		}()
 		start := time.Now()
-		rep := benchJSON(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
+		rep, _ := benchJSONFailing(t, "--server", ln.Addr().String(), "--no-setup", "--conc", "2", "--duration", "2s", "--timeout", "150ms")
 		ln.Close()
 		conns.Wait()
 		if rep.Ops != 0 || rep.ErrorsByCode["timeout"] == 0 {
@@ -537,6 +553,25 @@ func (w *writeCapture) SetWriteDeadline(time.Time) error { return nil }
 
 // benchStore opens a store in a temporary dir holding n populated bench
 // accounts at the test iteration count.
+// testBenchPassword is the bench accounts' password in the tests that
+// build a bench by hand; the CLI's runs read the bench secret (benchsecret.go).
+const testBenchPassword = "Bench-test-password-1"
+
+// cliBenchPassword is the password the CLI's bench runs use: the one made
+// from the bench secret beside the tests' known_servers file.
+func cliBenchPassword(t testing.TB) string {
+	t.Helper()
+	path, err := benchSecretPath(DefaultConfig().Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := benchSecret(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pw
+}
+
 func benchStore(b testing.TB, n int) *Store {
 	b.Helper()
 	s, err := OpenStore(filepath.Join(b.TempDir(), "bench.db"))
@@ -544,7 +579,7 @@ func benchStore(b testing.TB, n int) *Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	if _, _, err := populate(s, n, testIterations, func(int) {}); err != nil {
+	if _, _, err := populate(s, n, testIterations, testBenchPassword, func(int) {}); err != nil {
 		b.Fatal(err)
 	}
 	return s
@@ -569,7 +604,7 @@ func loopHarness(tb testing.TB, users int, log *slog.Logger, change ...func(*Con
 		c.reply(reply, err)
 		return capture.buf
 	}}
-	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30}, keys: keyCache{m: map[string]*keyEntry{}}}
+	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30, password: testBenchPassword}, keys: keyCache{m: map[string]*keyEntry{}}}
 	bc := newBenchConn(lc)
 	return bn, bc, c
 }
@@ -823,5 +858,194 @@ func TestBenchOverTLS(t *testing.T) {
 	r := benchCLI(t, "bench", "--server", ts.addr, "--users", "1", "--duration", "100ms")
 	if r.code != 2 || !strings.Contains(r.stderr, "is not a known server") || !strings.Contains(r.stderr, fp) {
 		t.Fatalf("bench to an unknown server: %+v", r)
+	}
+}
+
+// TestBenchIsSafe: the bench accounts' password is no constant of the
+// source but made from a secret of this machine (a 0600 file beside
+// known_servers); bench says which server it writes to before it writes;
+// --cleanup deletes what the run made; register mode's accounts log in to
+// nobody; and "users delete --prefix" removes them.
+func TestBenchIsSafe(t *testing.T) {
+	pins := freshPins(t)
+	ts := startServer(t, testConfig(t))
+	r := benchCLI(t, "bench", "--plain", "--server", ts.addr, "--users", "4", "--conc", "2", "--duration", "100ms", "--warmup", "0")
+	if r.code != 0 || !strings.HasPrefix(r.stderr, "authbox: warning: bench writes to "+ts.addr+": it registers bench0..bench3 where missing") {
+		t.Fatalf("bench: %+v", r)
+	}
+	secret := filepath.Join(filepath.Dir(pins), benchSecretFile)
+	if fi, err := os.Stat(secret); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("bench secret: %v, %v", fi, err)
+	}
+	if err := login(t, ts.addr, "bench0", "Bench-password-1"); code(err) != CodeAuth {
+		t.Errorf("bench0 with the password the source once held: %v", err)
+	}
+	if err := login(t, ts.addr, "bench3", cliBenchPassword(t)); err != nil {
+		t.Errorf("bench3 with the password from %s: %v", secret, err)
+	}
+
+	// Against a server that is not there, the announcement comes first.
+	r = benchCLI(t, "bench", "--plain", "--server", "127.0.0.1:1", "--duration", "100ms")
+	if r.code != exitOther || !strings.HasPrefix(r.stderr, "authbox: warning: bench writes to 127.0.0.1:1:") {
+		t.Errorf("the announcement: %+v", r)
+	}
+
+	r = benchCLI(t, "bench", "--plain", "--server", ts.addr, "--users", "6", "--conc", "2", "--duration", "100ms", "--warmup", "0", "--cleanup")
+	if r.code != 0 || !strings.Contains(r.stderr, "authbox: bench deleted 6 bench accounts from "+ts.addr+"\n") {
+		t.Fatalf("bench --cleanup: %+v", r)
+	}
+	if n, _ := ts.store.Count(); n != 0 {
+		t.Fatalf("%d accounts left after --cleanup", n)
+	}
+
+	rep := benchJSON(t, "--server", ts.addr, "--mode", "register", "--conc", "2", "--duration", "100ms")
+	var made []string
+	ts.store.Each(func(name string, _ Record) error { made = append(made, name); return nil })
+	if rep.Ops == 0 || len(made) == 0 {
+		t.Fatalf("register run: %+v, %v", rep, made)
+	}
+	if err := login(t, ts.addr, made[0], cliBenchPassword(t)); code(err) != CodeAuth {
+		t.Errorf("%s, made by register mode, with the bench password: %v", made[0], err)
+	}
+	if r := benchCLI(t, "bench", "--mode", "register", "--cleanup"); r.code != exitOther || !strings.Contains(r.stderr, "users delete --prefix benchreg-") {
+		t.Errorf("register --cleanup: %+v", r)
+	}
+
+	// A secret others can read is refused, as ssh refuses such a key.
+	os.Chmod(secret, 0o644)
+	if r := benchCLI(t, "bench", "--plain", "--server", ts.addr); r.code != exitOther || !strings.Contains(r.stderr, "is readable by group or others") {
+		t.Errorf("a 0644 bench secret: %+v", r)
+	}
+}
+
+// TestUsersDeletePrefix: "users delete --prefix" removes every account
+// whose name begins with it, and no other.
+func TestUsersDeletePrefix(t *testing.T) {
+	dir := t.TempDir()
+	var lines string
+	for _, name := range []string{"alice", "bench0", "bench1", "benchreg-ab-0-1", "zoe"} {
+		lines += name + "," + rfcPGVerifier + "\n"
+	}
+	mustCLI(t, 0, dir, lines, "users", "import", "--format", "pg", "-")
+	if r := mustCLI(t, 0, dir, "", "users", "delete", "--prefix", "bench"); r.stdout != "deleted 3 accounts whose names begin with \"bench\"\n" {
+		t.Errorf("delete --prefix: %+v", r)
+	}
+	if r := mustCLI(t, 0, dir, "", "users", "list"); !strings.Contains(r.stdout, "alice") || !strings.Contains(r.stdout, "zoe") || strings.Contains(r.stdout, "bench") {
+		t.Errorf("after delete --prefix bench:\n%s", r.stdout)
+	}
+	mustCLI(t, exitOther, dir, "", "users", "delete", "--prefix", "")
+	mustCLI(t, exitOther, dir, "", "users", "delete", "--prefix", "a", "alice")
+}
+
+// TestBenchFailsWhenNothingWorks: a run in which every login fails exits
+// 2 with a hint, and stops at the first failure instead of spending the
+// address's failed-login allowance, so that the user's own login still
+// goes through; a run that meets ERR LIMIT stops and says the address is
+// throttled; too many errors fail a run that did log in.
+func TestBenchFailsWhenNothingWorks(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "Alice-pw-1")
+	start := time.Now()
+	rep, r := benchJSONFailing(t, "--server", ts.addr, "--no-setup", "--users", "50", "--conc", "4", "--duration", "5s")
+	if !strings.Contains(r.stderr, "no bench accounts on that server") || !strings.Contains(r.stderr, "run without --no-setup") || rep.Ops != 0 {
+		t.Errorf("--no-setup without bench accounts: %+v", r)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the run went on for %v after its logins failed", d)
+	}
+	if err := login(t, ts.addr, "alice", "Alice-pw-1"); err != nil {
+		t.Errorf("the user's own login after the failed bench: %v", err)
+	}
+
+	// A throttled address: register mode meets ERR LIMIT and stops.
+	for err := error(nil); code(err) != CodeLimit; {
+		if err = login(t, ts.addr, "alice", "wrong"); code(err) != CodeAuth && code(err) != CodeLimit {
+			t.Fatalf("wrong password: %v", err)
+		}
+	}
+	_, r = benchJSONFailing(t, "--server", ts.addr, "--mode", "register", "--conc", "2", "--duration", "5s")
+	if !strings.Contains(r.stderr, "bench stopped: the server throttles this address") || !strings.Contains(r.stderr, "users unthrottle") {
+		t.Errorf("register mode from a throttled address: %+v", r)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the throttled run went on for %v", d)
+	}
+}
+
+// TestBenchVerdict: the error threshold, BUSY aside.
+func TestBenchVerdict(t *testing.T) {
+	b := &bench{o: benchOptions{maxErrors: 0.1, users: 3}}
+	for _, tc := range []struct {
+		ops  int64
+		errs map[string]int
+		ok   bool
+	}{
+		{100, nil, true},
+		{100, map[string]int{"timeout": 10}, true},
+		{100, map[string]int{"timeout": 12}, false},
+		{100, map[string]int{CodeBusy: 1000}, true},
+		{0, map[string]int{CodeBusy: 5}, false},
+		{0, nil, false},
+	} {
+		rep := &benchReport{Ops: tc.ops, ErrorsByCode: map[string]int{}}
+		for k, v := range tc.errs {
+			rep.ErrorsByCode[k] = v
+			rep.Errors += int64(v)
+		}
+		if err := b.verdict(rep); (err == nil) != tc.ok {
+			t.Errorf("%d ops, errors %v: %v", tc.ops, tc.errs, err)
+		}
+	}
+}
+
+// TestReadmeBenchExample checks the README's bench example as a newcomer
+// runs it, right after the quick start: its servers listen on ports other
+// than the quick-start server's 7886, log to a file rather than the
+// terminal, are waited for before use, and each bench names one of them.
+// (The example was run as written, in order, from a fresh directory.)
+func TestReadmeBenchExample(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Load testing")
+	_, block, _ := strings.Cut(section, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	if block == "" {
+		t.Fatal("no sh block under \"Load testing\" in README.md")
+	}
+	listenRE := regexp.MustCompile(`--listen (\S+)`)
+	serverRE := regexp.MustCompile(`--server (\S+)`)
+	started := map[string]bool{} // address: waited for
+	var pending []string
+	benches := 0
+	for _, line := range strings.Split(block, "\n") {
+		switch {
+		case strings.HasPrefix(line, "./authbox serve "):
+			m := listenRE.FindStringSubmatch(line)
+			if m == nil || strings.HasSuffix(m[1], ":7886") {
+				t.Errorf("the quick-start server holds 7886; this one must listen elsewhere: %s", line)
+				continue
+			}
+			if !strings.Contains(line, " 2> ") {
+				t.Errorf("its log would flood the terminal: %s", line)
+			}
+			started[m[1]] = false
+			pending = append(pending, m[1])
+		case strings.HasPrefix(line, "until grep -q msg=listening "):
+			for _, a := range pending {
+				started[a] = true
+			}
+			pending = nil
+		case strings.HasPrefix(line, "./authbox bench ") && !strings.HasPrefix(line, "./authbox bench populate"):
+			benches++
+			m := serverRE.FindStringSubmatch(line)
+			if m == nil || !started[m[1]] {
+				t.Errorf("bench against a server the example did not start and wait for: %s", line)
+			}
+		}
+	}
+	if benches == 0 || len(started) == 0 {
+		t.Errorf("no bench or serve in the example:\n%s", block)
 	}
 }

@@ -30,7 +30,8 @@ type benchKeys struct {
 }
 
 // keyCache derives keys once per (salt, iterations): the name plays no part
-// in SaltedPassword, so accounts that share a salt share their keys.
+// in SaltedPassword, so accounts that share a salt share their keys. A run
+// has one password.
 type keyCache struct {
 	mu sync.Mutex
 	m  map[string]*keyEntry
@@ -42,7 +43,7 @@ type keyEntry struct {
 	err  error
 }
 
-func (kc *keyCache) get(salt []byte, iterations int) (*benchKeys, error) {
+func (kc *keyCache) get(password string, salt []byte, iterations int) (*benchKeys, error) {
 	k := string(salt) + "\x00" + strconv.Itoa(iterations)
 	kc.mu.Lock()
 	e := kc.m[k]
@@ -51,13 +52,14 @@ func (kc *keyCache) get(salt []byte, iterations int) (*benchKeys, error) {
 		kc.m[k] = e
 	}
 	kc.mu.Unlock()
-	e.once.Do(func() { e.keys, e.err = deriveBenchKeys(salt, iterations) })
+	e.once.Do(func() { e.keys, e.err = deriveBenchKeys(password, salt, iterations) })
 	return e.keys, e.err
 }
 
-func deriveBenchKeys(salt []byte, iterations int) (*benchKeys, error) {
-	// The bench password is ASCII without controls: SASLprep leaves it as is.
-	salted, err := pbkdf2.Key(sha256.New, benchPassword, salt, iterations, sha256.Size)
+func deriveBenchKeys(password string, salt []byte, iterations int) (*benchKeys, error) {
+	// The bench passwords are ASCII without controls: SASLprep leaves them
+	// as they are.
+	salted, err := pbkdf2.Key(sha256.New, password, salt, iterations, sha256.Size)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +219,7 @@ func (b *bench) login(c *benchConn, name string) error {
 	if err := b.checkIterations(sf.Iterations); err != nil {
 		return err
 	}
-	keys, err := b.keys.get(sf.Salt, sf.Iterations)
+	keys, err := b.keys.get(b.o.password, sf.Salt, sf.Iterations)
 	if err != nil {
 		return err
 	}
@@ -306,7 +308,7 @@ func (b *bench) register(c *benchConn, name string, keys *benchKeys) error {
 		return err
 	}
 	if keys == nil {
-		if keys, err = b.keys.get(salt, iters); err != nil {
+		if keys, err = b.keys.get(b.o.password, salt, iters); err != nil {
 			return err
 		}
 	}

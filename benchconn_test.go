@@ -20,7 +20,7 @@ func scripted(t *testing.T, maxIter int, replies ...func(req string) string) (*b
 		replies = replies[1:]
 		return []byte(r(string(line)))
 	}}
-	return &bench{o: benchOptions{timeout: time.Second, maxIter: maxIter}, keys: keyCache{m: map[string]*keyEntry{}}}, newBenchConn(lc)
+	return &bench{o: benchOptions{timeout: time.Second, maxIter: maxIter, password: testBenchPassword}, keys: keyCache{m: map[string]*keyEntry{}}}, newBenchConn(lc)
 }
 
 func line(s string) func(string) string { return func(string) string { return s } }
@@ -115,7 +115,7 @@ func TestBenchRegisterRefusesBadReplies(t *testing.T) {
 	if err := b.register(c, "bench0", nil); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := deriveBenchKeys(make([]byte, SaltLen), 4096)
+	keys, err := deriveBenchKeys(testBenchPassword, make([]byte, SaltLen), 4096)
 	if err != nil {
 		t.Fatal(err)
 	}

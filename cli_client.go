@@ -46,7 +46,7 @@ func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 		cs.server = cfg.Client.Server
 	}
 	if cs.servers, err = parseServers(cs.server); err != nil {
-		return nil, fail(exitOther, "give HOST:PORT, or several separated by commas, e.g. 10.0.0.1:7886,10.0.0.2:7886 (from --server, AUTHBOX_SERVER or client.server)", "%s", err)
+		return nil, fail(exitOther, "give HOST or HOST:PORT, or several separated by commas, e.g. 10.0.0.1:7886,10.0.0.2 (from --server, AUTHBOX_SERVER or client.server)", "%s", err)
 	}
 	cs.server = cs.servers[0]
 	if cs.conn, err = newConnector(ctx, cfg.Client, cs.term); err != nil {
@@ -128,10 +128,11 @@ func parseServers(list string) ([]string, error) {
 		if s == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return nil, fmt.Errorf("invalid server address %q", s)
+		addr, err := normalizeServerAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("invalid server address: %w", err)
 		}
-		out = append(out, s)
+		out = append(out, addr)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no server address in %q", list)

@@ -160,7 +160,7 @@ func TestCLIClientSettings(t *testing.T) {
 		{"server from the config", nil, []string{"--config", fromConfig, "--user", "alice"}, 0, "", ""},
 		{"AUTHBOX_SERVER before the config", []string{"AUTHBOX_SERVER=" + srv.addr}, []string{"--config", writeConfig(t, t.TempDir(), "[client]\nserver = \"127.0.0.1:1\"\n"), "--user", "alice"}, 0, "", ""},
 		{"empty --server", nil, []string{"--server=", "--user", "alice"}, 2, "--server is empty", "give HOST:PORT, e.g. 127.0.0.1:7886"},
-		{"no port", nil, []string{"--server", "localhost", "--user", "alice"}, 2, `invalid server address "localhost"`, "(from --server, AUTHBOX_SERVER or client.server)"},
+		{"empty port", nil, []string{"--server", "localhost:", "--user", "alice"}, 2, `invalid server address: "localhost:" has no port after the colon`, "(from --server, AUTHBOX_SERVER or client.server)"},
 		{"no name and no terminal", nil, []string{"--server", srv.addr}, 2, "cannot ask for a username: ", "give the name with --user"},
 		{"name too long", nil, []string{"--server", srv.addr, "--user", strings.Repeat("a", 65)}, 1, "invalid username", "a username is 1 to 64 bytes"},
 		{"bad config", nil, []string{"--config", writeConfig(t, t.TempDir(), "[client]\nmax_iterations = 1\n"), "--user", "alice"}, 2, "client.max_iterations", "fix the file"},

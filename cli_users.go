@@ -12,6 +12,16 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// stdioPath is the file name that means standard input (import) or
+// standard output (export, backup), as for most Unix tools.
+const stdioPath = "-"
+
+// How messages name the standard streams, where they would name a file.
+const (
+	stdinName  = "standard input"
+	stdoutName = "standard output"
+)
+
 // progressMinBytes is the smallest import file that gets a progress bar:
 // below it the import ends before a bar would be worth drawing.
 const progressMinBytes = 1 << 20
@@ -48,7 +58,7 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 				if ctx.NArg() > 0 {
 					return fail(exitOther, hint, "unknown command \"users %s\"", ctx.Args().First())
 				}
-				return fail(exitOther, hint, "users needs a command: list, show, delete, lock, unlock, import or export")
+				return fail(exitOther, hint, "users needs a command: list, show, delete, lock, unlock, passwd, unthrottle, import or export")
 			},
 			Subcommands: []*cli.Command{
 				sub("list", "", "list every account", func(ctx *cli.Context) error {
@@ -58,17 +68,21 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 					return adminAction(ctx, adminRequest{Op: opList, JSON: ctx.Bool("json")}, nil)
 				}, jsonFlag),
 				sub("show", "NAME", "show one account", nameOp(opShow), jsonFlag),
-				sub("delete", "NAME", "delete an account", nameOp(opDelete)),
+				sub("delete", "NAME", "delete an account, or with --prefix every account whose name begins with it", cmdUsersDelete,
+					&cli.StringFlag{Name: "prefix", Usage: "delete every account whose name begins with `PREFIX` (e.g. bench, for what \"authbox bench\" made), instead of NAME"}),
 				sub("lock", "NAME", "lock an account: a right password then gets ERR LOCKED", nameOp(opLock)),
 				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
-				sub("import", "FILE", "create accounts from a file (all or nothing)", cmdUsersImport, formatFlag,
+				sub("passwd", "NAME", "set an account's password (typed twice; --password-stdin: one line), keeping its created time; ends its sessions", cmdUsersPasswd,
+					newPasswordStdinFlag()),
+				sub("unthrottle", "[NAME|ADDRESS]", "clear the running server's failed logins on record for a name (from every address), an IP address (and its names), or everything", cmdUsersUnthrottle),
+				sub("import", "FILE", "create accounts from a file, - for standard input (all or nothing)", cmdUsersImport, formatFlag,
 					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
 					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected"}),
-				sub("export", "FILE", "write every SCRAM account to a new file as PostgreSQL verifiers", cmdUsersExport,
+				sub("export", "FILE", "write every SCRAM account to a new file, - for standard output, as PostgreSQL verifiers", cmdUsersExport,
 					&cli.StringFlag{Name: "format", Value: FormatPG, Usage: "`FORMAT` of the file: pg (PostgreSQL SCRAM verifiers), the only one"}),
 			},
 		},
-		sub("backup", "FILE", "write a consistent copy of the db to a new file, while the server keeps serving", cmdBackup),
+		sub("backup", "FILE", "write a consistent copy of the db to a new file (- for standard output, not a terminal), while the server keeps serving", cmdBackup),
 	}
 }
 
@@ -93,6 +107,64 @@ func adminAction(ctx *cli.Context, req adminRequest, in io.Reader) error {
 	return ac.run(req, in, false)
 }
 
+func cmdUsersDelete(ctx *cli.Context) error {
+	if !ctx.IsSet("prefix") {
+		name, err := oneArg(ctx, "NAME")
+		if err != nil {
+			return err
+		}
+		return adminAction(ctx, adminRequest{Op: opDelete, Name: name}, nil)
+	}
+	if ctx.NArg() > 0 {
+		return fail(exitOther, helpHint(ctx), "unexpected argument %q: --prefix and NAME do not go together", ctx.Args().First())
+	}
+	if ctx.String("prefix") == "" {
+		return fail(exitOther, helpHint(ctx), "--prefix is empty: that would delete every account")
+	}
+	return adminAction(ctx, adminRequest{Op: opDelete, Prefix: ctx.String("prefix")}, nil)
+}
+
+// cmdUsersPasswd sets a password as an administrator. The verifier is
+// made here, as "authbox pw" makes one: the server (or the db file) gets
+// only the verifier, never the password.
+func cmdUsersPasswd(ctx *cli.Context) error {
+	name, err := oneArg(ctx, "NAME")
+	if err != nil {
+		return err
+	}
+	ac, err := newAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	// Nobody should type a password twice to learn the name is wrong.
+	probe := *ac
+	probe.out = adminOut{Stdout: io.Discard, Stderr: io.Discard}
+	if err := probe.run(adminRequest{Op: opShow, Name: name}, nil, false); err != nil {
+		return err
+	}
+	pw, err := newTerminal(ctx).newPassword(ctx.Bool("password-stdin"), ac.cfg.Client, "new password")
+	if err != nil {
+		return err
+	}
+	salt, err := newSalt()
+	if err != nil {
+		return err
+	}
+	stored, server, err := Verifier(name, pw, salt, ac.iterations)
+	if err != nil {
+		return fail(exitOther, "", "%s", err)
+	}
+	v := FormatPGVerifier(Record{Kind: KindSCRAM, Iterations: ac.iterations, Salt: salt, StoredKey: stored, ServerKey: server})
+	return ac.run(adminRequest{Op: opPasswd, Name: name, Verifier: v}, nil, false)
+}
+
+func cmdUsersUnthrottle(ctx *cli.Context) error {
+	if ctx.NArg() > 1 {
+		return fail(exitOther, helpHint(ctx), "unexpected argument %q: give one name or address, or none for everything", ctx.Args().Get(1))
+	}
+	return adminAction(ctx, adminRequest{Op: opUnthrottle, Target: ctx.Args().First()}, nil)
+}
+
 func cmdUsersImport(ctx *cli.Context) error {
 	path, err := oneArg(ctx, "FILE")
 	if err != nil {
@@ -107,6 +179,12 @@ func cmdUsersImport(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial"), Iterations: ac.iterations}
+	if path == stdioPath {
+		// A pipe has no size to draw a bar against.
+		req.File = stdinName
+		return ac.run(req, ctx.App.Reader, true)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fail(exitOther, "", "cannot read %s: %s", path, errText(err))
@@ -119,7 +197,6 @@ func cmdUsersImport(ctx *cli.Context) error {
 	}
 	ac.out.Stdout, ac.out.Stderr = bar.clearing(ac.out.Stdout), bar.clearing(ac.out.Stderr)
 	defer bar.stop()
-	req := adminRequest{Op: opImport, Format: format, File: path, Replace: ctx.Bool("replace"), Partial: ctx.Bool("partial"), Iterations: ac.iterations}
 	return ac.run(req, in, true)
 }
 
@@ -156,6 +233,9 @@ func withOutputFile(ctx *cli.Context, req adminRequest) error {
 	if err != nil {
 		return err
 	}
+	if path == stdioPath {
+		return toStdout(ctx, ac, req)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return fail(exitOther, "choose a new file name: it never overwrites a file", "%s exists", path)
@@ -180,6 +260,19 @@ func withOutputFile(ctx *cli.Context, req adminRequest) error {
 		}
 	}
 	return err
+}
+
+// toStdout runs a command whose output file is "-": standard output,
+// for pipes as pg_dump's. What it says about the file goes to standard
+// error then, so that it does not mix with the data.
+func toStdout(ctx *cli.Context, ac *adminClient, req adminRequest) error {
+	if req.Op == opBackup && ifTerminal(ctx.App.Writer) != nil {
+		return fail(exitOther, "redirect standard output to a file or a pipe, e.g. \"authbox backup - > copy.db\"",
+			"refusing to write a binary database to a terminal")
+	}
+	req.File, req.Stdout = stdoutName, true
+	ac.out.File, ac.out.Stdout = ctx.App.Writer, ctx.App.ErrWriter
+	return ac.run(req, nil, false)
 }
 
 func cmdPw(ctx *cli.Context) error {

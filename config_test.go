@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestConfigErrorsNameKeyAndFile(t *testing.T) {
@@ -50,5 +53,30 @@ func TestDefaultsAreDocumented(t *testing.T) {
 		strings.Join(cfg.Mechanisms, " ") != "SCRAM-SHA-256-PLUS SCRAM-SHA-256" || !cfg.OpenRegistration || cfg.Client.MaxIterations != 10000000 ||
 		!cfg.TLS || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" || cfg.RequireChannelBinding || !cfg.Client.TLS {
 		t.Fatalf("defaults drifted from the issue: %+v", cfg)
+	}
+}
+
+// TestConfigCommand: "authbox config" prints every key, and reads back as
+// the configuration it describes; --changed prints only what a file
+// changes, and nothing for the defaults.
+func TestConfigCommand(t *testing.T) {
+	dir := t.TempDir()
+	r := runCLI(t, dir, "", nil, "config")
+	var back Config
+	if _, err := toml.Decode(r.stdout, &back); r.code != 0 || err != nil || !reflect.DeepEqual(back, DefaultConfig()) {
+		t.Errorf("config: %v %+v\nread back: %+v", err, r, back)
+	}
+	for _, key := range []string{"listen = ", "throttle_entries = ", "\n[client]\n", "require_upper = "} {
+		if !strings.Contains(r.stdout, key) {
+			t.Errorf("config lacks %q:\n%s", key, r.stdout)
+		}
+	}
+	if r := runCLI(t, dir, "", nil, "config", "--changed"); r.code != 0 || r.stdout != "" {
+		t.Errorf("config --changed with the defaults: %+v", r)
+	}
+	cfg := writeConfig(t, dir, "queue_timeout = \"5s\"\nmechanisms = [\"SCRAM-SHA-256\"]\n[client]\nserver = \"auth.example:7000\"\n")
+	want := "queue_timeout = \"5s\"\niterations = 4096\nmechanisms = [\"SCRAM-SHA-256\"]\n\n[client]\nserver = \"auth.example:7000\"\n"
+	if r := runCLI(t, dir, "", nil, "config", "--changed", "--config", cfg); r.code != 0 || r.stdout != want {
+		t.Errorf("config --changed:\n%s\nwant:\n%s", r.stdout, want)
 	}
 }

@@ -68,7 +68,7 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 // one run's state into the next.
 
 func newServerFlag() cli.Flag {
-	return &cli.StringFlag{Name: "server", Usage: "server `HOST:PORT` (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
+	return &cli.StringFlag{Name: "server", Usage: "server `HOST[:PORT]`, port 7886 when left out (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
 }
 
 func newConfigFlag() cli.Flag {
@@ -106,6 +106,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:            "authbox",
 		Usage:           "a small SCRAM-SHA-256 authentication server and its client",
+		Version:         version(),
+		Flags:           []cli.Flag{cli.HelpFlag}, // our "help" command stops urfave/cli from adding it
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -186,7 +188,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			benchCommand(usageError),
 		},
 	}
-	app.Commands = append(app.Commands, adminCommands(usageError)...)
+	app.Commands = append(app.Commands, append(adminCommands(usageError), configCommand(usageError), helpCommand())...)
 	return app
 }
 

@@ -18,7 +18,7 @@ func TestCLIHints(t *testing.T) {
 		{[]string{"users", "list", "--bogus"}, "unknown flag --bogus", `run "authbox users list --help" for usage`},
 		{[]string{"users", "show"}, "missing NAME", `run "authbox users show --help" for usage`},
 		{[]string{"users", "show", "a", "--json"}, `unexpected argument "--json" after NAME`, `flags go before NAME; run "authbox users show --help" for usage`},
-		{[]string{"users"}, "users needs a command: list, show, delete, lock, unlock, import or export", `run "authbox users --help" for its commands`},
+		{[]string{"users"}, "users needs a command: list, show, delete, lock, unlock, passwd, unthrottle, import or export", `run "authbox users --help" for its commands`},
 		{[]string{"users", "nope"}, `unknown command "users nope"`, `run "authbox users --help" for its commands`},
 		{[]string{"backup"}, "missing FILE", `run "authbox backup --help" for usage`},
 		{[]string{"bench", "populate", "x"}, `unexpected argument "x"`, `run "authbox bench populate --help" for usage`},
@@ -56,12 +56,31 @@ func TestCLIHelp(t *testing.T) {
 	// Every client command takes the client flags, with one usage text.
 	for _, cmd := range []string{"register", "login", "passwd", "delete", "bench"} {
 		r := runCLI(t, dir, "", nil, cmd, "--help")
-		if r.code != 0 || !strings.Contains(r.stdout, "--server HOST:PORT") || !strings.Contains(r.stdout, "(default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886) [$AUTHBOX_SERVER]") ||
+		if r.code != 0 || !strings.Contains(r.stdout, "--server HOST[:PORT]") || !strings.Contains(r.stdout, "(default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886) [$AUTHBOX_SERVER]") ||
 			!strings.Contains(r.stdout, "--config FILE") || !strings.Contains(r.stdout, "in the format of auth.toml (default: the built-in defaults)") {
 			t.Errorf("%s --help: %+v", cmd, r)
 		}
 		if cmd != "bench" && (!strings.Contains(r.stdout, "--user NAME") || !strings.Contains(r.stdout, "--password-stdin")) {
 			t.Errorf("%s --help lacks --user or --password-stdin:\n%s", cmd, r.stdout)
 		}
+	}
+}
+
+// TestVersionAndHelpCommand: --version prints the version, and "help CMD"
+// is "CMD --help".
+func TestVersionAndHelpCommand(t *testing.T) {
+	dir := t.TempDir()
+	if r := runCLI(t, dir, "", nil, "--version"); r.code != 0 || r.stdout != "authbox version "+version()+"\n" {
+		t.Errorf("--version: %+v", r)
+	}
+	for _, args := range [][]string{{"serve"}, {"users", "list"}, {"bench", "populate"}, {}} {
+		want := runCLI(t, dir, "", nil, append(args, "--help")...)
+		got := runCLI(t, dir, "", nil, append([]string{"help"}, args...)...)
+		if got.code != 0 || got.stdout != want.stdout || got.stderr != "" || want.code != 0 {
+			t.Errorf("help %v: %+v\nwant %+v", args, got, want)
+		}
+	}
+	if r := runCLI(t, dir, "", nil, "help", "frob"); r.code != exitOther || !strings.Contains(r.stderr, `unknown command "frob"`) {
+		t.Errorf("help frob: %+v", r)
 	}
 }

@@ -48,6 +48,10 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 	if iters < MinIterations || iters > cfg.Client.MaxIterations {
 		return fail(exitOther, usage, "--iterations must be %d to %d (client.max_iterations), got %d", MinIterations, cfg.Client.MaxIterations, iters)
 	}
+	password, secret, err := benchPassword(cfg.Client)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	store, err := OpenStore(path)
 	if errors.Is(err, ErrDBLocked) {
@@ -62,7 +66,7 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 	stopProgress := progressLine(ifTerminal(ctx.App.ErrWriter), func(time.Duration) string {
 		return fmt.Sprintf("writing bench accounts: %d/%d", written.Load(), n)
 	})
-	created, skipped, err := populate(store, n, iters, func(done int) { written.Store(int64(done)) })
+	created, skipped, err := populate(store, n, iters, password, func(done int) { written.Store(int64(done)) })
 	stopProgress()
 	if err != nil {
 		return fail(exitOther, "", "populate %s: %s", path, err)
@@ -78,18 +82,18 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 	fmt.Fprintf(ctx.App.Writer, "wrote %d bench accounts (bench0..bench%d, %d iterations) to %s in %.1fs; %d already there were kept\n",
 		created, n-1, iters, filepath.Clean(path), time.Since(start).Seconds(), skipped)
 	fmt.Fprintf(ctx.App.Writer, "db file: %d bytes, %.0f bytes per bench account\n", size, float64(size)/float64(total))
+	fmt.Fprintf(ctx.App.Writer, "their password is made from %s, which \"authbox bench\" on this machine reads too\n", secret)
 	return nil
 }
 
-// populate writes bench0..bench(n-1) with one shared salt and the bench
-// password, in byte-wise sorted order so that bbolt appends to its last
+// populate writes bench0..bench(n-1) with one shared salt and password, in byte-wise sorted order so that bbolt appends to its last
 // page and packs pages densely.
-func populate(store *Store, n, iters int, progress func(int)) (created, skipped int, err error) {
+func populate(store *Store, n, iters int, password string, progress func(int)) (created, skipped int, err error) {
 	salt := make([]byte, SaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return 0, 0, err
 	}
-	stored, server, err := Verifier("bench", benchPassword, salt, iters)
+	stored, server, err := Verifier("bench", password, salt, iters)
 	if err != nil {
 		return 0, 0, err
 	}

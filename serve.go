@@ -147,7 +147,7 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, Storage, *Server, *A
 	if !ok {
 		return ln, store, srv, nil, nil
 	}
-	admin, err := ListenAdmin(db, srv.Identity, log)
+	admin, err := ListenAdmin(db, srv, log)
 	if err != nil {
 		ln.Close()
 		store.Close()

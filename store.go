@@ -724,6 +724,31 @@ func (s *Store) DeleteIf(name string, ok func(Record) error) error {
 	return err
 }
 
+// DeletePrefix removes every account whose name begins with prefix, which
+// must not be empty, in one transaction, and returns how many it removed.
+func (s *Store) DeletePrefix(prefix string) (int, error) {
+	if prefix == "" {
+		return 0, errors.New("an empty prefix would delete every account")
+	}
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketUsers).Cursor()
+		p := []byte(prefix)
+		// Deleting at the cursor moves it to the next key.
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Seek(p) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 // NewGen returns a fresh identity stamp for a record (see Record.Gen):
 // random, so that a re-registered name never gets its old stamp back.
 func NewGen() uint64 {

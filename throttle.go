@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,7 +70,11 @@ func sourceKey(addr net.Addr) string {
 	if err != nil {
 		return addr.String()
 	}
-	ip := ap.Addr().Unmap()
+	return ipSourceKey(ap.Addr())
+}
+
+func ipSourceKey(ip netip.Addr) string {
+	ip = ip.Unmap()
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return p.String()
@@ -249,4 +254,56 @@ func (t *throttle) entries() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.sources) + len(t.pairs)
+}
+
+// forgive drops the failures on record, so that the logins they hold back
+// may go ahead at once: those of source src and of its (source, user)
+// pairs; or, with src "", those of user's pairs from every source (the
+// sources' own allowances stay: they are shared by every name); or, with
+// both "", all of them. Connections and logins under way are not
+// failures, and are kept. It returns the number of entries dropped.
+func (t *throttle) forgive(src, user string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	if user == "" {
+		for k := range t.sources {
+			if src == "" || k == src {
+				delete(t.sources, k)
+				n++
+			}
+		}
+	}
+	for k := range t.pairs {
+		s, u, _ := strings.Cut(k, "\x00")
+		if (src == "" || s == src) && (user == "" || u == user) {
+			delete(t.pairs, k)
+			n++
+		}
+	}
+	return n
+}
+
+// Forgive is forgive for "authbox users unthrottle": target is an IP
+// address (its source: an IPv6 address stands for its /64), a username,
+// or "" for everything.
+func (s *Server) Forgive(target string) (int, error) {
+	if target == "" {
+		n := s.thr.forgive("", "")
+		s.log.Info("throttle cleared", "entries", n)
+		return n, nil
+	}
+	if ip, err := netip.ParseAddr(target); err == nil {
+		src := ipSourceKey(ip)
+		n := s.thr.forgive(src, "")
+		s.log.Info("throttle cleared", "source", src, "entries", n)
+		return n, nil
+	}
+	name, err := NormalizeUsername(target)
+	if err != nil {
+		return 0, adminFail(AdminRefused, "give a username or an IP address, or nothing to clear everything", "%q is neither an IP address nor a valid username", target)
+	}
+	n := s.thr.forgive("", name)
+	s.log.Info("throttle cleared", "user", name, "entries", n)
+	return n, nil
 }
