@@ -937,6 +937,9 @@ func TestImportNameClash(t *testing.T) {
 	r = mustCLI(t, 0, dir, "", "users", "list")
 	if !strings.Contains(r.stdout, "gina") || !strings.Contains(r.stdout, "IVAN") || strings.Contains(r.stdout, "frank") || strings.Contains(r.stdout, "ivan ") {
 		t.Fatalf("after --partial: %s", r.stdout)
+	}
+}
+
 // TestUsersPasswd: an administrator sets a password, through the running
 // server and on the file; the account keeps its created time and its lock
 // state, the old password stops working, the new one works, and a session
