@@ -35,24 +35,30 @@ func configCommand(usageErr cli.OnUsageErrorFunc) *cli.Command {
 }
 
 // writeConfigTOML writes cfg's keys in the order of auth.toml (the order
-// of Config's fields), the [client] table last; with changed, only those
+// of Config's fields), the tables ([client], [etcd]) last; with changed, only those
 // that differ from the defaults, and the table only if one of its keys
 // does.
 func writeConfigTOML(w io.Writer, cfg Config, changed bool) error {
 	def := DefaultConfig()
-	var top, client bytes.Buffer
+	var top bytes.Buffer
 	if err := writeKeys(&top, reflect.ValueOf(cfg), reflect.ValueOf(def), changed); err != nil {
 		return err
 	}
-	if err := writeKeys(&client, reflect.ValueOf(cfg.Client), reflect.ValueOf(def.Client), changed); err != nil {
-		return err
-	}
 	out := top.String()
-	if client.Len() > 0 {
-		if out != "" {
-			out += "\n"
+	for _, table := range []struct {
+		name     string
+		cfg, def any
+	}{{"client", cfg.Client, def.Client}, {"etcd", cfg.Etcd, def.Etcd}} {
+		var b bytes.Buffer
+		if err := writeKeys(&b, reflect.ValueOf(table.cfg), reflect.ValueOf(table.def), changed); err != nil {
+			return err
 		}
-		out += "[client]\n" + client.String()
+		if b.Len() > 0 {
+			if out != "" {
+				out += "\n"
+			}
+			out += "[" + table.name + "]\n" + b.String()
+		}
 	}
 	_, err := io.WriteString(w, out)
 	return err

@@ -77,7 +77,7 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 				sub("unthrottle", "[NAME|ADDRESS]", "clear the running server's failed logins on record for a name (from every address), an IP address (and its names), or everything", cmdUsersUnthrottle),
 				sub("import", "FILE", "create accounts from a file, - for standard input (all or nothing)", cmdUsersImport, formatFlag,
 					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
-					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected"}),
+					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected (lines that name one account, even spelled differently, are all rejected even so)"}),
 				sub("export", "FILE", "write every SCRAM account to a new file, - for standard output, as PostgreSQL verifiers", cmdUsersExport,
 					&cli.StringFlag{Name: "format", Value: FormatPG, Usage: "`FORMAT` of the file: pg (PostgreSQL SCRAM verifiers), the only one"}),
 			},
