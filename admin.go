@@ -100,7 +100,7 @@ type adminRequest struct {
 // server's TLS identity (nil for a plain-TCP server); and the running
 // server's login throttle, which offline there is none of.
 type adminEnv struct {
-	open     func() (*Store, error)
+	open     func() (Storage, error)
 	identity func() (*ServerIdentity, error)
 	// forgive is throttle.forgive through the running server; nil offline.
 	forgive func(target string) (cleared int, err error)
@@ -199,7 +199,7 @@ func writeFingerprint(identity func() (*ServerIdentity, error), w io.Writer) err
 	return err
 }
 
-func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
+func adminOp(open func() (Storage, error), req adminRequest, in io.Reader, out adminOut) error {
 	switch req.Op {
 	case opImport:
 		return adminImport(open, req, in, out)
@@ -247,7 +247,7 @@ func adminOp(open func() (*Store, error), req adminRequest, in io.Reader, out ad
 }
 
 // accountOp shows, deletes, locks or unlocks the account name.
-func accountOp(store *Store, op, name string, asJSON bool, w io.Writer) error {
+func accountOp(store Storage, op, name string, asJSON bool, w io.Writer) error {
 	var err error
 	switch op {
 	case opShow:
@@ -275,7 +275,7 @@ func accountOp(store *Store, op, name string, asJSON bool, w io.Writer) error {
 
 // deletePrefix deletes every account whose name begins with prefix: the
 // bench's, say ("bench").
-func deletePrefix(open func() (*Store, error), prefix string, w io.Writer) error {
+func deletePrefix(open func() (Storage, error), prefix string, w io.Writer) error {
 	store, err := open()
 	if err != nil {
 		return err
@@ -291,7 +291,7 @@ func deletePrefix(open func() (*Store, error), prefix string, w io.Writer) error
 // adminPasswd sets the verifier of an account, as a user's PASSWD does:
 // it keeps created and the lock, and gives the account a new identity
 // stamp, which ends every session logged in to it (Record.Gen).
-func adminPasswd(open func() (*Store, error), name, verifier string, w io.Writer) error {
+func adminPasswd(open func() (Storage, error), name, verifier string, w io.Writer) error {
 	rec, err := ParsePGVerifier(verifier)
 	if err != nil {
 		return adminFail(AdminFailed, "", "the new verifier is malformed: %s", err)
@@ -318,7 +318,7 @@ func adminPasswd(open func() (*Store, error), name, verifier string, w io.Writer
 // must not build the whole listing in memory for one admin request. The
 // text table takes its column widths from a first pass over the db, so its
 // rows can be written as they are read, aligned as tabwriter would.
-func listAccounts(store *Store, out io.Writer, asJSON bool) error {
+func listAccounts(store Storage, out io.Writer, asJSON bool) error {
 	w := bufio.NewWriterSize(out, 64<<10)
 	var err error
 	if asJSON {
@@ -332,7 +332,7 @@ func listAccounts(store *Store, out io.Writer, asJSON bool) error {
 	return err
 }
 
-func listJSON(store *Store, w io.Writer) error {
+func listJSON(store Storage, w io.Writer) error {
 	n := 0
 	err := store.Each(func(name string, rec Record) error {
 		b, err := json.MarshalIndent(accountInfo(name, rec), "  ", "  ")
@@ -365,7 +365,7 @@ func accountRow(a AccountInfo) []string {
 	return []string{a.Name, a.Kind, iterationsText(a.Iterations), timeText(a.Created), timeText(a.Updated), yesNo(a.Locked)}
 }
 
-func listText(store *Store, w io.Writer) error {
+func listText(store Storage, w io.Writer) error {
 	header := []string{"NAME", "KIND", "ITERATIONS", "CREATED", "UPDATED", "LOCKED"}
 	widths := make([]int, len(header))
 	grow := func(row []string) {
@@ -442,8 +442,9 @@ func yesNo(b bool) string {
 
 // adminImport parses the whole input first, so that a bad line stops the
 // import before anything is written (or a db created), then writes every
-// account in one transaction.
-func adminImport(open func() (*Store, error), req adminRequest, in io.Reader, out adminOut) error {
+// account: in one transaction on the bbolt store, in transactions of 100
+// on etcd (see EtcdStore.CreateMany).
+func adminImport(open func() (Storage, error), req adminRequest, in io.Reader, out adminOut) error {
 	res, err := ParseImport(req.Format, in)
 	if err != nil {
 		return inputError(req.File, err)
@@ -469,8 +470,15 @@ func adminImport(open func() (*Store, error), req adminRequest, in io.Reader, ou
 		// them half empty.
 		slices.SortFunc(res.Accounts, func(a, b NamedRecord) int { return strings.Compare(a.Name, b.Name) })
 		created, skipped, err = store.CreateMany(res.Accounts, req.Replace)
-		if err != nil {
+		if err != nil && created+skipped == 0 {
 			return fmt.Errorf("nothing imported: %w", err)
+		}
+		if err != nil {
+			// Only a store that writes in several transactions (etcd,
+			// at most 100 accounts in each) stops part way.
+			counts(created, skipped)
+			return adminFail(AdminFailed, "run the same import again to finish it: the accounts already written are then skipped (with --replace, written again); \"authbox users delete\" removes any you do not want",
+				"the import stopped part way, after %d of %d accounts: %s", created+skipped, len(res.Accounts), err)
 		}
 	}
 	counts(created, skipped)
@@ -512,7 +520,7 @@ func plural(n int, one, many string) string {
 // adminExport writes every SCRAM account as a PostgreSQL verifier line.
 // Legacy accounts have no verifier to write: they get one at their first
 // login, so they are counted and left out.
-func adminExport(store *Store, req adminRequest, out adminOut) error {
+func adminExport(store Storage, req adminRequest, out adminOut) error {
 	if req.Format != FormatPG {
 		return adminFail(AdminFailed, "export writes --format pg", "cannot export in format %q", req.Format)
 	}

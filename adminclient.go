@@ -44,6 +44,8 @@ func newAdminClient(ctx *cli.Context) (*adminClient, error) {
 	db := ctx.String("db")
 	if db == "" {
 		db = cfg.DB
+	} else {
+		cfg.Store = "bbolt" // --db names a file, whatever the config's store
 	}
 	cfg.DB = db
 	return &adminClient{db: db, iterations: cfg.Iterations, cfg: cfg, out: adminOut{Stdout: ctx.App.Writer, Stderr: ctx.App.ErrWriter}}, nil
@@ -71,6 +73,9 @@ func adminCLIError(err error) error {
 }
 
 func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error {
+	if ac.cfg.Store == "etcd" {
+		return ac.onEtcd(req, in)
+	}
 	sock := AdminSocketPath(ac.db)
 	nc, err := net.DialTimeout("unix", sock, adminDialTimeout)
 	if err == nil {
@@ -81,7 +86,7 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 		return ac.remote(nc.(*net.UnixConn), req, in)
 	}
 	var store *Store
-	open := func() (*Store, error) {
+	openFile := func() (*Store, error) {
 		if store != nil {
 			return store, nil
 		}
@@ -110,14 +115,34 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 		store = s
 		return s, nil
 	}
+	open := func() (Storage, error) {
+		s, err := openFile()
+		if err != nil {
+			return nil, err // not a nil *Store in a non-nil Storage
+		}
+		return s, nil
+	}
 	// Offline, the identity is the one the server would present: from
 	// the configured files, else from the db (made there if the db has
 	// none yet, as the server's first start would).
-	identity := func() (*ServerIdentity, error) {
+	err = runAdmin(adminEnv{open: open, identity: ac.identity(open)}, req, in, ac.out)
+	if store != nil {
+		if cerr := store.Close(); err == nil && cerr != nil {
+			return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
+		}
+	}
+	return err
+}
+
+// identity is the identity the server would present, read (or made, as
+// the server's first start would) through open: from the configured
+// files, else from the store.
+func (ac *adminClient) identity(open func() (Storage, error)) func() (*ServerIdentity, error) {
+	return func() (*ServerIdentity, error) {
 		if !ac.cfg.TLS {
 			return nil, nil
 		}
-		var st *Store
+		var st Storage
 		if ac.cfg.TLSCertFile == "" {
 			var err error
 			if st, err = open(); err != nil {
@@ -126,11 +151,30 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 		}
 		return LoadIdentity(ac.cfg, st)
 	}
-	err = runAdmin(adminEnv{open: open, identity: identity}, req, in, ac.out)
-	if store != nil {
-		if cerr := store.Close(); err == nil && cerr != nil {
-			return fail(exitOther, "", "closing %s: %s", ac.db, cerr)
+}
+
+// onEtcd runs an admin command on the etcd store, from any machine that
+// reaches the cluster: the servers share nothing else, so no admin socket
+// is needed.
+func (ac *adminClient) onEtcd(req adminRequest, in io.Reader) error {
+	var store *EtcdStore
+	open := func() (Storage, error) {
+		if store == nil {
+			s, err := OpenEtcd(ac.cfg.Etcd)
+			if err != nil {
+				return nil, adminFail(AdminFailed, "check etcd.endpoints in the config and that a majority of the cluster's members is up", "cannot use the etcd store: %s", err)
+			}
+			store = s
 		}
+		return store, nil
+	}
+	forgive := func(string) (int, error) {
+		return 0, adminFail(AdminFailed, "restart the servers, or wait: the penalty ends as the allowance refills (user_failure_refill, source_failure_refill)",
+			"with the etcd store each server keeps its throttle in its own memory, which only an admin socket reaches, and servers on etcd have none")
+	}
+	err := runAdmin(adminEnv{open: open, identity: ac.identity(open), forgive: forgive}, req, in, ac.out)
+	if store != nil {
+		store.Close()
 	}
 	return err
 }

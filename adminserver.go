@@ -217,7 +217,7 @@ func (a *AdminServer) handle(nc net.Conn) {
 	if req.Op == opImport {
 		in = &uploadReader{r: r}
 	}
-	env := adminEnv{open: func() (*Store, error) { return a.store, nil }, identity: a.srv.Identity, forgive: a.srv.Forgive}
+	env := adminEnv{open: func() (Storage, error) { return a.store, nil }, identity: a.srv.Identity, forgive: a.srv.Forgive}
 	err = runAdmin(env, req, in, adminOut{Stdout: fw.stream("stdout"), Stderr: fw.stream("stderr"), File: fw.stream("file")})
 	exit := 0
 	end := adminFrame{Exit: &exit}

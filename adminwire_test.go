@@ -149,7 +149,7 @@ func fuzzUpload(t *testing.T, data []byte) {
 		// Whatever the frames held, the import stops before the store.
 		in := &uploadReader{r: bufio.NewReader(bytes.NewReader(data))}
 		opened := false
-		open := func() (*Store, error) { opened = true; return nil, errors.New("no store here") }
+		open := func() (Storage, error) { opened = true; return nil, errors.New("no store here") }
 		ierr := adminImport(open, adminRequest{Op: opImport, Format: FormatPG, File: "x.pg"}, in, adminOut{Stdout: io.Discard, Stderr: io.Discard})
 		var ae *AdminError
 		if opened || !errors.As(ierr, &ae) || !strings.Contains(ae.Msg, "reading x.pg") {

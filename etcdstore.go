@@ -494,6 +494,21 @@ func (s *EtcdStore) DeleteIf(name string, ok func(Record) error) error {
 	return ErrContended
 }
 
+// DeletePrefix removes every account whose name begins with prefix in one
+// request, which etcd applies atomically.
+func (s *EtcdStore) DeletePrefix(prefix string) (int, error) {
+	if prefix == "" {
+		return 0, errors.New("an empty prefix would delete every account")
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	resp, err := s.cli.Delete(ctx, s.userKey(prefix), clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.Deleted), nil
+}
+
 // Count is the number of accounts.
 func (s *EtcdStore) Count() (int, error) {
 	ctx, cancel := s.ctx()

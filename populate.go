@@ -88,7 +88,7 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 
 // populate writes bench0..bench(n-1) with one shared salt and password, in byte-wise sorted order so that bbolt appends to its last
 // page and packs pages densely.
-func populate(store *Store, n, iters int, password string, progress func(int)) (created, skipped int, err error) {
+func populate(store Storage, n, iters int, password string, progress func(int)) (created, skipped int, err error) {
 	salt := make([]byte, SaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return 0, 0, err

@@ -33,6 +33,7 @@ func cmdServe(ctx *cli.Context) error {
 	}
 	if v := ctx.String("db"); v != "" {
 		cfg.DB = v
+		cfg.Store = "bbolt" // --db names a file, whatever the config's store
 	}
 	logs := newLogBuffer(ctx.App.ErrWriter)
 	defer logs.Close()

@@ -39,6 +39,9 @@ type Storage interface {
 	Delete(name string) error
 	// DeleteIf removes an account if ok approves its current record.
 	DeleteIf(name string, ok func(Record) error) error
+	// DeletePrefix removes, at once, every account whose name begins with
+	// prefix (not empty), and says how many.
+	DeletePrefix(prefix string) (int, error)
 	// Count is the number of accounts.
 	Count() (int, error)
 	// Each calls fn for every account in name order, from one consistent

@@ -731,18 +731,26 @@ func (s *Store) DeletePrefix(prefix string) (int, error) {
 		return 0, errors.New("an empty prefix would delete every account")
 	}
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	var d saltTally
+	err := s.update(func(tx *bolt.Tx) error {
+		n, d = 0, saltTally{}
 		c := tx.Bucket(bucketUsers).Cursor()
 		p := []byte(prefix)
 		// Deleting at the cursor moves it to the next key.
-		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Seek(p) {
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Seek(p) {
+			if rec, err := unmarshalRecord(v); err == nil {
+				d.add(rec, -1)
+			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
 			n++
 		}
-		return nil
+		return addTally(tx, d)
 	})
+	if err == nil {
+		s.applyTally(d)
+	}
 	if err != nil {
 		return 0, err
 	}
