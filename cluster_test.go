@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -315,5 +316,90 @@ func TestClientFailoverStopsOnTrustFailure(t *testing.T) {
 	}
 	if strings.Contains(b.logs.String(), "msg=\"connection closed\"") {
 		t.Fatalf("the client went on to the next server after a trust failure:\n%s", b.logs)
+	}
+}
+
+// etcdConfigFile writes a config naming the cluster's etcd store.
+func etcdConfigFile(t *testing.T, dir string, c *etcdCluster, prefix string) string {
+	t.Helper()
+	var eps []string
+	for _, e := range c.endpoints() {
+		eps = append(eps, fmt.Sprintf("%q", e))
+	}
+	return writeConfig(t, dir, fmt.Sprintf("store = \"etcd\"\n\n[etcd]\nendpoints = [%s]\nprefix = %q\n", strings.Join(eps, ", "), prefix))
+}
+
+// TestMoveBetweenFileAndCluster: a db file is loaded into etcd and served
+// there as it was (accounts, fake salts, fingerprint); a backup of the
+// cluster is a db file a lone server serves as the cluster did.
+func TestMoveBetweenFileAndCluster(t *testing.T) {
+	c := startEtcd(t, 1)
+	dir := t.TempDir()
+	cfg := tlsTestConfig(t)
+	cfg.DB = filepath.Join(dir, "one.db")
+	one := startServer(t, cfg)
+	fp := one.fingerprint()
+	for _, n := range []string{"lea", "max"} {
+		if err := dialPinned(t, one.addr, fp).Register(n, "Secret123"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc, _, _ := dialRawTLS(t, one.addr)
+	_, unknown := challenge(t, rc, "nobody")
+	rc.nc.Close() // an exchange under way would hold the shutdown
+	one.stop()
+
+	conf := etcdConfigFile(t, dir, c, "/move/")
+	if r := runCLI(t, dir, "", nil, "restore", "--config", conf, cfg.DB); r.code != 0 || !strings.HasPrefix(r.stdout, "loaded 2 accounts from ") {
+		t.Fatalf("restore: %+v", r)
+	}
+	onEtcd := serveOnEtcd(t, c, "/move/", func(cfg *Config) { cfg.TLS = true })
+	if got := onEtcd.fingerprint(); got != fp {
+		t.Fatalf("on etcd the fingerprint is %s, was %s", got, fp)
+	}
+	if err := dialPinned(t, onEtcd.addr, fp).Login("lea", "Secret123"); err != nil {
+		t.Fatalf("login on etcd after the restore: %v", err)
+	}
+	rc, _, _ = dialRawTLS(t, onEtcd.addr)
+	if _, sf := challenge(t, rc, "nobody"); string(sf.Salt) != string(unknown.Salt) {
+		t.Fatal("an unknown name's challenge changed in the move")
+	}
+	if err := dialPinned(t, onEtcd.addr, fp).Register("ned", "Secret123"); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, dir, "", nil, "users", "list", "--config", conf); r.code != 0 || !strings.Contains(r.stdout, "ned") || !strings.Contains(r.stdout, "lea") {
+		t.Fatalf("users list on etcd: %+v", r)
+	}
+	// Run again, as after an interruption: it keeps what is there.
+	if r := runCLI(t, dir, "", nil, "restore", "--config", conf, cfg.DB); r.code != 0 || !strings.Contains(r.stdout, "loaded 0 accounts") || !strings.Contains(r.stdout, "2 were there already") {
+		t.Fatalf("restore again: %+v", r)
+	}
+	// Another db's accounts are refused: they were made under another secret.
+	other := filepath.Join(dir, "other.db")
+	st, err := OpenStore(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Create("zed", testRecord(1))
+	st.Close()
+	if r := runCLI(t, dir, "", nil, "restore", "--config", conf, other); r.code == 0 || !strings.Contains(r.stderr, "holds accounts that are not this db's") {
+		t.Fatalf("restore of another db into a used prefix: %+v", r)
+	}
+
+	if r := runCLI(t, dir, "", nil, "backup", "--config", conf, "back.db"); r.code != 0 {
+		t.Fatalf("backup from etcd: %+v", r)
+	}
+	back := cfg
+	back.DB = filepath.Join(dir, "back.db")
+	alone := startServer(t, back)
+	if got := alone.fingerprint(); got != fp {
+		t.Fatalf("the backup's fingerprint is %s, want %s", got, fp)
+	}
+	if err := dialPinned(t, alone.addr, fp).Login("ned", "Secret123"); err != nil {
+		t.Fatalf("login on the backup of the cluster: %v", err)
+	}
+	rc, _, _ = dialRawTLS(t, alone.addr)
+	if _, sf := challenge(t, rc, "nobody"); string(sf.Salt) != string(unknown.Salt) {
+		t.Fatal("an unknown name's challenge changed in the backup")
 	}
 }

@@ -188,7 +188,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			benchCommand(usageError),
 		},
 	}
-	app.Commands = append(app.Commands, append(adminCommands(usageError), configCommand(usageError), helpCommand())...)
+	app.Commands = append(app.Commands, append(adminCommands(usageError), restoreCommand(usageError), configCommand(usageError), helpCommand())...)
 	return app
 }
 
