@@ -12,6 +12,9 @@ import (
 // about it; a db it creates is 0600 as before.
 func TestServeAdoptsEmptyDBPrivately(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil { // whatever the umask made it
+		t.Fatal(err)
+	}
 	writeConfig(t, dir, "")
 	db := filepath.Join(dir, "adopted.db")
 	writeFile(t, db, "")
@@ -35,6 +38,9 @@ func TestServeAdoptsEmptyDBPrivately(t *testing.T) {
 // warning.
 func TestServeWarnsOnSharedDB(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil { // whatever the umask made it
+		t.Fatal(err)
+	}
 	writeConfig(t, dir, "")
 	db := filepath.Join(dir, "authbox.db")
 	mustCLI(t, 0, dir, "", "users", "import", "--format", "seed-csv",
