@@ -8,7 +8,8 @@
 #   ./bench.sh                 # everything (about 15 minutes on 2 cores)
 #   ./bench.sh logins million  # only some sections
 #
-# Sections: logins million register burst syscalls cli gobench metrics.
+# Sections: logins million register burst syscalls cli gobench metrics etcd.
+# The etcd section needs the etcd binary (apt-get install -y etcd-server).
 # Knobs: ROUNDS (5), DUR (5s per run), OUT (results dir, default a temp dir).
 # Needs Linux (/proc) and python3 for the summaries; strace for the
 # "syscalls" section (apt-get install -y strace). CI never runs this.
@@ -18,7 +19,7 @@ ROUNDS=${ROUNDS:-5}
 DUR=${DUR:-5s}
 OUT=${OUT:-$(mktemp -d /tmp/authbox-bench.XXXXXX)}
 mkdir -p "$OUT"
-sections=${*:-logins million register burst syscalls cli gobench metrics}
+sections=${*:-logins million register burst syscalls cli gobench metrics etcd}
 echo "results in $OUT"
 
 pids=()
@@ -32,10 +33,12 @@ AB="$OUT/authbox"
 # server's own work per login, without TLS.
 printf 'iterations = 4096\ntls = false\n' >"$OUT/auth.toml"
 
-# start_authbox DB: runs "authbox serve" on a free port; sets SRV_ADDR, SRV_PID.
+# start_authbox DB: runs "authbox serve" on a free port; sets SRV_ADDR,
+# SRV_PID. DB "-" serves the store the config names instead of a file.
 start_authbox() {
-	local log="$OUT/serve.$RANDOM.log"
-	"$AB" serve --config "$OUT/auth.toml" --listen 127.0.0.1:0 --db "$1" 2>"$log" &
+	local log="$OUT/serve.$RANDOM.log" db=(--db "$1")
+	[ "$1" = - ] && db=()
+	"$AB" serve --config "$OUT/auth.toml" --listen 127.0.0.1:0 "${db[@]}" 2>"$log" &
 	SRV_PID=$!
 	pids+=("$SRV_PID")
 	for _ in $(seq 100); do
@@ -142,6 +145,65 @@ if has metrics; then
 	summary metrics-on--reuse metrics-off--reuse
 	stop "$ON_PID"
 	stop "$OFF_PID"
+fi
+
+# cpu_ticks PID...: the summed utime+stime of the processes, in clock ticks.
+cpu_ticks() {
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
+}
+
+if has etcd; then
+	echo "== etcd store vs bbolt store: 3 etcd members and the servers on this machine, alternating, $ROUNDS rounds of $DUR"
+	cluster=e1=http://127.0.0.1:42380,e2=http://127.0.0.1:43380,e3=http://127.0.0.1:44380
+	epids=()
+	for m in "e1 42379 42380" "e2 43379 43380" "e3 44379 44380"; do
+		set -- $m
+		etcd --name "$1" --data-dir "$OUT/$1.etcd" \
+			--listen-client-urls "http://127.0.0.1:$2" --advertise-client-urls "http://127.0.0.1:$2" \
+			--listen-peer-urls "http://127.0.0.1:$3" --initial-advertise-peer-urls "http://127.0.0.1:$3" \
+			--initial-cluster "$cluster" --initial-cluster-token authbox-bench 2>"$OUT/$1.log" &
+		epids+=($!)
+		pids+=($!)
+	done
+	until ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:42379 endpoint health >/dev/null 2>&1; do sleep 0.2; done
+	cp "$OUT/auth.toml" "$OUT/auth-bbolt.toml"
+	printf 'store = "etcd"\n[etcd]\nendpoints = ["127.0.0.1:42379", "127.0.0.1:43379", "127.0.0.1:44379"]\nprefix = "/bench/"\n' >>"$OUT/auth.toml"
+	cp "$OUT/auth.toml" "$OUT/auth-etcd.toml"
+	"$AB" bench populate --db "$OUT/etcd-k.db" --users 1000 --iterations 4096
+	"$AB" restore --config "$OUT/auth-etcd.toml" "$OUT/etcd-k.db"
+	start_authbox -
+	E_ADDR=$SRV_ADDR E_PID=$SRV_PID
+	cp "$OUT/auth-bbolt.toml" "$OUT/auth.toml"
+	start_authbox "$OUT/etcd-k.db"
+	B_ADDR=$SRV_ADDR B_PID=$SRV_PID
+	: >"$OUT/etcd-cpu.txt"
+	for r in $(seq "$ROUNDS"); do
+		t0=$(cpu_ticks "${epids[@]}") s0=$(date +%s.%N)
+		run "etcd-login-c32" --server "$E_ADDR" --pid "$E_PID" --no-setup --users 1000 --conc 32
+		echo "login $(( $(cpu_ticks "${epids[@]}") - t0 )) $(echo "$(date +%s.%N) - $s0" | bc)" >>"$OUT/etcd-cpu.txt"
+		run "bbolt-login-c32" --server "$B_ADDR" --pid "$B_PID" --no-setup --users 1000 --conc 32
+		t0=$(cpu_ticks "${epids[@]}") s0=$(date +%s.%N)
+		run "etcd-register-c64" --server "$E_ADDR" --pid "$E_PID" --mode register --conc 64
+		echo "register $(( $(cpu_ticks "${epids[@]}") - t0 )) $(echo "$(date +%s.%N) - $s0" | bc)" >>"$OUT/etcd-cpu.txt"
+		run "bbolt-register-c64" --server "$B_ADDR" --pid "$B_PID" --mode register --conc 64
+	done
+	summary etcd-login-c32 bbolt-login-c32
+	summary etcd-register-c64 bbolt-register-c64
+	python3 - "$OUT/etcd-cpu.txt" "$(getconf CLK_TCK)" "$(nproc)" <<'PY'
+import sys, statistics
+path, hz, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = {}
+for line in open(path):
+    what, ticks, secs = line.split()
+    rows.setdefault(what, []).append(int(ticks) / hz / float(secs) / cores)
+for what, shares in rows.items():
+    print(f"  etcd's share of the machine's CPU during the {what} runs (3 members, {cores} cores): median {100*statistics.median(shares):.0f}% (per round: {' '.join(f'{100*x:.0f}%' for x in shares)})")
+PY
+	stop "$E_PID"
+	stop "$B_PID"
+	for p in "${epids[@]}"; do kill "$p"; done
 fi
 
 if has million; then
