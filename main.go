@@ -68,7 +68,7 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 // one run's state into the next.
 
 func newServerFlag() cli.Flag {
-	return &cli.StringFlag{Name: "server", Usage: "server `HOST[:PORT]`, port 7886 when left out (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
+	return &cli.StringFlag{Name: "server", Usage: "server `HOST[:PORT]`, port 7886 when left out, or several separated by commas, tried in order (default: AUTHBOX_SERVER, else client.server from --config, else 127.0.0.1:7886)", EnvVars: []string{"AUTHBOX_SERVER"}}
 }
 
 func newConfigFlag() cli.Flag {
