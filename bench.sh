@@ -156,9 +156,9 @@ cpu_ticks() {
 
 if has etcd; then
 	echo "== etcd store vs bbolt store: 3 etcd members and the servers on this machine, alternating, $ROUNDS rounds of $DUR"
-	cluster=e1=http://127.0.0.1:42380,e2=http://127.0.0.1:43380,e3=http://127.0.0.1:44380
+	cluster=e1=http://127.0.0.1:12380,e2=http://127.0.0.1:13380,e3=http://127.0.0.1:14380
 	epids=()
-	for m in "e1 42379 42380" "e2 43379 43380" "e3 44379 44380"; do
+	for m in "e1 12379 12380" "e2 13379 13380" "e3 14379 14380"; do
 		set -- $m
 		etcd --name "$1" --data-dir "$OUT/$1.etcd" \
 			--listen-client-urls "http://127.0.0.1:$2" --advertise-client-urls "http://127.0.0.1:$2" \
@@ -167,9 +167,13 @@ if has etcd; then
 		epids+=($!)
 		pids+=($!)
 	done
-	until ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:42379 endpoint health >/dev/null 2>&1; do sleep 0.2; done
+	# Ports below 32768, outside Linux's range for outgoing connections.
+	for _ in $(seq 100); do
+		ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:12379 endpoint health >/dev/null 2>&1 && break
+		sleep 0.2
+	done
 	cp "$OUT/auth.toml" "$OUT/auth-bbolt.toml"
-	printf 'store = "etcd"\n[etcd]\nendpoints = ["127.0.0.1:42379", "127.0.0.1:43379", "127.0.0.1:44379"]\nprefix = "/bench/"\n' >>"$OUT/auth.toml"
+	printf 'store = "etcd"\n[etcd]\nendpoints = ["127.0.0.1:12379", "127.0.0.1:13379", "127.0.0.1:14379"]\nprefix = "/bench/"\n' >>"$OUT/auth.toml"
 	cp "$OUT/auth.toml" "$OUT/auth-etcd.toml"
 	"$AB" bench populate --db "$OUT/etcd-k.db" --users 1000 --iterations 4096
 	"$AB" restore --config "$OUT/auth-etcd.toml" "$OUT/etcd-k.db"
