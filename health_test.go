@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -8,8 +10,17 @@ import (
 
 func TestStoreUnreachableIsBusy(t *testing.T) {
 	c := startEtcd(t, 1)
-	ts := serveOnEtcd(t, c, "/health/")
+	ts := serveOnEtcd(t, c, "/health/", func(cfg *Config) { cfg.MetricsListen = "127.0.0.1:0" })
+	mgmt, err := ListenManagement("127.0.0.1:0", ts.Server, ts.Server.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mgmt.Shutdown(context.Background()) })
+	readyz := "http://" + mgmt.Addr().String() + "/readyz"
 	mustRegister(t, ts.addr, "fay", "Secret123")
+	if code, _ := get(t, readyz); code != http.StatusOK {
+		t.Fatalf("/readyz with the store up: %d", code)
+	}
 
 	c.kill(0)
 	busy := func(l string) bool { return strings.HasPrefix(l, "ERR BUSY") }
@@ -23,11 +34,17 @@ func TestStoreUnreachableIsBusy(t *testing.T) {
 	if n := strings.Count(ts.logs.String(), "store unreachable:"); n != 1 {
 		t.Errorf("the lost store was logged %d times:\n%s", n, ts.logs)
 	}
+	if code, body := get(t, readyz); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "store unavailable") {
+		t.Errorf("/readyz with the store lost: %d %q", code, body)
+	}
 
 	c.restart(0)
 	dialUntil(t, ts.addr, 15*time.Second, func(l string) bool { return strings.HasPrefix(l, "AUTHBOX 1 ") })
 	if err := login(t, ts.addr, "fay", "Secret123"); err != nil {
 		t.Fatalf("login after the store came back: %v", err)
+	}
+	if code, _ := get(t, readyz); code != http.StatusOK {
+		t.Errorf("/readyz with the store back: %d", code)
 	}
 	if n := strings.Count(ts.logs.String(), "store reachable again"); n != 1 {
 		t.Errorf("the store's return was logged %d times:\n%s", n, ts.logs)

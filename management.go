@@ -93,8 +93,15 @@ func (s *Server) notReady() string {
 	if s.shutting.Load() {
 		return "shutting down"
 	}
-	if err := s.store.Ping(); err != nil {
-		return "store unavailable: " + err.Error()
+	// A remote store's health is probed every second already; a probe
+	// per scrape would add a quorum read, and a wait, to each.
+	if s.health.unavailable() {
+		return "store unavailable: " + s.store.Describe() + " cannot be reached"
+	}
+	if s.health == nil {
+		if err := s.store.Ping(); err != nil {
+			return "store unavailable: " + err.Error()
+		}
 	}
 	return ""
 }
