@@ -34,6 +34,10 @@ func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 		return nil, err
 	}
 	cs := &clientSetup{cfg: cfg, server: ctx.String("server"), term: newTerminal(ctx)}
+	// Before the server is asked anything or any prompt shows.
+	if err := cs.term.checkPasswordStdin(ctx.Bool("password-stdin")); err != nil {
+		return nil, err
+	}
 	if cs.server == "" {
 		if ctx.IsSet("server") {
 			return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886", "--server is empty")

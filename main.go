@@ -76,7 +76,7 @@ func newConfigFlag() cli.Flag {
 }
 
 func newPasswordStdinFlag() cli.Flag {
-	return &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input instead of the terminal", DisableDefaultText: true}
+	return &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input, a pipe or a file (not a terminal), instead of asking", DisableDefaultText: true}
 }
 
 // clientFlags are the flags of the client commands (register, login,

@@ -167,3 +167,40 @@ func TestCLITerminalPrompts(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIPasswordPromptEOF drives the built binary at a terminal: ^D at
+// the password prompt cancels (exit 2) rather than taking the next line
+// typed as the password, and --password-stdin refuses a terminal as its
+// standard input, where the password would echo.
+func TestCLIPasswordPromptEOF(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	authboxBin(t) // built from the package directory, before serve moves into dir
+	dir := t.TempDir()
+	srv := serveInProcess(t, dir, "--config", writeConfig(t, dir, ""))
+	const pw = "Typed-pass-1"
+	mustCLI(t, 0, dir, pw+"\n", "register", "--server", srv.addr, "--user", "alice", "--password-stdin")
+
+	p := startPTY(t, dir, "login", "--server", srv.addr, "--user", "alice")
+	p.expect("password: ")
+	// The line discipline hands the program the end of input, then the
+	// line: the fix must stop at the first.
+	if _, err := p.master.WriteString("\x04" + pw + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	code, out := p.wait()
+	if code != 2 || !strings.Contains(out, "authbox: error: cancelled: no password given (end of input)") || strings.Contains(out, "logged in") {
+		t.Fatalf("^D at the password prompt: exit %d\n%s", code, out)
+	}
+
+	p = startPTY(t, dir, "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+	// Typed ahead, for a client that would read it; one that refuses has
+	// exited, and the write may then fail.
+	p.master.WriteString(pw + "\n")
+	code, out = p.wait()
+	if code != 2 || !strings.Contains(out, "--password-stdin: standard input is a terminal") ||
+		!strings.Contains(out, "authbox: hint: pipe the password in") || strings.Contains(out, "password:") {
+		t.Fatalf("--password-stdin on a terminal: exit %d\n%s", code, out)
+	}
+}
