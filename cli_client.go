@@ -21,6 +21,8 @@ type clientSetup struct {
 	name   string
 	term   *terminal
 	conn   *connector
+	// warnedLegacy: the legacy-login warning has been shown.
+	warnedLegacy bool
 }
 
 // setupClient reads the config, the server and the name, then checks the
@@ -113,9 +115,11 @@ func (cs *clientSetup) login(password string) (c *Client, legacy bool, err error
 		c.Close()
 		return nil, false, cs.explain(err)
 	}
-	if legacy {
+	if legacy && !cs.warnedLegacy {
 		// SEED-SHA256 proves nothing about the server, and what it sent can
-		// be attacked offline at the speed of SHA-256: say so every time.
+		// be attacked offline at the speed of SHA-256: say so every time
+		// (once per command: passwd may log in twice).
+		cs.warnedLegacy = true
 		fmt.Fprintf(cs.term.stderr, "authbox: warning: this login used the legacy SEED-SHA256 scheme, which cannot tell a real server from an impostor; set client.legacy_fallback = false once your accounts are upgraded\n")
 	}
 	return c, legacy, nil
@@ -230,15 +234,38 @@ func cmdPasswd(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pw, err := cs.term.newPassword(fromStdin, cs.cfg.Client, "new password")
-	if err != nil {
-		return err
-	}
+	// The current password is checked first, as passwd(1) does: nobody
+	// should make up and type a new password twice to learn the old one
+	// was wrong.
 	c, legacy, err := cs.login(old)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	pw, err := cs.term.newPassword(fromStdin, cs.cfg.Client, "new password")
+	if err != nil {
+		return err
+	}
+	// Compared as SCRAM sees them: two spellings SASLprep makes one are
+	// the same password.
+	if preparePassword(pw) == preparePassword(old) {
+		return fail(exitOther, "choose a password other than the current one", "the new password is the current one; nothing was changed")
+	}
+	if !fromStdin {
+		// A person typing the new password twice may take longer than the
+		// server's line_timeout; a fresh login is not timed out.
+		c.Close()
+		fresh, _, err := cs.login(old)
+		if err != nil {
+			c = nil
+			return err
+		}
+		c = fresh
+	}
 	if err := c.Passwd(cs.name, pw); err != nil {
 		return cs.explain(err)
 	}

@@ -122,6 +122,9 @@ func TestCLIPasswdAndDelete(t *testing.T) {
 	if r := do(1, "Not-the-pass-1\nNew-pass-2\n", "passwd"); !strings.Contains(r.stderr, "login failed") {
 		t.Fatalf("passwd with a wrong current password: %+v", r)
 	}
+	if r := do(2, "Old-pass-1\nOld-pass-1\n", "passwd"); !strings.Contains(r.stderr, "the new password is the current one; nothing was changed") {
+		t.Fatalf("passwd to the same password: %+v", r)
+	}
 	if r := do(0, "Old-pass-1\nNew-pass-2\n", "passwd"); r.stdout != `changed the password of "alice" on `+srv.addr+"\n" {
 		t.Fatalf("passwd: %+v", r)
 	}

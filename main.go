@@ -154,7 +154,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:         "passwd",
-				Usage:        "change an account's password (current password, then the new one twice; --password-stdin: two lines)",
+				Usage:        "change an account's password (the current password, checked first, then the new one twice; --password-stdin: two lines)",
 				OnUsageError: usageError,
 				Flags:        clientFlags(),
 				Action:       cmdPasswd,

@@ -204,3 +204,33 @@ func TestCLIPasswordPromptEOF(t *testing.T) {
 		t.Fatalf("--password-stdin on a terminal: exit %d\n%s", code, out)
 	}
 }
+
+// TestCLIPasswdChecksCurrentFirst changes a password at a terminal: the
+// current password is checked before the new one is asked, so a wrong one
+// ends the command after one prompt.
+func TestCLIPasswdChecksCurrentFirst(t *testing.T) {
+	dir := t.TempDir()
+	srv := serveInProcess(t, dir, "--config", writeConfig(t, dir, ""))
+	mustCLI(t, 0, dir, "Old-pass-1\n", "register", "--server", srv.addr, "--user", "alice", "--password-stdin")
+	passwd := func(lines ...string) result {
+		t.Helper()
+		// A terminal of its own per run: lines a run leaves unread must
+		// not answer the next run's prompts.
+		tty := withTTY(t)
+		if _, err := io.WriteString(tty, strings.Join(lines, "\n")+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		return runCLI(t, dir, "", nil, "passwd", "--server", srv.addr, "--user", "alice")
+	}
+	if r := passwd("Wrong-pass-1", "New-pass-2", "New-pass-2"); r.code != 1 || r.stderr != "current password: \nauthbox: error: login failed: wrong username or password\nauthbox: hint: check the username and password; names are case-sensitive\n" {
+		t.Fatalf("a wrong current password: %+v", r)
+	}
+	if r := passwd("Old-pass-1", "Old-pass-1", "Old-pass-1"); r.code != 2 || !strings.Contains(r.stderr, "the new password is the current one") {
+		t.Fatalf("the same password again: %+v", r)
+	}
+	r := passwd("Old-pass-1", "New-pass-2", "New-pass-2")
+	if r.code != 0 || r.stderr != "current password: \nnew password: \nnew password (again): \n" || r.stdout != `changed the password of "alice" on `+srv.addr+"\n" {
+		t.Fatalf("passwd: %+v", r)
+	}
+	mustCLI(t, 0, dir, "New-pass-2\n", "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+}
