@@ -93,7 +93,8 @@ func errorClass(err error) string {
 	var oe *net.OpError
 	switch {
 	case errors.As(err, &pe):
-		return pe.Code
+		// The report prints the class: a server's code is made printable.
+		return printable(pe.Code)
 	case errors.Is(err, ErrClosedBeforeHandshake):
 		// Over TLS a full queue closes before the handshake (spec §9.1).
 		return CodeBusy

@@ -139,9 +139,8 @@ func (cs *clientSetup) explain(err error) error {
 	}
 	switch {
 	case errors.As(err, &pe):
-		// The text comes from the server: keep its control characters
-		// (terminal escapes) off the user's terminal.
-		return explainCode(&ProtoError{Code: printable(pe.Code), Text: printable(pe.Text)}, cs.name)
+		// The text comes from the server: runContext makes it printable.
+		return explainCode(pe, cs.name)
 	case errors.Is(err, ErrServerSignature):
 		return fail(exitOther, "do not trust this server: it may be an impostor, or the account was restored from another server", "%s", err)
 	case errors.Is(err, ErrTooFewIterations), errors.Is(err, ErrTooManyIterations):

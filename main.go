@@ -55,9 +55,11 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if !errors.As(err, &ce) {
 		ce = &cliError{code: exitOther, msg: err.Error(), hint: runHint("", "usage")}
 	}
-	fmt.Fprintf(stderr, "authbox: error: %s\n", ce.msg)
+	// Every error ends here, and many carry what a server (or a file)
+	// said: printable keeps escape sequences in it off the terminal.
+	fmt.Fprintf(stderr, "authbox: error: %s\n", printable(ce.msg))
 	if ce.hint != "" {
-		fmt.Fprintf(stderr, "authbox: hint: %s\n", ce.hint)
+		fmt.Fprintf(stderr, "authbox: hint: %s\n", printable(ce.hint))
 	}
 	return ce.code
 }

@@ -24,15 +24,32 @@ import (
 	"golang.org/x/term"
 )
 
-// printable replaces control characters, so that text from a server
-// cannot drive the user's terminal.
+// printable is the one sanitizer of text bound for a terminal that may
+// hold what a server sent: control characters (escape sequences could set
+// the window title, erase lines or write the clipboard), other characters
+// that do not print (bidi overrides, for one) and bytes that are not UTF-8
+// become visible escapes such as \x1b or \u202e. Nothing is dropped, so the
+// user sees that the server sent something odd. Its output is printable,
+// so applying it twice changes nothing.
 func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return '?'
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r < utf8.RuneSelf && (r < 0x20 || r == 0x7f):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.IsGraphic(r):
+			b.WriteString(s[i : i+n])
+		case r <= 0xffff:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			fmt.Fprintf(&b, "\\U%08x", r)
 		}
-		return r
-	}, s)
+		i += n
+	}
+	return b.String()
 }
 
 // terminal reads names and secrets: secrets only from a terminal without

@@ -46,8 +46,20 @@ func TestCheckPolicy(t *testing.T) {
 }
 
 func TestPrintable(t *testing.T) {
-	if got := printable("ok \x1b[31mred\x07\u0085 é \xff"); got != "ok ?[31mred?? é ?" {
-		t.Fatalf("printable = %q", got)
+	for in, want := range map[string]string{
+		"ok \x1b[31mred\x07\u0085 é \xff":          `ok \x1b[31mred\x07\u0085 é \xff`,
+		"\x1b]0;pwned\x07\x1b]52;c;aGk=\x1b\\":     `\x1b]0;pwned\x07\x1b]52;c;aGk=\x1b\`,
+		"tab\tcr\rlf\ndel\x7f":                     `tab\x09cr\x0dlf\x0adel\x7f`,
+		"\u009b2K \u202etxt.exe \u2028 \U000e0041": `\u009b2K \u202etxt.exe \u2028 \U000e0041`,
+		"name 名前 ✓ nbsp\u00a0ok":                   "name 名前 ✓ nbsp\u00a0ok",
+	} {
+		got := printable(in)
+		if got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+		if again := printable(got); again != got {
+			t.Errorf("printable is not idempotent on %q: %q", got, again)
+		}
 	}
 }
 
