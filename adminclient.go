@@ -101,7 +101,8 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 				"database %s is locked by another process, and no authbox server answers on its admin socket %s", ac.db, sock)
 		}
 		if err != nil {
-			return nil, adminFail(AdminFailed, "check the path and its permissions", "%s", err)
+			msg, hint := dbOpenFailure(ac.db, err)
+			return nil, adminFail(AdminFailed, hint, "%s", msg)
 		}
 		store = s
 		return s, nil

@@ -145,6 +145,9 @@ func (cs *clientSetup) explain(err error) error {
 		return fail(exitOther, "do not trust this server: it may be an impostor, or the account was restored from another server", "%s", err)
 	case errors.Is(err, ErrTooFewIterations), errors.Is(err, ErrTooManyIterations):
 		return fail(exitOther, "this account's iteration count (the server's iterations setting when it was made, or an imported verifier's) is outside what this client accepts; client.max_iterations sets the cap", "%s", err)
+	case errors.Is(err, ErrNotGreeting):
+		return fail(exitOther, "check the address (--server, else AUTHBOX_SERVER, else client.server in --config): another service may listen on that port",
+			"%s is not an authbox server: its first line is not an authbox greeting", cs.server)
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return fail(exitOther, `is "authbox serve" running there? the address comes from --server, else AUTHBOX_SERVER, else client.server in --config`, "cannot reach %s: %s", cs.server, errText(err))
 	case errors.As(err, &ne) && ne.Timeout():

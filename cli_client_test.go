@@ -250,14 +250,17 @@ func TestExplain(t *testing.T) {
 	}
 }
 
-// hostileServer is a plain-TCP server on a loopback port that greets as
-// authbox does, then answers each line with answer(line), until the test
-// ends.
-func hostileServer(t *testing.T, answer func(line string) string) string {
+// hostileServer is a plain-TCP server on a loopback port that greets with
+// greeting (authbox's when empty), then answers each line with
+// answer(line), until the test ends.
+func hostileServer(t *testing.T, greeting string, answer func(line string) string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if greeting == "" {
+		greeting = Greeting([]string{MechSCRAM})
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -273,7 +276,7 @@ func hostileServer(t *testing.T, answer func(line string) string) string {
 				defer wg.Done()
 				defer nc.Close()
 				nc.SetDeadline(time.Now().Add(10 * time.Second))
-				io.WriteString(nc, Greeting([]string{MechSCRAM}))
+				io.WriteString(nc, greeting)
 				r := bufio.NewReader(nc)
 				for {
 					l, err := r.ReadString('\n')
@@ -306,7 +309,7 @@ func TestCLIServerTextIsPrintable(t *testing.T) {
 		{"register's preflight, ERR code", "ERR " + evil + " text", []string{"register", "--user", "bob"}},
 		{"an unexpected reply to AUTH", evil + "OK x", []string{"login", "--user", "bob"}},
 	} {
-		addr := hostileServer(t, func(string) string { return tc.reply })
+		addr := hostileServer(t, "", func(string) string { return tc.reply })
 		r := runCLI(t, dir, "Some-pass-1\n", nil, append(tc.args, "--plain", "--server", addr, "--password-stdin")...)
 		if r.code != 2 || !strings.Contains(r.stderr, shown) {
 			t.Errorf("%s: exit %d, stderr %q, want it to show %s", tc.name, r.code, r.stderr, shown)

@@ -99,7 +99,8 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, *Store, *Server, *Ad
 			return nil, nil, nil, nil, fail(exitOther, `an authbox server is probably running on it already; stop it, or give another file with --db`,
 				"database %s is locked by another process", cfg.DB)
 		}
-		return nil, nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
+		msg, hint := dbOpenFailure(cfg.DB, err)
+		return nil, nil, nil, nil, fail(exitOther, hint, "%s", msg)
 	}
 	srv := NewServer(cfg, store, log)
 	if _, err := srv.Identity(); err != nil {
