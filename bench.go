@@ -423,6 +423,9 @@ func (b *bench) worker(w int, st *workerStats) {
 func (b *bench) run(progress io.Writer) (*benchReport, error) {
 	if b.o.mode == "login" && !b.o.noSetup {
 		if err := b.setup(progress); err != nil {
+			if ue := benchUnreachable(b.o.server, err); ue != nil {
+				return nil, ue
+			}
 			return nil, fail(exitOther, `check --server; accounts made by another tool or password can be skipped with a fresh db, or use "bench populate" and --no-setup`, "bench setup: %s", err)
 		}
 	}
