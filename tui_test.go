@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -245,4 +246,47 @@ func TestCLIPasswdChecksCurrentFirst(t *testing.T) {
 		t.Fatalf("passwd: %+v", r)
 	}
 	mustCLI(t, 0, dir, "New-pass-2\n", "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+}
+
+// TestREADMEPwLine runs the README's "authbox pw" line as written, in a
+// shell at a terminal: when pw fails (the passwords differ) nothing is
+// written or imported; when it succeeds the account is imported.
+func TestREADMEPwLine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.Contains(l, "$(./authbox pw)") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatal("no line runs ./authbox pw in README.md")
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(authboxBin(t), filepath.Join(dir, "authbox")); err != nil {
+		t.Fatal(err)
+	}
+	p := startPTYCommand(t, dir, "/bin/sh", "-c", line)
+	p.expect("password: ")
+	p.typeLine("Carol-pass-1")
+	p.expect("password (again): ")
+	p.typeLine("Carol-pass-2")
+	code, out := p.wait()
+	if _, err := os.Stat(filepath.Join(dir, "new.pg")); code == 0 || !errors.Is(err, os.ErrNotExist) || strings.Contains(out, "import") {
+		t.Fatalf("the line went on after pw failed: exit %d, new.pg: %v\n%s", code, err, out)
+	}
+	p = startPTYCommand(t, dir, "/bin/sh", "-c", line)
+	p.expect("password: ")
+	p.typeLine("Carol-pass-1")
+	p.expect("password (again): ")
+	p.typeLine("Carol-pass-1")
+	if code, out := p.wait(); code != 0 || !strings.Contains(out, "imported 1, skipped 0 (name exists), rejected 0") {
+		t.Fatalf("the line with matching passwords: exit %d\n%s", code, out)
+	}
 }
