@@ -288,6 +288,11 @@ func cmdDelete(ctx *cli.Context) error {
 	// time the connection out while a person makes up their mind.
 	if !ctx.Bool("yes") {
 		answer, err := cs.term.readLine(fmt.Sprintf("delete the account %q on %s for good? [y/N] ", cs.name, cs.server))
+		if errors.Is(err, io.EOF) {
+			// ^D at the question is no, as at the password prompt.
+			fmt.Fprintln(cs.term.stderr)
+			return fail(exitOther, "", "not confirmed; the account was not deleted")
+		}
 		if err != nil {
 			return fail(exitOther, "pass --yes to delete without a confirmation", "cannot ask for a confirmation: %s", err)
 		}

@@ -169,6 +169,13 @@ func TestCLITerminalPrompts(t *testing.T) {
 	if r := runCLI(t, dir, "", nil, "delete", server, "--user", "alice"); r.code != 2 || !strings.Contains(r.stderr, "not confirmed; the account was not deleted") {
 		t.Fatalf("delete, not confirmed: %+v", r)
 	}
+	// ^D at the question is a no too.
+	if _, err := io.WriteString(tty, "\x04"); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, dir, "", nil, "delete", server, "--user", "alice"); r.code != 2 || !strings.Contains(r.stderr, "for good? [y/N] \nauthbox: error: not confirmed; the account was not deleted\n") {
+		t.Fatalf("delete, ^D at the question: %+v", r)
+	}
 	typed("YES", pw)
 	r = runCLI(t, dir, "", nil, "delete", server, "--user", "alice")
 	if r.code != 0 || !strings.Contains(r.stderr, `delete the account "alice" on `+srv.addr+` for good? [y/N] password: `) {
