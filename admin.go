@@ -445,9 +445,18 @@ func yesNo(b bool) string {
 // account: in one transaction on the bbolt store, in transactions of 100
 // on etcd (see EtcdStore.CreateMany).
 func adminImport(open func() (Storage, error), req adminRequest, in io.Reader, out adminOut) error {
-	res, err := ParseImport(req.Format, in)
+	sample := &headWriter{max: sniffSampleBytes}
+	res, err := ParseImport(req.Format, io.TeeReader(in, sample))
 	if err != nil {
 		return inputError(req.File, err)
+	}
+	if len(res.Accounts) == 0 && len(res.Rejected) > 0 {
+		// Every line rejected is most often the wrong --format: say so
+		// rather than list each line and suggest --partial.
+		if other := SniffFormat(req.Format, sample.buf); other != "" {
+			return adminFail(AdminFailed, fmt.Sprintf("run the import again with --format %s", other),
+				"nothing imported: no line of %s is in the %s format, and the file looks like %s", req.File, req.Format, other)
+		}
 	}
 	for _, r := range res.Rejected {
 		fmt.Fprintf(out.Stderr, "%s:%d: %s\n", req.File, r.Line, r.Reason)
@@ -483,8 +492,11 @@ func adminImport(open func() (Storage, error), req adminRequest, in io.Reader, o
 	}
 	counts(created, skipped)
 	if odd := oddIterations(res.Accounts, req.Iterations); created > 0 && odd > 0 {
-		fmt.Fprintf(out.Stderr, "authbox: note: %d %s in the file %s an iteration count other than the config's iterations (%d), which tells %s from unknown names; see \"Iteration count as a tell\" in README.md\n",
-			odd, plural(odd, "account", "accounts"), plural(odd, "has", "have"), req.Iterations, plural(odd, "it", "them"))
+		// The whole explanation is here: a user may have the binary and
+		// no README.
+		fmt.Fprintf(out.Stderr, "authbox: note: %d %s in the file %s an iteration count other than the config's iterations (%d); a login shows the account's count, and an unknown name is shown %d, so anyone can tell %s from unknown names (and a lower count is cheaper to attack offline) until %s, which gives the config's count\n",
+			odd, plural(odd, "account", "accounts"), plural(odd, "has", "have"), req.Iterations, req.Iterations, plural(odd, "it", "them"),
+			plural(odd, "its user changes the password", "their users change their passwords"))
 	}
 	if skipped > 0 && !req.Replace {
 		fmt.Fprintf(out.Stderr, "authbox: hint: existing accounts were left as they are; --replace overwrites them\n")

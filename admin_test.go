@@ -883,6 +883,35 @@ func TestOfflineCommandsCreateNoDB(t *testing.T) {
 	}
 }
 
+// TestImportWrongFormat imports each format under the other --format:
+// every line is rejected, and the import says which format the file looks
+// like instead of listing each line and suggesting --partial.
+func TestImportWrongFormat(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, seedConfig)
+	writeFile(t, filepath.Join(dir, "users.csv"), legacyCSV([]legacyUser{newLegacyUser(t, "alice", "Alice-pw1"), newLegacyUser(t, "bob", "Bob-pw1")}))
+	writeFile(t, filepath.Join(dir, "rfc.pg"), "user,"+rfcPGVerifier+"\n")
+	for _, tc := range []struct{ file, format, other string }{
+		{"users.csv", "pg", "seed-csv"},
+		{"rfc.pg", "seed-csv", "pg"},
+	} {
+		for _, partial := range [][]string{nil, {"--partial"}} {
+			args := append([]string{"users", "import", "--config", "auth.toml", "--db", "new.db", "--format", tc.format}, append(partial, tc.file)...)
+			r := mustCLI(t, 2, dir, "", args...)
+			want := "authbox: error: nothing imported: no line of " + tc.file + " is in the " + tc.format + " format, and the file looks like " + tc.other +
+				"\nauthbox: hint: run the import again with --format " + tc.other + "\n"
+			if r.stderr != want {
+				t.Errorf("%v: stderr\n%s\nwant\n%s", args, r.stderr, want)
+			}
+		}
+	}
+	// A file of the right format with a bad line is no wrong format.
+	writeFile(t, filepath.Join(dir, "bad.pg"), "user,SCRAM-SHA-256$broken\n")
+	if r := mustCLI(t, 2, dir, "", "users", "import", "--config", "auth.toml", "--db", "new.db", "--format", "pg", "bad.pg"); !strings.Contains(r.stderr, "or import the other lines with --partial") {
+		t.Errorf("a bad line: %+v", r)
+	}
+}
+
 // TestImportNotesOddIterations: imported verifiers whose iteration count is
 // not the config's can be told from unknown names; the import says so,
 // online and offline alike.
@@ -892,9 +921,10 @@ func TestImportNotesOddIterations(t *testing.T) {
 	other := writeFile(t, filepath.Join(dir, "other.toml"), "iterations = 8192\n")
 	writeFile(t, filepath.Join(dir, "a.pg"), "a,"+rfcPGVerifier+"\nb,"+rfcPGVerifier+"\n")
 	writeFile(t, filepath.Join(dir, "c.pg"), "c,"+rfcPGVerifier+"\n")
-	const note = "authbox: note: 2 accounts in the file have an iteration count other than the config's iterations (8192), which tells them from unknown names"
+	// The note explains itself: a user with only the binary has no README.
+	const note = "authbox: note: 2 accounts in the file have an iteration count other than the config's iterations (8192); a login shows the account's count, and an unknown name is shown 8192, so anyone can tell them from unknown names (and a lower count is cheaper to attack offline) until their users change their passwords, which gives the config's count\n"
 	r := mustCLI(t, 0, dir, "", "users", "import", "--config", other, "--format", "pg", "a.pg")
-	if !strings.Contains(r.stderr, note) {
+	if !strings.Contains(r.stderr, note) || strings.Contains(r.stderr, "README") {
 		t.Fatalf("offline, other count: %+v", r)
 	}
 	srv := startServe(t, dir, "--config", same)

@@ -110,7 +110,8 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 			return nil, adminFail(AdminFailed, de.Hint(), "%s", de)
 		}
 		if err != nil {
-			return nil, adminFail(AdminFailed, "check the path and its permissions", "%s", err)
+			msg, hint := dbOpenFailure(ac.db, err)
+			return nil, adminFail(AdminFailed, hint, "%s", msg)
 		}
 		store = s
 		return s, nil

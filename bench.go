@@ -595,6 +595,9 @@ func (b *bench) run(stderr, progress io.Writer) (*benchReport, error) {
 	b.announce(stderr)
 	if b.o.mode == "login" && !b.o.noSetup {
 		if err := b.setup(progress); err != nil {
+			if ue := benchUnreachable(b.o.server, err); ue != nil {
+				return nil, ue
+			}
 			hint := `check --server; accounts made by another tool or password can be skipped with a fresh db, or use "bench populate" and --no-setup`
 			if errors.Is(err, ErrBenchSetup) {
 				hint = fmt.Sprintf(`bench accounts made with another %s (or by an older authbox, whose password was public) are there: an administrator removes them with "authbox users delete --prefix bench", then run again`, benchSecretFile)

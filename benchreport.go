@@ -93,7 +93,8 @@ func errorClass(err error) string {
 	var oe *net.OpError
 	switch {
 	case errors.As(err, &pe):
-		return pe.Code
+		// The report prints the class: a server's code is made printable.
+		return printable(pe.Code)
 	case errors.Is(err, ErrClosedBeforeHandshake):
 		// Over TLS a full queue closes before the handshake (spec §9.1).
 		return CodeBusy
@@ -109,6 +110,20 @@ func errorClass(err error) string {
 		return "closed"
 	}
 	return "io"
+}
+
+// benchUnreachable is the error for a server the bench could not reach or
+// that did not answer, or nil for any other failure: those have nothing to
+// do with accounts, and the hint must not talk of them.
+func benchUnreachable(server string, err error) error {
+	switch errorClass(err) {
+	case "dial":
+		return fail(exitOther, `is "authbox serve" running there? the address comes from --server, else AUTHBOX_SERVER, else client.server in --config`,
+			"cannot reach %s: %s", server, errText(err))
+	case "timeout":
+		return fail(exitOther, "the server or the network is slow or stuck; try again, or raise --timeout", "no answer from %s in time", server)
+	}
+	return nil
 }
 
 // report gathers what the workers measured over elapsed into the report's

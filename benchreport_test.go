@@ -37,6 +37,29 @@ func TestErrorClass(t *testing.T) {
 	}
 }
 
+// TestBenchReportServerCodes checks that an ERR code a hostile server made
+// of terminal escapes reaches the report, text and JSON, as visible
+// escapes.
+func TestBenchReportServerCodes(t *testing.T) {
+	cl := errorClass(&ProtoError{Code: "\x1b]0;pwned\x07\u009b2J", Text: "x"})
+	rep := &benchReport{Mode: "login", Errors: 1, ErrorsByCode: map[string]int{cl: 1},
+		LatencyMs: map[string]any{"p50": 0.0, "p90": 0.0, "p99": 0.0, "p99.9": 0.0, "max": 0.0}}
+	var text strings.Builder
+	rep.writeText(&text)
+	js, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{text.String(), string(js)} {
+		if !strings.Contains(out, `0;pwned`) || strings.ContainsAny(out, "\x1b\x07\u009b") {
+			t.Errorf("the report holds the server's escapes raw: %q", out)
+		}
+	}
+	if !strings.Contains(text.String(), `errors:       1 (\x1b]0;pwned\x07\u009b2J 1)`) {
+		t.Errorf("text report: %q", text.String())
+	}
+}
+
 func TestQuantile(t *testing.T) {
 	if quantile(nil, 0.5) != 0 {
 		t.Fatal("quantile of no latencies")

@@ -26,6 +26,8 @@ type clientSetup struct {
 	name    string
 	term    *terminal
 	conn    *connector
+	// warnedLegacy: the legacy-login warning has been shown.
+	warnedLegacy bool
 }
 
 // setupClient reads the config, the server and the name, then checks the
@@ -39,6 +41,10 @@ func setupClient(ctx *cli.Context, register bool) (*clientSetup, error) {
 		return nil, err
 	}
 	cs := &clientSetup{cfg: cfg, server: ctx.String("server"), term: newTerminal(ctx)}
+	// Before the server is asked anything or any prompt shows.
+	if err := cs.term.checkPasswordStdin(ctx.Bool("password-stdin")); err != nil {
+		return nil, err
+	}
 	if cs.server == "" {
 		if ctx.IsSet("server") {
 			return nil, fail(exitOther, "give HOST:PORT, e.g. 127.0.0.1:7886", "--server is empty")
@@ -177,9 +183,11 @@ func (cs *clientSetup) login(password string) (c *Client, legacy bool, err error
 		}
 		cs.server = cs.servers[(slices.Index(cs.servers, cs.server)+1)%len(cs.servers)]
 	}
-	if legacy {
+	if legacy && !cs.warnedLegacy {
 		// SEED-SHA256 proves nothing about the server, and what it sent can
-		// be attacked offline at the speed of SHA-256: say so every time.
+		// be attacked offline at the speed of SHA-256: say so every time
+		// (once per command: passwd may log in twice).
+		cs.warnedLegacy = true
 		fmt.Fprintf(cs.term.stderr, "authbox: warning: this login used the legacy SEED-SHA256 scheme, which cannot tell a real server from an impostor; set client.legacy_fallback = false once your accounts are upgraded\n")
 	}
 	return c, legacy, nil
@@ -199,13 +207,15 @@ func (cs *clientSetup) explain(err error) error {
 	}
 	switch {
 	case errors.As(err, &pe):
-		// The text comes from the server: keep its control characters
-		// (terminal escapes) off the user's terminal.
-		return explainCode(&ProtoError{Code: printable(pe.Code), Text: printable(pe.Text)}, cs.name)
+		// The text comes from the server: runContext makes it printable.
+		return explainCode(pe, cs.name)
 	case errors.Is(err, ErrServerSignature):
 		return fail(exitOther, "do not trust this server: it may be an impostor, or the account was restored from another server", "%s", err)
 	case errors.Is(err, ErrTooFewIterations), errors.Is(err, ErrTooManyIterations):
 		return fail(exitOther, "this account's iteration count (the server's iterations setting when it was made, or an imported verifier's) is outside what this client accepts; client.max_iterations sets the cap", "%s", err)
+	case errors.Is(err, ErrNotGreeting):
+		return fail(exitOther, "check the address (--server, else AUTHBOX_SERVER, else client.server in --config): another service may listen on that port",
+			"%s is not an authbox server: its first line is not an authbox greeting", cs.server)
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return fail(exitOther, `is "authbox serve" running there? the address comes from --server, else AUTHBOX_SERVER, else client.server in --config`, "cannot reach %s: %s", cs.server, errText(err))
 	case errors.As(err, &ne) && ne.Timeout():
@@ -294,15 +304,38 @@ func cmdPasswd(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pw, err := cs.term.newPassword(fromStdin, cs.cfg.Client, "new password")
-	if err != nil {
-		return err
-	}
+	// The current password is checked first, as passwd(1) does: nobody
+	// should make up and type a new password twice to learn the old one
+	// was wrong.
 	c, legacy, err := cs.login(old)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	pw, err := cs.term.newPassword(fromStdin, cs.cfg.Client, "new password")
+	if err != nil {
+		return err
+	}
+	// Compared as SCRAM sees them: two spellings SASLprep makes one are
+	// the same password.
+	if preparePassword(pw) == preparePassword(old) {
+		return fail(exitOther, "choose a password other than the current one", "the new password is the current one; nothing was changed")
+	}
+	if !fromStdin {
+		// A person typing the new password twice may take longer than the
+		// server's line_timeout; a fresh login is not timed out.
+		c.Close()
+		fresh, _, err := cs.login(old)
+		if err != nil {
+			c = nil
+			return err
+		}
+		c = fresh
+	}
 	if err := c.Passwd(cs.name, pw); err != nil {
 		return cs.explain(err)
 	}
@@ -323,6 +356,11 @@ func cmdDelete(ctx *cli.Context) error {
 	// time the connection out while a person makes up their mind.
 	if !ctx.Bool("yes") {
 		answer, err := cs.term.readLine(fmt.Sprintf("delete the account %q on %s for good? [y/N] ", cs.name, cs.server))
+		if errors.Is(err, io.EOF) {
+			// ^D at the question is no, as at the password prompt.
+			fmt.Fprintln(cs.term.stderr)
+			return fail(exitOther, "", "not confirmed; the account was not deleted")
+		}
 		if err != nil {
 			return fail(exitOther, "pass --yes to delete without a confirmation", "cannot ask for a confirmation: %s", err)
 		}

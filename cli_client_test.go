@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestCLIRegisterLoginExitCodes(t *testing.T) {
@@ -121,6 +125,9 @@ func TestCLIPasswdAndDelete(t *testing.T) {
 	}
 	if r := do(1, "Not-the-pass-1\nNew-pass-2\n", "passwd"); !strings.Contains(r.stderr, "login failed") {
 		t.Fatalf("passwd with a wrong current password: %+v", r)
+	}
+	if r := do(2, "Old-pass-1\nOld-pass-1\n", "passwd"); !strings.Contains(r.stderr, "the new password is the current one; nothing was changed") {
+		t.Fatalf("passwd to the same password: %+v", r)
 	}
 	if r := do(0, "Old-pass-1\nNew-pass-2\n", "passwd"); r.stdout != `changed the password of "alice" on `+srv.addr+"\n" {
 		t.Fatalf("passwd: %+v", r)
@@ -239,6 +246,78 @@ func TestExplain(t *testing.T) {
 		var ce *cliError
 		if !errors.As(cs.explain(tc.err), &ce) || ce.code != tc.code || ce.msg != tc.msg || !strings.Contains(ce.hint, tc.hint) || (tc.hint == "") != (ce.hint == "") {
 			t.Errorf("explain(%v) = %+v, want exit %d, %q, hint with %q", tc.err, ce, tc.code, tc.msg, tc.hint)
+		}
+	}
+}
+
+// hostileServer is a plain-TCP server on a loopback port that greets with
+// greeting (authbox's when empty), then answers each line with
+// answer(line), until the test ends.
+func hostileServer(t *testing.T, greeting string, answer func(line string) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if greeting == "" {
+		greeting = Greeting([]string{MechSCRAM})
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(nc, greeting)
+				r := bufio.NewReader(nc)
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil || strings.HasPrefix(l, CmdQuit) {
+						return
+					}
+					io.WriteString(nc, answer(strings.TrimSuffix(l, "\n"))+"\n")
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// TestCLIServerTextIsPrintable has a hostile server answer with terminal
+// escapes (window title, line erase, clipboard write, a C1 CSI, a bidi
+// override) in its ERR codes and texts and in an unexpected reply: what
+// reaches the user's terminal shows them as visible escapes and never
+// holds them raw.
+func TestCLIServerTextIsPrintable(t *testing.T) {
+	const evil = "\x1b]0;pwned\x07\x1b[2K\x1b]52;c;cHduZWQ=\x07\u009b2J\u202e"
+	const shown = `\x1b]0;pwned\x07\x1b[2K\x1b]52;c;cHduZWQ=\x07\u009b2J\u202e`
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, reply string
+		args        []string
+	}{
+		{"register's preflight, ERR text", "ERR DENIED registration is closed " + evil, []string{"register", "--user", "bob"}},
+		{"register's preflight, ERR code", "ERR " + evil + " text", []string{"register", "--user", "bob"}},
+		{"an unexpected reply to AUTH", evil + "OK x", []string{"login", "--user", "bob"}},
+	} {
+		addr := hostileServer(t, "", func(string) string { return tc.reply })
+		r := runCLI(t, dir, "Some-pass-1\n", nil, append(tc.args, "--plain", "--server", addr, "--password-stdin")...)
+		if r.code != 2 || !strings.Contains(r.stderr, shown) {
+			t.Errorf("%s: exit %d, stderr %q, want it to show %s", tc.name, r.code, r.stderr, shown)
+		}
+		if i := strings.IndexFunc(r.stdout+r.stderr, func(c rune) bool {
+			return c != '\n' && (c < 0x20 || c >= 0x7f && c < 0xa0 || c == '\u202e')
+		}); i >= 0 {
+			t.Errorf("%s: a raw control character reached the terminal: %q", tc.name, r.stderr)
 		}
 	}
 }

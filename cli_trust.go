@@ -58,8 +58,10 @@ func newConnector(ctx *cli.Context, cfg ClientConfig, term *terminal) (*connecto
 		ca = cfg.CAFile
 	}
 	if ca != "" {
-		if err := cn.trust.LoadCA(ca); err != nil {
-			return nil, fail(exitOther, "give a PEM file of CA certificates with --ca or client.ca_file", "cannot read the CA certificates: %s", errText(err))
+		if err := cn.trust.LoadCA(ca); errors.Is(err, ErrNoPEMCertificate) {
+			return nil, fail(exitOther, "give a PEM file of CA certificates (-----BEGIN CERTIFICATE-----) with --ca or client.ca_file", "%s holds no PEM certificate", ca)
+		} else if err != nil {
+			return nil, fail(exitOther, "give a PEM file of CA certificates with --ca or client.ca_file", "cannot read the CA certificates in %s: %s", ca, errText(err))
 		}
 	}
 	path, err := KnownServersPath(cfg.KnownServers)
@@ -80,7 +82,7 @@ func (cn *connector) dial(addr string) (*Client, error) {
 		c, err := Dial(addr)
 		var pe *ProtoError
 		var oe *net.OpError
-		if err != nil && !errors.As(err, &pe) && !(errors.As(err, &oe) && oe.Op == "dial") {
+		if err != nil && !errors.As(err, &pe) && !errors.Is(err, ErrNotGreeting) && !(errors.As(err, &oe) && oe.Op == "dial") {
 			// A TLS server waits for a ClientHello where a plain one
 			// greets, so a plain client to it hears nothing.
 			return nil, fail(exitOther, "if the server speaks TLS (its default), leave out --plain and client.tls = false",

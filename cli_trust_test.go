@@ -32,13 +32,20 @@ type ptyRun struct {
 
 func startPTY(t *testing.T, dir string, args ...string) *ptyRun {
 	t.Helper()
+	return startPTYCommand(t, dir, authboxBin(t), args...)
+}
+
+// startPTYCommand is startPTY for any program: a shell running a README
+// line, say.
+func startPTYCommand(t *testing.T, dir, program string, args ...string) *ptyRun {
+	t.Helper()
 	master, slavePath := openPTY(t)
 	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slave.Close()
-	cmd := exec.Command(authboxBin(t), args...)
+	cmd := exec.Command(program, args...)
 	cmd.Dir = dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}

@@ -118,8 +118,9 @@ func dialWith(d *net.Dialer, addr string, conf *tls.Config) (*Client, error) {
 	}
 	c.Mechs, err = ParseGreeting(line)
 	if err != nil {
+		// The caller names the server: the address here would say it twice.
 		nc.Close()
-		return nil, fmt.Errorf("%s: %w", addr, err)
+		return nil, err
 	}
 	return c, nil
 }

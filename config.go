@@ -6,10 +6,13 @@ package main
 
 import (
 	_ "embed"
+	"encoding"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -109,6 +112,9 @@ func LoadConfig(path string) (Config, error) {
 			return c, fmt.Errorf("config %s: %w", path, patherr.Err)
 		}
 		if errors.As(err, &perr) {
+			if why, ok := unquotedString(path, perr); ok {
+				return c, fmt.Errorf("config %s: line %d: key %s", path, perr.Position.Line, why)
+			}
 			if perr.LastKey != "" {
 				return c, fmt.Errorf("config %s: line %d: key %s: %s", path, perr.Position.Line, perr.LastKey, perr.Message)
 			}
@@ -129,6 +135,72 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// unquotedString reports whether perr is the TOML parser failing on a bare
+// value (listen = 127.0.0.1:7886, line_timeout = 10s) for a key whose value
+// is a string: the parser then complains about a float or a date, which
+// misleads. why names the key and shows it with its default value, quoted.
+func unquotedString(path string, perr toml.ParseError) (why string, ok bool) {
+	data, err := os.ReadFile(path)
+	lines := strings.Split(string(data), "\n")
+	if err != nil || perr.Position.Line < 1 || perr.Position.Line > len(lines) {
+		return "", false
+	}
+	name, raw, found := strings.Cut(lines[perr.Position.Line-1], "=")
+	// Only a value written without quotes: a quoted one that fails is
+	// some other mistake, which the parser's message names.
+	if raw = strings.TrimSpace(raw); !found || raw == "" || raw[0] == '"' || raw[0] == '\'' {
+		return "", false
+	}
+	key := perr.LastKey
+	if key == "" {
+		// The parser read "10" of 10s as a number and failed after it,
+		// before it named the key: the key is the line's, in the table
+		// the last [header] above it opens.
+		key = strings.TrimSpace(name)
+		for l := perr.Position.Line - 2; l >= 0; l-- {
+			if h := strings.TrimSpace(lines[l]); strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+				key = strings.Trim(h, "[] ") + "." + key
+				break
+			}
+		}
+	}
+	def, found := configField(reflect.ValueOf(DefaultConfig()), strings.Split(key, "."))
+	if !found {
+		return "", false
+	}
+	var value string
+	if m, isText := def.Interface().(encoding.TextMarshaler); isText {
+		b, _ := m.MarshalText()
+		value = string(b)
+	} else if def.Kind() == reflect.String {
+		value = def.String()
+	} else {
+		return "", false
+	}
+	if value == "" {
+		value = "…"
+	}
+	keys := strings.Split(key, ".")
+	return key + ": the value must be a quoted string, e.g. " + fmt.Sprintf("%s = %q", keys[len(keys)-1], value), true
+}
+
+// configField finds the field of v (a Config, or a table in it) that the
+// dotted TOML key names.
+func configField(v reflect.Value, key []string) (reflect.Value, bool) {
+	for i := 0; i < v.NumField(); i++ {
+		if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("toml"), ","); tag == key[0] {
+			f := v.Field(i)
+			if len(key) == 1 {
+				return f, true
+			}
+			if f.Kind() == reflect.Struct {
+				return configField(f, key[1:])
+			}
+		}
+	}
+	return reflect.Value{}, false
 }
 
 // Validate checks each key's value; errors name the key.

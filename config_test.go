@@ -44,6 +44,29 @@ func TestConfigErrorsNameKeyAndFile(t *testing.T) {
 	}
 }
 
+// TestConfigUnquotedString checks that a string value written without
+// quotes is named as that, with the key and an example, and not as the
+// float or date the TOML parser took it for; other mistakes keep the
+// parser's message.
+func TestConfigUnquotedString(t *testing.T) {
+	dir := t.TempDir()
+	for i, tc := range []struct{ body, want string }{
+		{"listen = 127.0.0.1:7886\n", `line 1: key listen: the value must be a quoted string, e.g. listen = "127.0.0.1:7886"`},
+		{"queue = 3\nline_timeout = 10s\n", `line 2: key line_timeout: the value must be a quoted string, e.g. line_timeout = "10s"`},
+		{"[client]\nserver = 10.0.0.1:7886\n", `line 2: key client.server: the value must be a quoted string, e.g. server = "127.0.0.1:7886"`},
+		{"tls_cert_file = /etc/authbox/cert.pem\n", `line 1: key tls_cert_file: the value must be a quoted string, e.g. tls_cert_file = "…"`},
+		{"iterations = 600000x\n", "line 1: expected a top-level item to end"},
+		{"tls = yes\n", `line 1: key tls: expected value but found "yes" instead`},
+	} {
+		path := filepath.Join(dir, fmt.Sprintf("c%d.toml", i))
+		os.WriteFile(path, []byte(tc.body), 0o600)
+		_, err := LoadConfig(path)
+		if err == nil || !strings.HasPrefix(err.Error(), "config "+path+": "+tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.body, err, tc.want)
+		}
+	}
+}
+
 func TestDefaultsAreDocumented(t *testing.T) {
 	cfg := DefaultConfig()
 	if err := cfg.Validate(); err != nil {

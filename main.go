@@ -4,12 +4,18 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
@@ -55,9 +61,11 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if !errors.As(err, &ce) {
 		ce = &cliError{code: exitOther, msg: err.Error(), hint: runHint("", "usage")}
 	}
-	fmt.Fprintf(stderr, "authbox: error: %s\n", ce.msg)
+	// Every error ends here, and many carry what a server (or a file)
+	// said: printable keeps escape sequences in it off the terminal.
+	fmt.Fprintf(stderr, "authbox: error: %s\n", printable(ce.msg))
 	if ce.hint != "" {
-		fmt.Fprintf(stderr, "authbox: hint: %s\n", ce.hint)
+		fmt.Fprintf(stderr, "authbox: hint: %s\n", printable(ce.hint))
 	}
 	return ce.code
 }
@@ -76,7 +84,7 @@ func newConfigFlag() cli.Flag {
 }
 
 func newPasswordStdinFlag() cli.Flag {
-	return &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input instead of the terminal", DisableDefaultText: true}
+	return &cli.BoolFlag{Name: "password-stdin", Usage: "read the password from one line of standard input, a pipe or a file (not a terminal), instead of asking", DisableDefaultText: true}
 }
 
 // clientFlags are the flags of the client commands (register, login,
@@ -96,6 +104,8 @@ func usageError(ctx *cli.Context, err error, _ bool) error {
 	msg := err.Error()
 	if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		msg = "unknown flag --" + strings.TrimPrefix(f, "-")
+	} else if m := flagValueError(ctx, msg); m != "" {
+		msg = m
 	}
 	return fail(exitOther, helpHint(ctx), "%s", msg)
 }
@@ -156,7 +166,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:         "passwd",
-				Usage:        "change an account's password (current password, then the new one twice; --password-stdin: two lines)",
+				Usage:        "change an account's password (the current password, checked first, then the new one twice; --password-stdin: two lines)",
 				OnUsageError: usageError,
 				Flags:        clientFlags(),
 				Action:       cmdPasswd,
@@ -189,7 +199,76 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		},
 	}
 	app.Commands = append(app.Commands, append(adminCommands(usageError), restoreCommand(usageError), configCommand(usageError), helpCommand())...)
+	oneDefaultText(app.Commands)
 	return app
+}
+
+// oneDefaultText keeps urfave/cli from adding its own "(default: 0)" to a
+// flag whose usage already ends by saying what its default is (the
+// config's value, say): the help would show two defaults, one of them
+// wrong. The usage's own default becomes the flag's DefaultText; a bool
+// flag's default text is turned off.
+func oneDefaultText(cmds []*cli.Command) {
+	for _, c := range cmds {
+		for _, f := range c.Flags {
+			v := reflect.ValueOf(f)
+			if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+				continue
+			}
+			usage, text := v.Elem().FieldByName("Usage"), v.Elem().FieldByName("DefaultText")
+			if !usage.IsValid() || usage.Kind() != reflect.String || !usage.CanSet() {
+				continue
+			}
+			if b, ok := f.(*cli.BoolFlag); ok {
+				b.DisableDefaultText = b.DisableDefaultText || strings.Contains(b.Usage, "(default:")
+				continue
+			}
+			m := ownDefaultRE.FindStringSubmatch(usage.String())
+			if m == nil || !text.IsValid() || text.Kind() != reflect.String || !text.CanSet() || text.String() != "" {
+				continue
+			}
+			usage.SetString(m[1])
+			text.SetString(m[2])
+		}
+		oneDefaultText(c.Subcommands)
+	}
+}
+
+// ownDefaultRE matches a usage that ends with its own "(default: …)".
+var ownDefaultRE = regexp.MustCompile(`^(.*?)\s*\(default: ([^()]*)\)$`)
+
+// invalidValueRE matches urfave/cli's complaint about a flag's value.
+var invalidValueRE = regexp.MustCompile(`^invalid value "(.*)" for flag -([\w-]+): `)
+
+// flagValueError says what is wrong with a flag's value in words a person
+// can act on ("parse error" says nothing), or returns "" when the message
+// is not about a flag's value.
+func flagValueError(ctx *cli.Context, msg string) string {
+	m := invalidValueRE.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	value, name := m[1], m[2]
+	var flags []cli.Flag
+	if ctx.Command != nil {
+		flags = ctx.Command.Flags
+	}
+	for _, f := range flags {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		switch f.(type) {
+		case *cli.DurationFlag:
+			example := "5s"
+			if _, err := strconv.ParseFloat(value, 64); err == nil {
+				example = value + "s"
+			}
+			return fmt.Sprintf("--%s %q is not a duration: use a unit, e.g. %s (also ms, m, h)", name, value, example)
+		case *cli.IntFlag, *cli.Int64Flag, *cli.UintFlag:
+			return fmt.Sprintf("--%s %q is not a whole number", name, value)
+		}
+	}
+	return fmt.Sprintf("--%s %q is not a valid value", name, value)
 }
 
 // runHint is the one builder of the hints that point at a help page:
@@ -238,11 +317,75 @@ func loadConfig(ctx *cli.Context) (Config, error) {
 	return cfg, nil
 }
 
-// errText is an error's last, most specific part ("connection refused").
+// errText is an error's last, most specific part ("connection refused",
+// "no such file or directory"), for a message that names the address or
+// the file itself: a *fs.PathError would name the file again.
 func errText(err error) string {
 	var se *os.SyscallError
 	if errors.As(err, &se) {
 		return se.Err.Error()
 	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
 	return err.Error()
 }
+
+// dbOpenFailure says why the db file at path could not be opened (err,
+// from OpenStore, neither locked nor damaged) and what to do: the message
+// names the file once, and the hint fits the cause, which the file's first
+// bytes tell when the error is bbolt's "invalid database".
+func dbOpenFailure(path string, err error) (msg, hint string) {
+	// OpenStore's errors, and the *fs.PathError inside, start with the
+	// path already.
+	text := strings.TrimPrefix(strings.TrimPrefix(errText(err), "open "+path+": "), path+": ")
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf("cannot open the database %s: %s", path, text),
+			"the user running authbox must be able to read and write the file and its directory: check their owner and mode"
+	case errors.As(err, &pe) && errors.Is(pe.Err, syscall.EISDIR):
+		return fmt.Sprintf("cannot open the database %s: it is a directory", path), "give the path of a file (authbox creates it if missing)"
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("cannot open the database %s: %s", path, text), "check the path: authbox creates the file, but not its directory"
+	case errors.As(err, &pe):
+	case dbFileKind(path) == "sqlite":
+		return fmt.Sprintf("%s is an SQLite database, not an authbox database (a bbolt file)", path),
+			fmt.Sprintf(`give the authbox db (made by "authbox serve" or "users import"); to bring in the accounts of the original system, export them with sqlite3 -csv %s "SELECT login,password,salt FROM USERS" > users.csv and import that file with "authbox users import --format seed-csv"`, path)
+	case dbFileKind(path) == "":
+		return fmt.Sprintf("%s is not an authbox database (not a bbolt file)", path),
+			"check the path given to --db or db in the config; authbox makes its db itself, in a new or empty file"
+	}
+	return fmt.Sprintf("cannot open the database %s: %s", path, text), "check the path and its permissions"
+}
+
+// sqliteMagic starts every SQLite 3 database file.
+const sqliteMagic = "SQLite format 3\x00"
+
+// dbFileKind tells what the file at path is, from its first bytes:
+// "sqlite", "bbolt" (bbolt's magic number in its first meta page), "none"
+// when it cannot be read or is empty, or "" for anything else.
+func dbFileKind(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "none"
+	}
+	defer f.Close()
+	head := make([]byte, 32)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case n == 0:
+		return "none"
+	case strings.HasPrefix(string(head), sqliteMagic):
+		return "sqlite"
+	case n >= 20 && binary.LittleEndian.Uint32(head[16:20]) == boltMagic:
+		return "bbolt"
+	}
+	return ""
+}
+
+// boltMagic is the number bbolt writes in its meta pages, after the
+// 16-byte page header.
+const boltMagic = 0xED0CDAED

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -32,11 +37,71 @@ func TestCLIHints(t *testing.T) {
 		{[]string{"nope"}, `unknown command "nope"`, `run "authbox --help" for the commands`},
 		{[]string{"--bogus"}, "unknown flag --bogus", `run "authbox --help" for usage`},
 		{nil, "no command given", `run "authbox COMMAND --help" for a command's flags`},
+		{[]string{"bench", "--duration", "5"}, `--duration "5" is not a duration: use a unit, e.g. 5s (also ms, m, h)`, `run "authbox bench --help" for usage`},
+		{[]string{"bench", "--conc", "many"}, `--conc "many" is not a whole number`, `run "authbox bench --help" for usage`},
 	} {
 		r := runCLI(t, dir, "", nil, tc.args...)
 		if want := "authbox: error: " + tc.msg + "\nauthbox: hint: " + tc.hint + "\n"; r.code != 2 || !strings.HasSuffix(r.stderr, want) || r.stdout != "" {
 			t.Errorf("authbox %s: exit %d\n%s\nwant exit 2 and\n%s", strings.Join(tc.args, " "), r.code, r.stderr, want)
 		}
+	}
+}
+
+// TestCLIFileMessages checks the messages for files that cannot be used:
+// each names the file once and says what it is, with a hint that fits.
+func TestCLIFileMessages(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	sqlite := write("users.db", sqliteMagic+strings.Repeat("\x00", 8192))
+	junk := write("junk.db", strings.Repeat("not a db ", 1000))
+	if err := os.Mkdir(filepath.Join(dir, "adir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write("empty.pem", "no certificates here\n")
+	for _, tc := range []struct {
+		args      []string
+		msg, hint string
+	}{
+		{[]string{"users", "list", "--db", sqlite}, "users.db is an SQLite database, not an authbox database (a bbolt file)", `give the authbox db (made by "authbox serve" or "users import"); to bring in the accounts of the original system, export them with sqlite3 -csv users.db`},
+		{[]string{"serve", "--listen", "127.0.0.1:0", "--db", sqlite}, "users.db is an SQLite database, not an authbox database (a bbolt file)", "give the authbox db"},
+		{[]string{"bench", "populate", "--db", sqlite, "--iterations", "4096", "--users", "1"}, "users.db is an SQLite database, not an authbox database (a bbolt file)", "give the authbox db"},
+		{[]string{"users", "list", "--db", junk}, "junk.db is not an authbox database (not a bbolt file)", "check the path given to --db or db in the config"},
+		{[]string{"users", "list", "--db", "adir"}, "cannot open the database adir: it is a directory", "give the path of a file"},
+		{[]string{"users", "import", "--db", "new.db", "--format", "pg", "missing.txt"}, "cannot read missing.txt: no such file or directory", ""},
+		{[]string{"login", "--user", "a", "--ca", "missing.pem"}, "cannot read the CA certificates in missing.pem: no such file or directory", "give a PEM file"},
+		{[]string{"login", "--user", "a", "--ca", "empty.pem"}, "empty.pem holds no PEM certificate", "give a PEM file"},
+	} {
+		r := runCLI(t, dir, "", nil, tc.args...)
+		want := "authbox: error: " + tc.msg
+		if tc.hint != "" {
+			want = "authbox: error: " + tc.msg + "\nauthbox: hint: " + tc.hint
+		}
+		if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "permissions") {
+			t.Errorf("authbox %s: exit %d\n%s\nwant exit 2 and\n%s", strings.Join(tc.args, " "), r.code, r.stderr, want)
+		}
+	}
+	// No test process can be refused a file when it runs as root, so the
+	// permission case is checked on the error OpenStore returns.
+	err := fmt.Errorf("open %s: %w", "locked.db", &fs.PathError{Op: "open", Path: "locked.db", Err: syscall.EACCES})
+	if msg, hint := dbOpenFailure("locked.db", err); msg != "cannot open the database locked.db: permission denied" || !strings.Contains(hint, "owner and mode") {
+		t.Errorf("permission denied: %q, %q", msg, hint)
+	}
+}
+
+// TestCLINotAuthbox checks the message for a server that is something
+// else: the address once, and a hint to check it.
+func TestCLINotAuthbox(t *testing.T) {
+	addr := hostileServer(t, "SSH-2.0-OpenSSH_9.6\n", func(string) string { return "" })
+	r := runCLI(t, t.TempDir(), "", nil, "login", "--plain", "--server", addr, "--user", "a", "--password-stdin")
+	want := "authbox: error: " + addr + " is not an authbox server: its first line is not an authbox greeting\nauthbox: hint: check the address"
+	if r.code != 2 || !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, addr) != 1 {
+		t.Fatalf("a server that is not authbox: exit %d\n%s\nwant\n%s", r.code, r.stderr, want)
 	}
 }
 
@@ -51,6 +116,19 @@ func TestCLIHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"pw", "--help"}, {"users", "--help"}, {"users", "list", "--help"}, {"bench", "populate", "--help"}} {
 		if r := runCLI(t, dir, "", nil, args...); r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "authbox") {
 			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	// A flag whose usage names its default shows that one only, not
+	// also urfave/cli's "(default: 0)".
+	for _, args := range [][]string{{"pw"}, {"bench"}, {"bench", "populate"}, {"users", "import"}, {"serve"}, {"login"}} {
+		r := runCLI(t, dir, "", nil, append(args, "--help")...)
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if strings.Count(l, "(default:") > 1 {
+				t.Errorf("%v --help: two defaults: %s", args, l)
+			}
+		}
+		if args[0] == "pw" && !strings.Contains(r.stdout, "PBKDF2 iterations N (default: iterations from the config, 600000)\n") {
+			t.Errorf("pw --help:\n%s", r.stdout)
 		}
 	}
 	// Every client command takes the client flags, with one usage text.

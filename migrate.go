@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/hex"
@@ -492,4 +493,41 @@ func FormatPGVerifier(rec Record) string {
 // FormatPGLine is one line of an export: "name,verifier" and LF.
 func FormatPGLine(name string, rec Record) string {
 	return name + "," + FormatPGVerifier(rec) + "\n"
+}
+
+// sniffSampleBytes is how much of an import the format sniffer looks at.
+const sniffSampleBytes = 16 << 10
+
+// SniffFormat names the import format other than format under which the
+// whole lines of sample (an input's first bytes) all parse, or returns ""
+// when there is none: an import whose every line was rejected under one
+// format can then say the file looks like the other.
+func SniffFormat(format string, sample []byte) string {
+	if i := bytes.LastIndexByte(sample, '\n'); i >= 0 {
+		sample = sample[:i+1]
+	}
+	for _, other := range []string{FormatSeedCSV, FormatPG} {
+		if other == format {
+			continue
+		}
+		res, err := ParseImport(other, bytes.NewReader(sample))
+		if err == nil && len(res.Accounts) > 0 && len(res.Rejected) == 0 {
+			return other
+		}
+	}
+	return ""
+}
+
+// headWriter keeps the first max bytes written to it and drops the rest:
+// the sample SniffFormat reads, taken as an import streams by.
+type headWriter struct {
+	buf []byte
+	max int
+}
+
+func (h *headWriter) Write(p []byte) (int, error) {
+	if room := h.max - len(h.buf); room > 0 {
+		h.buf = append(h.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
 }

@@ -58,7 +58,8 @@ func cmdBenchPopulate(ctx *cli.Context) error {
 		return fail(exitOther, "stop the server first: the bulk loader writes the file directly", "database %s is locked by another process", path)
 	}
 	if err != nil {
-		return fail(exitOther, "check the path and its permissions", "%s", err)
+		msg, hint := dbOpenFailure(path, err)
+		return fail(exitOther, hint, "%s", msg)
 	}
 	defer store.Close()
 

@@ -118,6 +118,9 @@ var (
 	ErrLineTooLong = &ProtoError{Code: CodeTooLong, Text: "line longer than 4096 bytes"}
 	// ErrEmptyLine is returned for a line with no command word.
 	ErrEmptyLine = &ProtoError{Code: CodeBadCmd, Text: "empty line"}
+	// ErrNotGreeting is returned when a server's first line is not an
+	// authbox greeting: something else listens there.
+	ErrNotGreeting = errors.New("not an authbox greeting")
 )
 
 // ReadLine reads one line, its LF included, from r, which must have been
@@ -198,7 +201,7 @@ func Greeting(mechs []string) string {
 func ParseGreeting(line string) ([]string, error) {
 	f := strings.Split(line, " ")
 	if len(f) < 3 || f[0] != ReplyGreeting {
-		return nil, fmt.Errorf("not an authbox greeting")
+		return nil, ErrNotGreeting
 	}
 	if f[1] != strconv.Itoa(ProtocolVersion) {
 		return nil, fmt.Errorf("server speaks protocol version %q, this client speaks %d", f[1], ProtocolVersion)

@@ -129,7 +129,8 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, Storage, *Server, *A
 		if errors.As(err, &de) {
 			return nil, nil, nil, nil, fail(exitOther, de.Hint(), "%s", de)
 		}
-		return nil, nil, nil, nil, fail(exitOther, "check the path and its permissions", "cannot open database %s: %s", cfg.DB, errText(err))
+		msg, hint := dbOpenFailure(cfg.DB, err)
+		return nil, nil, nil, nil, fail(exitOther, hint, "%s", msg)
 	}
 	for _, w := range dbModeWarnings(cfg.DB) {
 		log.Warn(w)

@@ -142,7 +142,7 @@ func TestCLIServeRefuses(t *testing.T) {
 		{"address in use", []string{"serve", "--config", cfg, "--db", "unused.db", "--listen", taken.Addr().String()},
 			"cannot listen on " + taken.Addr().String() + ": address already in use", "is another server using that address?"},
 		{"no such directory", []string{"serve", "--config", cfg, "--listen", "127.0.0.1:0", "--db", "no/such/dir.db"},
-			"cannot open database no/such/dir.db: ", "check the path and its permissions"},
+			"cannot open the database no/such/dir.db: no such file or directory\n", "check the path: authbox creates the file, but not its directory"},
 		{"socket path taken", []string{"serve", "--config", cfg, "--listen", "127.0.0.1:0", "--db", "blocked.db"},
 			"blocked.db.sock exists and is not a socket", `the admin socket is the db's path plus ".sock"`},
 	} {

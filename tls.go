@@ -66,12 +66,12 @@ func NormalizeFingerprint(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	body, ok := cutPrefixFold(s, "SHA256:")
 	if !ok {
-		return "", fmt.Errorf("a fingerprint starts with SHA256:, got %q", printable(s))
+		return "", fmt.Errorf("a fingerprint starts with SHA256:, got %q", s)
 	}
 	body = strings.TrimRight(body, "=")
 	raw, err := base64.RawStdEncoding.DecodeString(body)
 	if err != nil || len(raw) != sha256.Size {
-		return "", fmt.Errorf("%q is not a SHA256 fingerprint (43 characters of base64 after SHA256:)", printable(s))
+		return "", fmt.Errorf("%q is not a SHA256 fingerprint (43 characters of base64 after SHA256:)", s)
 	}
 	return "SHA256:" + base64.RawStdEncoding.EncodeToString(raw), nil
 }

@@ -77,6 +77,9 @@ type Trust struct {
 	CAFile string
 }
 
+// ErrNoPEMCertificate is returned when a CA file holds no PEM certificate.
+var ErrNoPEMCertificate = errors.New("no PEM certificate")
+
 // LoadCA reads a PEM file of CA certificates into t.
 func (t *Trust) LoadCA(path string) error {
 	pem, err := os.ReadFile(path)
@@ -85,7 +88,7 @@ func (t *Trust) LoadCA(path string) error {
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s holds no PEM certificate", path)
+		return fmt.Errorf("%w: %s", ErrNoPEMCertificate, path)
 	}
 	t.Roots, t.CAFile = pool, path
 	return nil

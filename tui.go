@@ -24,15 +24,32 @@ import (
 	"golang.org/x/term"
 )
 
-// printable replaces control characters, so that text from a server
-// cannot drive the user's terminal.
+// printable is the one sanitizer of text bound for a terminal that may
+// hold what a server sent: control characters (escape sequences could set
+// the window title, erase lines or write the clipboard), other characters
+// that do not print (bidi overrides, for one) and bytes that are not UTF-8
+// become visible escapes such as \x1b or \u202e. Nothing is dropped, so the
+// user sees that the server sent something odd. Its output is printable,
+// so applying it twice changes nothing.
 func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == utf8.RuneError {
-			return '?'
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r < utf8.RuneSelf && (r < 0x20 || r == 0x7f):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.IsGraphic(r):
+			b.WriteString(s[i : i+n])
+		case r <= 0xffff:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			fmt.Fprintf(&b, "\\U%08x", r)
 		}
-		return r
-	}, s)
+		i += n
+	}
+	return b.String()
 }
 
 // terminal reads names and secrets: secrets only from a terminal without
@@ -57,8 +74,8 @@ var openTTY = func() (*os.File, error) { return os.OpenFile("/dev/tty", os.O_RDW
 // tty returns a terminal's file descriptor: standard input if it is one,
 // else the controlling terminal.
 func (t *terminal) tty() (*os.File, func(), error) {
-	if f, ok := t.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		return f, func() {}, nil
+	if t.stdinIsTerminal() {
+		return t.stdin.(*os.File), func() {}, nil
 	}
 	f, err := openTTY()
 	if err != nil {
@@ -96,8 +113,28 @@ func (t *terminal) stdinLine(what string) (string, error) {
 	return strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"), nil
 }
 
+// stdinIsTerminal reports whether standard input is a terminal.
+func (t *terminal) stdinIsTerminal() bool {
+	f, ok := t.stdin.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// checkPasswordStdin refuses --password-stdin when standard input is a
+// terminal: it reads a plain line, so the password would be typed with
+// echo on and without a prompt.
+func (t *terminal) checkPasswordStdin(fromStdin bool) error {
+	if fromStdin && t.stdinIsTerminal() {
+		return fail(exitOther, "pipe the password in (e.g. from a password manager), or leave out --password-stdin to be asked without echo",
+			"--password-stdin: standard input is a terminal, where the password would show as it is typed")
+	}
+	return nil
+}
+
 // password reads a secret without echo, or one line of stdin.
 func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
+	if err := t.checkPasswordStdin(fromStdin); err != nil {
+		return "", err
+	}
 	var pw string
 	if fromStdin {
 		var err error
@@ -112,6 +149,9 @@ func (t *terminal) password(fromStdin bool, prompt string) (string, error) {
 		defer done()
 		b, err := readPasswordRestoring(int(f.Fd()), t.stderr, prompt)
 		fmt.Fprintln(t.stderr)
+		if errors.Is(err, errPromptEOF) {
+			return "", fail(exitOther, "", "cancelled: no password given (end of input)")
+		}
 		if err != nil {
 			return "", fail(exitOther, "", "reading the password: %s", err)
 		}
@@ -139,6 +179,10 @@ func readPasswordRestoring(fd int, stderr io.Writer, prompt string) ([]byte, err
 	}
 	noEcho := *tio
 	noEcho.Lflag &^= unix.ECHO
+	// Line by line, with ^C as a signal and Enter as a newline, whatever
+	// mode the terminal was left in: readSecretLine relies on all three.
+	noEcho.Lflag |= unix.ICANON | unix.ISIG
+	noEcho.Iflag |= unix.ICRNL
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
 		return nil, err
 	}
@@ -157,7 +201,38 @@ func readPasswordRestoring(fd int, stderr io.Writer, prompt string) ([]byte, err
 		case <-finished:
 		}
 	}()
-	return term.ReadPassword(fd)
+	return readSecretLine(fd)
+}
+
+// errPromptEOF is returned when the user ends the input (^D) at a prompt.
+var errPromptEOF = errors.New("end of input at the prompt")
+
+// readSecretLine reads one line from a terminal in canonical mode, without
+// its newline. term.ReadPassword cannot serve here: a read of 0 bytes,
+// which is how a terminal reports ^D at the start of a line, makes it read
+// on, so the next line typed became the password. Here it cancels, as
+// ssh and psql do.
+func readSecretLine(fd int) ([]byte, error) {
+	var line []byte
+	var b [1]byte
+	for {
+		n, err := unix.Read(fd, b[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, err
+		case n == 0 && len(line) == 0:
+			return nil, errPromptEOF
+		case n == 0:
+			// ^D after some characters hands them over without a newline;
+			// a second one reads nothing and ends the line.
+			return line, nil
+		case b[0] == '\n':
+			return line, nil
+		}
+		line = append(line, b[0])
+	}
 }
 
 // newPassword reads a password to set: twice on a terminal, once from

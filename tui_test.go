@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,8 +47,20 @@ func TestCheckPolicy(t *testing.T) {
 }
 
 func TestPrintable(t *testing.T) {
-	if got := printable("ok \x1b[31mred\x07\u0085 é \xff"); got != "ok ?[31mred?? é ?" {
-		t.Fatalf("printable = %q", got)
+	for in, want := range map[string]string{
+		"ok \x1b[31mred\x07\u0085 é \xff":          `ok \x1b[31mred\x07\u0085 é \xff`,
+		"\x1b]0;pwned\x07\x1b]52;c;aGk=\x1b\\":     `\x1b]0;pwned\x07\x1b]52;c;aGk=\x1b\`,
+		"tab\tcr\rlf\ndel\x7f":                     `tab\x09cr\x0dlf\x0adel\x7f`,
+		"\u009b2K \u202etxt.exe \u2028 \U000e0041": `\u009b2K \u202etxt.exe \u2028 \U000e0041`,
+		"name 名前 ✓ nbsp\u00a0ok":                   "name 名前 ✓ nbsp\u00a0ok",
+	} {
+		got := printable(in)
+		if got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+		if again := printable(got); again != got {
+			t.Errorf("printable is not idempotent on %q: %q", got, again)
+		}
 	}
 }
 
@@ -156,6 +169,13 @@ func TestCLITerminalPrompts(t *testing.T) {
 	if r := runCLI(t, dir, "", nil, "delete", server, "--user", "alice"); r.code != 2 || !strings.Contains(r.stderr, "not confirmed; the account was not deleted") {
 		t.Fatalf("delete, not confirmed: %+v", r)
 	}
+	// ^D at the question is a no too.
+	if _, err := io.WriteString(tty, "\x04"); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, dir, "", nil, "delete", server, "--user", "alice"); r.code != 2 || !strings.Contains(r.stderr, "for good? [y/N] \nauthbox: error: not confirmed; the account was not deleted\n") {
+		t.Fatalf("delete, ^D at the question: %+v", r)
+	}
 	typed("YES", pw)
 	r = runCLI(t, dir, "", nil, "delete", server, "--user", "alice")
 	if r.code != 0 || !strings.Contains(r.stderr, `delete the account "alice" on `+srv.addr+` for good? [y/N] password: `) {
@@ -165,5 +185,115 @@ func TestCLITerminalPrompts(t *testing.T) {
 		if strings.Contains(out, pw) {
 			t.Fatalf("the password reached the output: %q", out)
 		}
+	}
+}
+
+// TestCLIPasswordPromptEOF drives the built binary at a terminal: ^D at
+// the password prompt cancels (exit 2) rather than taking the next line
+// typed as the password, and --password-stdin refuses a terminal as its
+// standard input, where the password would echo.
+func TestCLIPasswordPromptEOF(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	authboxBin(t) // built from the package directory, before serve moves into dir
+	dir := t.TempDir()
+	srv := serveInProcess(t, dir, "--config", writeConfig(t, dir, ""))
+	const pw = "Typed-pass-1"
+	mustCLI(t, 0, dir, pw+"\n", "register", "--server", srv.addr, "--user", "alice", "--password-stdin")
+
+	p := startPTY(t, dir, "login", "--server", srv.addr, "--user", "alice")
+	p.expect("password: ")
+	// The line discipline hands the program the end of input, then the
+	// line: the fix must stop at the first.
+	if _, err := p.master.WriteString("\x04" + pw + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	code, out := p.wait()
+	if code != 2 || !strings.Contains(out, "authbox: error: cancelled: no password given (end of input)") || strings.Contains(out, "logged in") {
+		t.Fatalf("^D at the password prompt: exit %d\n%s", code, out)
+	}
+
+	p = startPTY(t, dir, "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+	// Typed ahead, for a client that would read it; one that refuses has
+	// exited, and the write may then fail.
+	p.master.WriteString(pw + "\n")
+	code, out = p.wait()
+	if code != 2 || !strings.Contains(out, "--password-stdin: standard input is a terminal") ||
+		!strings.Contains(out, "authbox: hint: pipe the password in") || strings.Contains(out, "password:") {
+		t.Fatalf("--password-stdin on a terminal: exit %d\n%s", code, out)
+	}
+}
+
+// TestCLIPasswdChecksCurrentFirst changes a password at a terminal: the
+// current password is checked before the new one is asked, so a wrong one
+// ends the command after one prompt.
+func TestCLIPasswdChecksCurrentFirst(t *testing.T) {
+	dir := t.TempDir()
+	srv := serveInProcess(t, dir, "--config", writeConfig(t, dir, ""))
+	mustCLI(t, 0, dir, "Old-pass-1\n", "register", "--server", srv.addr, "--user", "alice", "--password-stdin")
+	passwd := func(lines ...string) result {
+		t.Helper()
+		// A terminal of its own per run: lines a run leaves unread must
+		// not answer the next run's prompts.
+		tty := withTTY(t)
+		if _, err := io.WriteString(tty, strings.Join(lines, "\n")+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		return runCLI(t, dir, "", nil, "passwd", "--server", srv.addr, "--user", "alice")
+	}
+	if r := passwd("Wrong-pass-1", "New-pass-2", "New-pass-2"); r.code != 1 || r.stderr != "current password: \nauthbox: error: login failed: wrong username or password\nauthbox: hint: check the username and password; names are case-sensitive\n" {
+		t.Fatalf("a wrong current password: %+v", r)
+	}
+	if r := passwd("Old-pass-1", "Old-pass-1", "Old-pass-1"); r.code != 2 || !strings.Contains(r.stderr, "the new password is the current one") {
+		t.Fatalf("the same password again: %+v", r)
+	}
+	r := passwd("Old-pass-1", "New-pass-2", "New-pass-2")
+	if r.code != 0 || r.stderr != "current password: \nnew password: \nnew password (again): \n" || r.stdout != `changed the password of "alice" on `+srv.addr+"\n" {
+		t.Fatalf("passwd: %+v", r)
+	}
+	mustCLI(t, 0, dir, "New-pass-2\n", "login", "--server", srv.addr, "--user", "alice", "--password-stdin")
+}
+
+// TestREADMEPwLine runs the README's "authbox pw" line as written, in a
+// shell at a terminal: when pw fails (the passwords differ) nothing is
+// written or imported; when it succeeds the account is imported.
+func TestREADMEPwLine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.Contains(l, "$(./authbox pw)") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatal("no line runs ./authbox pw in README.md")
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(authboxBin(t), filepath.Join(dir, "authbox")); err != nil {
+		t.Fatal(err)
+	}
+	p := startPTYCommand(t, dir, "/bin/sh", "-c", line)
+	p.expect("password: ")
+	p.typeLine("Carol-pass-1")
+	p.expect("password (again): ")
+	p.typeLine("Carol-pass-2")
+	code, out := p.wait()
+	if _, err := os.Stat(filepath.Join(dir, "new.pg")); code == 0 || !errors.Is(err, os.ErrNotExist) || strings.Contains(out, "import") {
+		t.Fatalf("the line went on after pw failed: exit %d, new.pg: %v\n%s", code, err, out)
+	}
+	p = startPTYCommand(t, dir, "/bin/sh", "-c", line)
+	p.expect("password: ")
+	p.typeLine("Carol-pass-1")
+	p.expect("password (again): ")
+	p.typeLine("Carol-pass-1")
+	if code, out := p.wait(); code != 0 || !strings.Contains(out, "imported 1, skipped 0 (name exists), rejected 0") {
+		t.Fatalf("the line with matching passwords: exit %d\n%s", code, out)
 	}
 }
