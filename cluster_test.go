@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -58,26 +59,28 @@ func TestClusterIsOneService(t *testing.T) {
 	if err := cl.Login("gil", "Secret123"); err != nil {
 		t.Fatal(err)
 	}
+	before, _ := a.storage.Get("gil")
 	if err := cl.Passwd("gil", "Better456"); err != nil {
 		t.Fatal(err)
 	}
-	changed := time.Now()
+	seenAtB(t, b, "a password change", func(r Record, err error) bool { return err == nil && r.Gen != before.Gen })
 	if err := login(t, b.addr, "gil", "Better456"); err != nil {
 		t.Fatalf("the new password on the other server: %v", err)
 	}
-	t.Logf("a password change on A took effect at B's next login %v later", time.Since(changed).Round(time.Microsecond))
 	if err := login(t, b.addr, "gil", "Secret123"); code(err) != CodeAuth {
 		t.Fatalf("the old password on the other server: %v", err)
 	}
 	if _, err := a.storage.SetLocked("gil", true); err != nil {
 		t.Fatal(err)
 	}
+	seenAtB(t, b, "a lock", func(r Record, err error) bool { return err == nil && r.Locked })
 	if err := login(t, b.addr, "gil", "Better456"); code(err) != CodeLocked {
 		t.Fatalf("locked through A, login at B: %v", err)
 	}
 	if err := a.storage.Delete("gil"); err != nil {
 		t.Fatal(err)
 	}
+	seenAtB(t, b, "a delete", func(_ Record, err error) bool { return errors.Is(err, ErrNotFound) })
 	if err := login(t, b.addr, "gil", "Better456"); code(err) != CodeAuth {
 		t.Fatalf("deleted through A, login at B: %v", err)
 	}
@@ -90,6 +93,23 @@ func TestClusterIsOneService(t *testing.T) {
 	if string(sa.Salt) != string(sb.Salt) || sa.Iterations != sb.Iterations {
 		t.Fatalf("an unknown name's challenge differs: %+v vs %+v", sa, sb)
 	}
+}
+
+// seenAtB waits until b's store (what its logins read: its cache while
+// current) shows a change made through another server, and fails the test
+// if that takes a second or more, the bound the cluster promises.
+func seenAtB(t *testing.T, b *testServer, what string, seen func(Record, error) bool) {
+	t.Helper()
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !seen(b.Server.store.Get("gil")) {
+		if time.Since(start) >= time.Second {
+			t.Fatalf("%s made through A was not seen at B within 1s", what)
+		}
+		<-tick.C
+	}
+	t.Logf("%s made through A was seen at B %v later", what, time.Since(start).Round(10*time.Microsecond))
 }
 
 // TestClusterSharesOneFingerprint: TLS servers on one cluster make one

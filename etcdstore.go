@@ -26,6 +26,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -107,6 +108,9 @@ type EtcdStore struct {
 	// proportion it gives, not the count, is what shapes a fake salt).
 	tallyMu sync.Mutex
 	tally   saltTally
+	// cache is the server's copy of the accounts (etcdcache.go); nil in
+	// the admin commands, which read etcd itself.
+	cache atomic.Pointer[etcdCache]
 }
 
 // OpenEtcd connects to the cluster and makes, once for the cluster, what a
@@ -298,8 +302,11 @@ func (s *EtcdStore) Ping() error {
 	return err
 }
 
-// Close closes the client; the cluster's data stays.
-func (s *EtcdStore) Close() error { return s.cli.Close() }
+// Close stops the cache and closes the client; the cluster's data stays.
+func (s *EtcdStore) Close() error {
+	s.stopCache()
+	return s.cli.Close()
+}
 
 // get reads one account and the revision it was last written at.
 func (s *EtcdStore) get(name string) (Record, int64, error) {
@@ -316,10 +323,38 @@ func (s *EtcdStore) get(name string) (Record, int64, error) {
 	return rec, resp.Kvs[0].ModRevision, err
 }
 
-// Get returns the account for a normalized name, or ErrNotFound.
+// Get returns the account for a normalized name, or ErrNotFound: from the
+// server's cache while it is known current (etcdcache.go), else from etcd.
 func (s *EtcdStore) Get(name string) (Record, error) {
+	if c := s.cache.Load(); c != nil {
+		if val, found, ok := c.get(name); ok {
+			if !found {
+				return Record{}, ErrNotFound
+			}
+			return unmarshalRecord(val)
+		}
+	}
 	rec, _, err := s.get(name)
 	return rec, err
+}
+
+// revision is the cluster's current revision, read by quorum.
+func (s *EtcdStore) revision(parent context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(parent, etcdPingTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.metaKey("schema"), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// wrote tells the cache, if any, of a write this store committed at rev
+// (val nil for a delete): a server must read its own writes at once.
+func (s *EtcdStore) wrote(name string, val []byte, rev int64) {
+	if c := s.cache.Load(); c != nil {
+		c.apply(name, val, rev)
+	}
 }
 
 // Create adds an account only if the name is absent in the whole
@@ -330,14 +365,16 @@ func (s *EtcdStore) Create(name string, rec Record) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	k := s.userKey(name)
+	val := rec.marshal()
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, string(rec.marshal()))).Commit()
+		Then(clientv3.OpPut(k, string(val))).Commit()
 	if err != nil {
 		return err
 	}
 	if !resp.Succeeded {
 		return ErrExists
 	}
+	s.wrote(name, val, resp.Header.Revision)
 	return nil
 }
 
@@ -392,7 +429,7 @@ func (s *EtcdStore) createChunk(recs []NamedRecord, replace bool, now time.Time)
 				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 			}
 			puts = append(puts, clientv3.OpPut(k, string(rec.marshal())))
-			made = append(made, nr)
+			made = append(made, NamedRecord{nr.Name, rec})
 		}
 		if len(puts) == 0 {
 			return nil, skipped, nil
@@ -404,6 +441,9 @@ func (s *EtcdStore) createChunk(recs []NamedRecord, replace bool, now time.Time)
 			return nil, 0, err
 		}
 		if resp.Succeeded {
+			for _, nr := range made {
+				s.wrote(nr.Name, nr.Record.marshal(), resp.Header.Revision)
+			}
 			return made, skipped, nil
 		}
 	}
@@ -446,7 +486,8 @@ func (s *EtcdStore) Update(name string, fn func(Record) (Record, error)) error {
 			return err
 		}
 		rec.Created, rec.Updated = old.Created, time.Now()
-		ok, err := s.putIf(name, rev, clientv3.OpPut(s.userKey(name), string(rec.marshal())))
+		val := rec.marshal()
+		ok, err := s.putIf(name, rev, val, clientv3.OpPut(s.userKey(name), string(val)))
 		if err != nil || ok {
 			return err
 		}
@@ -454,13 +495,17 @@ func (s *EtcdStore) Update(name string, fn func(Record) (Record, error)) error {
 	return ErrContended
 }
 
-// putIf runs op if name's key is still at revision rev.
-func (s *EtcdStore) putIf(name string, rev int64, op clientv3.Op) (bool, error) {
+// putIf runs op, which writes val (nil: deletes), if name's key is still
+// at revision rev.
+func (s *EtcdStore) putIf(name string, rev int64, val []byte, op clientv3.Op) (bool, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.userKey(name)), "=", rev)).Then(op).Commit()
 	if err != nil {
 		return false, err
+	}
+	if resp.Succeeded {
+		s.wrote(name, val, resp.Header.Revision)
 	}
 	return resp.Succeeded, nil
 }
@@ -486,7 +531,7 @@ func (s *EtcdStore) DeleteIf(name string, ok func(Record) error) error {
 				return err
 			}
 		}
-		done, err := s.putIf(name, rev, clientv3.OpDelete(s.userKey(name)))
+		done, err := s.putIf(name, rev, nil, clientv3.OpDelete(s.userKey(name)))
 		if err != nil || done {
 			return err
 		}
@@ -502,9 +547,12 @@ func (s *EtcdStore) DeletePrefix(prefix string) (int, error) {
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	resp, err := s.cli.Delete(ctx, s.userKey(prefix), clientv3.WithPrefix())
+	resp, err := s.cli.Delete(ctx, s.userKey(prefix), clientv3.WithPrefix(), clientv3.WithPrevKV())
 	if err != nil {
 		return 0, err
+	}
+	for _, kv := range resp.PrevKvs {
+		s.wrote(strings.TrimPrefix(string(kv.Key), s.prefix+"users/"), nil, resp.Header.Revision)
 	}
 	return int(resp.Deleted), nil
 }
@@ -534,11 +582,18 @@ func (s *EtcdStore) Each(fn func(name string, rec Record) error) error {
 }
 
 func (s *EtcdStore) eachRaw(fn func(name string, val []byte) error) error {
+	_, err := s.eachRawAt(context.Background(), func(name string, val []byte, _ int64) error { return fn(name, val) })
+	return err
+}
+
+// eachRawAt is eachRaw with each record's revision, and returns the
+// revision the whole read was made at.
+func (s *EtcdStore) eachRawAt(parent context.Context, fn func(name string, val []byte, mod int64) error) (int64, error) {
 	base := s.prefix + "users/"
 	end := clientv3.GetPrefixRangeEnd(base)
 	from, rev := base, int64(0)
 	for {
-		ctx, cancel := s.ctx()
+		ctx, cancel := context.WithTimeout(parent, etcdOpTimeout)
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(etcdPage)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
@@ -546,18 +601,18 @@ func (s *EtcdStore) eachRaw(fn func(name string, val []byte) error) error {
 		resp, err := s.cli.Get(ctx, from, opts...)
 		cancel()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			if err := fn(strings.TrimPrefix(string(kv.Key), base), kv.Value); err != nil {
-				return err
+			if err := fn(strings.TrimPrefix(string(kv.Key), base), kv.Value, kv.ModRevision); err != nil {
+				return 0, err
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
-			return nil
+			return rev, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}

@@ -239,3 +239,38 @@ func dialUntil(t testing.TB, addr string, within time.Duration, ok func(string) 
 	t.Fatalf("%s still answers %q after %v", addr, line, within)
 	return ""
 }
+
+// TestCacheStopsAnsweringWhenItCannotConfirm: a cache that can no longer
+// confirm it is complete (its member gone) stops answering within
+// cacheStaleness, so that no login reads a copy older than that.
+func TestCacheStopsAnsweringWhenItCannotConfirm(t *testing.T) {
+	c := startEtcd(t, 1)
+	s := c.open(t, "/stale/")
+	if err := s.Create("olga", testRecord(1)); err != nil {
+		t.Fatal(err)
+	}
+	s.startCache()
+	waitCacheFresh(t, s)
+	cache := s.cache.Load()
+	if _, found, ok := cache.get("olga"); !ok || !found {
+		t.Fatalf("a current cache: found %v, answered %v", found, ok)
+	}
+	confirmed := time.Unix(0, cache.fresh.Load())
+	c.kill(0)
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, _, ok := cache.get("olga")
+		if !ok {
+			break
+		}
+		if age := time.Since(confirmed); age > cacheStaleness+50*time.Millisecond {
+			t.Fatalf("the cache still answers %v after its last confirmation", age)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache never stopped answering")
+		}
+		<-tick.C
+	}
+}

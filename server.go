@@ -129,6 +129,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	// Before any worker runs: the throttle's share hook is set here.
 	if es, ok := s.store.Storage.(*EtcdStore); ok {
 		s.shared = shareFailures(es, s.thr, s.log)
+		es.startCache()
 	}
 
 	for range s.cfg.Workers {

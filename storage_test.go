@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // testRecord is a SCRAM record whose keys are made of b.
@@ -47,17 +49,30 @@ func TestStorageConformance(t *testing.T) {
 			}
 		}},
 		{name: "etcd"},
+		{name: "etcd with the servers' cache"},
 	}
 	n := 0
+	outer := t
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			open := k.open
-			if k.name == "etcd" {
-				cluster = startEtcd(t, 3)
+			if strings.HasPrefix(k.name, "etcd") {
+				if cluster == nil {
+					cluster = startEtcd(outer, 3) // shared by both etcd kinds
+				}
+				cached := k.name != "etcd"
 				open = func(t *testing.T) (Storage, func() Storage) {
 					n++
 					prefix := fmt.Sprintf("/conformance/%d/", n)
-					return cluster.open(t, prefix), func() Storage { return cluster.open(t, prefix) }
+					handle := func() Storage {
+						s := cluster.open(t, prefix)
+						if cached {
+							s.startCache()
+							waitCacheFresh(t, s)
+						}
+						return s
+					}
+					return handle(), handle
 				}
 			}
 			for _, c := range conformanceCases {
@@ -67,6 +82,24 @@ func TestStorageConformance(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// waitCacheFresh waits until s's cache is known complete, as a server's
+// first logins would (they read etcd until then).
+func waitCacheFresh(t *testing.T, s *EtcdStore) {
+	t.Helper()
+	c := s.cache.Load()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, _, ok := c.get("x"); ok {
+			return
+		}
+		select {
+		case <-c.confirmed:
+		case <-deadline:
+			t.Fatal("the cache never became current")
+		}
 	}
 }
 
