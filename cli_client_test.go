@@ -234,8 +234,10 @@ func TestExplain(t *testing.T) {
 		{&ProtoError{Code: CodeBusy, Text: "queue full"}, 2, "the server is busy: queue full", "try again in a moment"},
 		{&ProtoError{Code: CodeLimit, Text: "too many"}, 2, "too many", ""},
 		{&ProtoError{Code: CodeTimeout, Text: "idle"}, 2, "the server timed out the connection: idle", "try again"},
-		// Server text reaches the terminal without its control characters.
+		// Server text is kept whole here: runContext makes it printable
+		// as it prints (TestCLIServerTextIsPrintable).
 		{&ProtoError{Code: "WEIRD\x1b[2J", Text: "bell\a"}, 2, "the server answered WEIRD\x1b[2J: bell\a", ""},
+		{ErrNotGreeting, 2, "127.0.0.1:7886 is not an authbox server: its first line is not an authbox greeting", "another service may listen on that port"},
 		{fmt.Errorf("login: %w", ErrServerSignature), 2, "login: " + ErrServerSignature.Error(), "do not trust this server"},
 		{fmt.Errorf("%w: 1, the minimum is 4096", ErrTooFewIterations), 2, ErrTooFewIterations.Error() + ": 1, the minimum is 4096", "client.max_iterations sets the cap"},
 		{&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, 2,
