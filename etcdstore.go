@@ -9,17 +9,14 @@ package main
 //	<prefix>meta/tls_cert  the self-made TLS identity, made once per
 //	<prefix>meta/tls_key   cluster, so every server has one fingerprint
 //
-// Every write is a transaction committed by a quorum before it returns;
-// every read is linearizable (a quorum read), so a change made through
-// one server is what the next login anywhere reads: nothing is cached.
+// Every write is a transaction committed by a quorum before it returns.
+// Every read is linearizable (a quorum read), except a server's logins,
+// which read its cache while it is known current (etcdcache.go).
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -64,37 +61,6 @@ var (
 	// update that compares and retries.
 	ErrContended = errors.New("the account kept changing; try again")
 )
-
-// EtcdConfig is the [etcd] table of auth.toml.
-type EtcdConfig struct {
-	Endpoints    []string `toml:"endpoints"`
-	Prefix       string   `toml:"prefix"`
-	DialTimeout  Duration `toml:"dial_timeout"`
-	Username     string   `toml:"username"`
-	PasswordFile string   `toml:"password_file"`
-	CertFile     string   `toml:"cert_file"`
-	KeyFile      string   `toml:"key_file"`
-	CAFile       string   `toml:"ca_file"`
-}
-
-// validate checks the table; bad is Config.Validate's reporter.
-func (e *EtcdConfig) validate(bad func(key, format string, args ...any)) {
-	if len(e.Endpoints) == 0 {
-		bad("etcd.endpoints", "must list at least one etcd member (host:port or URL) with store = \"etcd\"")
-	}
-	if e.Prefix == "" || !strings.HasSuffix(e.Prefix, "/") {
-		bad("etcd.prefix", "must end in \"/\", got %q", e.Prefix)
-	}
-	if e.DialTimeout.Duration <= 0 {
-		bad("etcd.dial_timeout", "must be positive, got %s", e.DialTimeout)
-	}
-	if (e.CertFile == "") != (e.KeyFile == "") {
-		bad("etcd.cert_file", "etcd.cert_file and etcd.key_file go together: give both or neither")
-	}
-	if (e.Username == "") != (e.PasswordFile == "") {
-		bad("etcd.username", "etcd.username and etcd.password_file go together: give both or neither")
-	}
-}
 
 // EtcdStore is the account store on etcd.
 type EtcdStore struct {
@@ -149,29 +115,6 @@ func OpenEtcd(cfg EtcdConfig) (*EtcdStore, error) {
 	return s, nil
 }
 
-// etcdTLS is the client TLS for etcd's own transport.
-func etcdTLS(cfg EtcdConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd.ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("etcd.ca_file %s: no PEM certificate in it", cfg.CAFile)
-		}
-	}
-	if cfg.CertFile != "" {
-		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{pair}
-	}
-	return tc, nil
-}
-
 func (s *EtcdStore) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), etcdOpTimeout)
 }
@@ -208,48 +151,6 @@ func (s *EtcdStore) init() error {
 		s.tally, _ = decodeTally(resp.Kvs[0].Value)
 	}
 	return nil
-}
-
-// addTally adds the legacy salts of recs to the cluster's count,
-// comparing on its revision as Update does.
-func (s *EtcdStore) addTally(recs []NamedRecord) error {
-	var d saltTally
-	for _, nr := range recs {
-		d.add(nr.Record, 1)
-	}
-	if d == (saltTally{}) {
-		return nil
-	}
-	key := s.metaKey("legacy_salts")
-	for range etcdRetries {
-		ctx, cancel := s.ctx()
-		resp, err := s.cli.Get(ctx, key)
-		cancel()
-		if err != nil {
-			return err
-		}
-		var t saltTally
-		var rev int64
-		if len(resp.Kvs) == 1 {
-			t, _ = decodeTally(resp.Kvs[0].Value)
-			rev = resp.Kvs[0].ModRevision
-		}
-		t.dashed += d.dashed
-		t.plain += d.plain
-		ctx, cancel = s.ctx()
-		put, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(t.encode()))).Commit()
-		cancel()
-		if err != nil {
-			return err
-		}
-		if put.Succeeded {
-			s.tallyMu.Lock()
-			s.tally = t
-			s.tallyMu.Unlock()
-			return nil
-		}
-	}
-	return ErrContended
 }
 
 // FakeLegacySalt is fakeLegacySalt in the cluster's proportion.
@@ -376,99 +277,6 @@ func (s *EtcdStore) Create(name string, rec Record) error {
 	}
 	s.wrote(name, val, resp.Header.Revision)
 	return nil
-}
-
-// CreateMany writes accounts in transactions of etcdTxnOps, each all or
-// nothing; a failure part way leaves the transactions before it written
-// and reports how many (see the import's note on etcd). Without replace,
-// a name that exists is skipped, and one that appears meanwhile fails the
-// transaction, which is then retried with it skipped.
-func (s *EtcdStore) CreateMany(recs []NamedRecord, replace bool) (created, skipped int, err error) {
-	now := time.Now()
-	for len(recs) > 0 {
-		n := min(len(recs), etcdTxnOps)
-		made, sk, err := s.createChunk(recs[:n], replace, now)
-		created, skipped = created+len(made), skipped+sk
-		if err == nil {
-			err = s.addTally(made)
-		}
-		if err != nil {
-			return created, skipped, err
-		}
-		recs = recs[n:]
-	}
-	return created, skipped, nil
-}
-
-func (s *EtcdStore) createChunk(recs []NamedRecord, replace bool, now time.Time) (made []NamedRecord, skipped int, err error) {
-	for range etcdRetries {
-		var exists map[string]bool
-		if !replace {
-			if exists, err = s.existing(recs); err != nil {
-				return nil, 0, err
-			}
-		}
-		var cmps []clientv3.Cmp
-		var puts []clientv3.Op
-		made, skipped = nil, 0
-		for _, nr := range recs {
-			k := s.userKey(nr.Name)
-			if exists[nr.Name] {
-				skipped++
-				continue
-			}
-			rec := nr.Record
-			if rec.Created.IsZero() {
-				rec.Created = now
-			}
-			if rec.Updated.IsZero() {
-				rec.Updated = now
-			}
-			rec.Gen = NewGen()
-			if !replace {
-				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-			}
-			puts = append(puts, clientv3.OpPut(k, string(rec.marshal())))
-			made = append(made, NamedRecord{nr.Name, rec})
-		}
-		if len(puts) == 0 {
-			return nil, skipped, nil
-		}
-		ctx, cancel := s.ctx()
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
-		cancel()
-		if err != nil {
-			return nil, 0, err
-		}
-		if resp.Succeeded {
-			for _, nr := range made {
-				s.wrote(nr.Name, nr.Record.marshal(), resp.Header.Revision)
-			}
-			return made, skipped, nil
-		}
-	}
-	return nil, 0, ErrContended
-}
-
-// existing says which of recs' names have an account, in one read.
-func (s *EtcdStore) existing(recs []NamedRecord) (map[string]bool, error) {
-	ops := make([]clientv3.Op, len(recs))
-	for i, nr := range recs {
-		ops[i] = clientv3.OpGet(s.userKey(nr.Name), clientv3.WithKeysOnly())
-	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for i, r := range resp.Responses {
-		if len(r.GetResponseRange().Kvs) > 0 {
-			out[recs[i].Name] = true
-		}
-	}
-	return out, nil
 }
 
 // Update compares on the key's revision: fn's answer is written only if
@@ -670,104 +478,4 @@ func (s *EtcdStore) Identity(create func() (cert, key []byte, err error)) (cert,
 // unknown name the same challenge.
 func (s *EtcdStore) FakeSalt(label, name string) []byte {
 	return fakeSalt(s.secret, label, name)
-}
-
-// Load copies a bbolt store into this prefix: its secret (so unknown
-// names keep their fake salts), its TLS identity (so clients' pins hold)
-// and every account as it is, identity stamps included. The prefix must
-// hold no accounts, or be a load of this same db that was interrupted
-// (same secret): then the accounts already there are kept and the rest
-// are added, so running it again finishes the job.
-func (s *EtcdStore) Load(src *Store) (loaded, kept int, err error) {
-	n, err := s.Count()
-	if err != nil {
-		return 0, 0, err
-	}
-	if n > 0 && !bytes.Equal(s.secret, src.secret) {
-		return 0, 0, ErrNotEmpty
-	}
-	if !bytes.Equal(s.secret, src.secret) {
-		// The secret may change only while the prefix holds no account:
-		// the compare covers the whole users range, so a registration
-		// racing the load fails the load instead of being left under a
-		// secret it was not made with.
-		ctx, cancel := s.ctx()
-		noUsers := clientv3.Compare(clientv3.CreateRevision(s.prefix+"users/"), "=", 0).WithPrefix()
-		resp, err := s.cli.Txn(ctx).If(noUsers).Then(clientv3.OpPut(s.metaKey("secret"), string(src.secret))).Commit()
-		cancel()
-		if err != nil {
-			return 0, 0, err
-		}
-		if !resp.Succeeded {
-			return 0, 0, ErrNotEmpty
-		}
-		s.secret = bytes.Clone(src.secret)
-	}
-	cert, key, err := src.storedIdentity()
-	if err != nil {
-		return 0, 0, err
-	}
-	if cert != nil && key != nil {
-		ctx, cancel := s.ctx()
-		_, err := s.cli.Txn(ctx).Then(clientv3.OpPut(s.metaKey("tls_cert"), string(cert)), clientv3.OpPut(s.metaKey("tls_key"), string(key))).Commit()
-		cancel()
-		if err != nil {
-			return 0, 0, err
-		}
-	}
-	var chunk []NamedRecord
-	flush := func() error {
-		made, k, err := s.loadChunk(chunk)
-		if err == nil {
-			err = s.addTally(made)
-		}
-		loaded, kept = loaded+len(made), kept+k
-		chunk = chunk[:0]
-		return err
-	}
-	err = src.Each(func(name string, rec Record) error {
-		chunk = append(chunk, NamedRecord{name, rec})
-		if len(chunk) == etcdTxnOps {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil && len(chunk) > 0 {
-		err = flush()
-	}
-	return loaded, kept, err
-}
-
-// loadChunk writes records as they are (stamps and times kept), skipping
-// names already there.
-func (s *EtcdStore) loadChunk(recs []NamedRecord) (made []NamedRecord, kept int, err error) {
-	exists, err := s.existing(recs)
-	if err != nil {
-		return nil, 0, err
-	}
-	var cmps []clientv3.Cmp
-	var puts []clientv3.Op
-	for _, nr := range recs {
-		if exists[nr.Name] {
-			kept++
-			continue
-		}
-		k := s.userKey(nr.Name)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-		puts = append(puts, clientv3.OpPut(k, string(nr.Record.marshal())))
-		made = append(made, nr)
-	}
-	if len(puts) == 0 {
-		return nil, kept, nil
-	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
-	if err != nil {
-		return nil, kept, err
-	}
-	if !resp.Succeeded {
-		return nil, kept, fmt.Errorf("accounts appeared in the prefix while loading: %w", ErrNotEmpty)
-	}
-	return made, kept, nil
 }
