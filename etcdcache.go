@@ -55,9 +55,9 @@ type etcdCache struct {
 	// confirmed ticks at each confirmation, for the tests.
 	fresh     atomic.Int64
 	confirmed chan struct{}
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // startCache fills the cache and keeps it; Get uses it from then on.
