@@ -233,3 +233,49 @@ func (r *benchReport) writeText(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 }
+
+// verdict fails a run in which nothing succeeded, or too much failed: a
+// report of 0 logins/s must not read as a success to a script.
+func (b *bench) verdict(rep *benchReport) error {
+	counted := rep.Errors - int64(rep.ErrorsByCode[CodeBusy])
+	total := rep.Ops + rep.Errors
+	if rep.Ops > 0 && float64(counted) <= b.o.maxErrors*float64(total) {
+		return nil
+	}
+	worst, n := "", 0
+	for code, k := range rep.ErrorsByCode {
+		if k > n || k == n && code < worst {
+			worst, n = code, k
+		}
+	}
+	msg := fmt.Sprintf("%d of %d operations failed, most with %s", rep.Errors, total, worst)
+	if rep.Ops == 0 {
+		msg = fmt.Sprintf("no operation succeeded: %d failed, most with %s", rep.Errors, worst)
+		if total == 0 {
+			msg = "no operation finished"
+		}
+	}
+	return fail(exitOther, b.failureHint(worst), "bench: %s", msg)
+}
+
+// failureHint says what most likely went wrong, from the class of error
+// most operations failed with.
+func (b *bench) failureHint(class string) string {
+	switch {
+	case class == CodeAuth && b.o.noSetup:
+		return fmt.Sprintf(`no bench accounts on that server (or not bench0..bench%d, or made with another %s); run without --no-setup, or fill its db with "authbox bench populate" on this machine`, b.o.users-1, benchSecretFile)
+	case class == CodeAuth:
+		return "the bench accounts changed during the run (deleted, or their password changed); run again"
+	case class == CodeLimit:
+		return `the server throttles this address after failed logins: wait, or have its administrator run "authbox users unthrottle ADDRESS"`
+	case class == CodeBusy:
+		return "the server is full: lower --conc, or raise its workers and queue"
+	case class == "timeout":
+		return "the server did not answer within --timeout: it is overloaded or stuck"
+	case class == "protocol" || class == "signature":
+		return "is it an authbox server? against the bare reference server of the benchmarks, add --bare"
+	case class == "dial":
+		return `is "authbox serve" running there?`
+	}
+	return "see the errors by code in the report"
+}
