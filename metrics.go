@@ -9,7 +9,6 @@ package main
 import (
 	"errors"
 	"runtime"
-	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,7 +81,7 @@ func newMetrics(s *Server) *metrics {
 
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "authbox_build_info",
 		Help: "Always 1; its labels say which authbox is running."}, []string{"version", "goversion", "store"})
-	build.WithLabelValues(moduleVersion(), runtime.Version(), s.cfg.Store).Set(1)
+	build.WithLabelValues(version(), runtime.Version(), s.cfg.Store).Set(1)
 	f(build)
 
 	logins := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authbox_logins_total",
@@ -169,15 +168,6 @@ func resolve(vec *prometheus.CounterVec, values []string, leading ...string) map
 		out[v] = vec.WithLabelValues(append(leading, v)...)
 	}
 	return out
-}
-
-// moduleVersion is the version the binary was built as: a module version
-// for `go install …@v1.2.3`, "(devel)" for a build from a checkout.
-func moduleVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 func (m *metrics) login(mech, outcome string) {

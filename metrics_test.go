@@ -186,7 +186,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		`authbox_throttle_entries{kind=source}`: 1,
 		`authbox_queue_capacity`:                float64(cfg.Queue),
 		`authbox_workers`:                       float64(cfg.Workers),
-		`authbox_build_info{goversion=` + runtime.Version() + `,store=bbolt,version=` + moduleVersion() + `}`: 1,
+		`authbox_build_info{goversion=` + runtime.Version() + `,store=bbolt,version=` + version() + `}`: 1,
 	} {
 		if got, ok := after[k]; !ok || got != w {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, w)
