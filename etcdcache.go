@@ -127,8 +127,8 @@ func (c *etcdCache) follow(rev int64) {
 		case <-c.ctx.Done():
 			return
 		case <-probe.C:
-			if want != 0 {
-				continue // the last one has not come back yet
+			if want != 0 && time.Since(asked) < cacheStaleness {
+				continue // the last one may still come back
 			}
 			now := time.Now()
 			r, err := c.s.revision(c.ctx)
