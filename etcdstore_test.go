@@ -255,6 +255,23 @@ func TestCacheStopsAnsweringWhenItCannotConfirm(t *testing.T) {
 	if _, found, ok := cache.get("olga"); !ok || !found {
 		t.Fatalf("a current cache: found %v, answered %v", found, ok)
 	}
+	// Writes elsewhere in the cluster move its revision past anything the
+	// cache's watch delivers: only a progress notice can confirm it now.
+	other := c.open(t, "/elsewhere/")
+	for i := range 5 {
+		if err := other.Create(fmt.Sprint("x", i), testRecord(2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wrote := time.Now()
+	timeout := time.After(5 * time.Second)
+	for time.Unix(0, cache.fresh.Load()).Before(wrote) {
+		select {
+		case <-cache.confirmed:
+		case <-timeout:
+			t.Fatal("the cache was not confirmed after writes outside its prefix")
+		}
+	}
 	confirmed := time.Unix(0, cache.fresh.Load())
 	c.kill(0)
 	deadline := time.Now().Add(5 * time.Second)
