@@ -383,6 +383,12 @@ func fzCheckClientFirst(t *testing.T, s string) {
 		t.Fatalf("ParseClientFirst(%q) = %q, %v; want %q", rebuilt, cf2.Username, err, cf.Username)
 	}
 
+	if cf.CBFlag == 'p' && cf.CBType != cbTLSExporter {
+		// The server refuses any other type at checkGS2, before the
+		// library sees the message; the library, for its part, refuses
+		// types it does not know ("p=0"). Nothing to compare.
+		return
+	}
 	var seen []string
 	srv, err := scram.SHA256.NewServer(func(u string) (scram.StoredCredentials, error) {
 		seen = append(seen, u)
