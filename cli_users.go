@@ -267,7 +267,7 @@ func withOutputFile(ctx *cli.Context, req adminRequest) error {
 // error then, so that it does not mix with the data.
 func toStdout(ctx *cli.Context, ac *adminClient, req adminRequest) error {
 	if req.Op == opBackup && ifTerminal(ctx.App.Writer) != nil {
-		return fail(exitOther, "redirect standard output to a file or a pipe, e.g. \"authbox backup - > copy.db\"",
+		return fail(exitOther, "redirect standard output to a pipe, or to a file only you can read: (umask 077; authbox backup - > copy.db)",
 			"refusing to write a binary database to a terminal")
 	}
 	req.File, req.Stdout = stdoutName, true

@@ -6,6 +6,8 @@ package main
 // from the cluster is the way back.
 
 import (
+	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -58,6 +60,14 @@ func cmdRestore(ctx *cli.Context) error {
 		return fail(exitOther, "check etcd.endpoints and that a majority of the cluster's members is up", "cannot use the etcd store: %s", errText(err))
 	}
 	defer dst.Close()
+	oldCert, _, err := dst.storedIdentity()
+	if err != nil {
+		return fail(exitOther, "check etcd.endpoints and that a majority of the cluster's members is up", "cannot use the etcd store: %s", errText(err))
+	}
+	newCert, _, err := src.storedIdentity()
+	if err != nil {
+		return fail(exitOther, "", "reading %s: %s", path, errText(err))
+	}
 	loaded, kept, err := dst.Load(src)
 	if errors.Is(err, ErrNotEmpty) {
 		return fail(exitOther, "load into a prefix of its own (etcd.prefix), or empty this one first (authbox users delete --prefix …)",
@@ -72,5 +82,19 @@ func cmdRestore(ctx *cli.Context) error {
 		fmt.Fprintf(ctx.App.Writer, " (%d were there already, from an earlier restore of this db)", kept)
 	}
 	fmt.Fprintln(ctx.App.Writer)
+	if oldCert != nil && newCert != nil && !bytes.Equal(oldCert, newCert) {
+		fmt.Fprintf(ctx.App.ErrWriter, "authbox: note: the prefix held another TLS identity (%s), made by an earlier fingerprint or users command; it is now the db's (%s), and pins of the old one no longer hold\n",
+			certDERFingerprint(oldCert), certDERFingerprint(newCert))
+	}
 	return nil
+}
+
+// certDERFingerprint is the fingerprint of a DER certificate's key, or
+// "unreadable".
+func certDERFingerprint(der []byte) string {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "unreadable"
+	}
+	return certFingerprint(c)
 }
