@@ -8,8 +8,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/pbkdf2"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -36,12 +39,16 @@ type bareLines struct {
 	greeting, challenge, final, salt, ok, pong, bye, badcmd []byte
 }
 
-func newBareLines(iterations int) *bareLines {
+func newBareLines(iterations int, overTLS bool) *bareLines {
+	// The mechanisms authbox offers by default on this transport: over TLS
+	// the greeting names -PLUS too, and the bench client then binds to the
+	// channel, as it does against authbox.
+	def := DefaultConfig()
 	nonce := strings.Repeat("A", 64) // client's 32 + server's 32 characters
 	salt := EncodeB64(make([]byte, SaltLen))
 	serverFirst := "r=" + nonce + ",s=" + salt + ",i=" + strconv.Itoa(iterations)
 	return &bareLines{
-		greeting:  []byte(Greeting([]string{MechSCRAM})),
+		greeting:  []byte(Greeting(def.Offered(overTLS))),
 		challenge: []byte(FormatReply(ReplyChallenge, EncodeB64([]byte(serverFirst)))),
 		final:     []byte(FormatReply(ReplyOK, EncodeB64([]byte("v="+EncodeB64(make([]byte, KeyLen)))))),
 		salt:      []byte(FormatReply(ReplySalt, salt, strconv.Itoa(iterations))),
@@ -106,6 +113,28 @@ func serveBare(ln net.Listener, bl *bareLines) error {
 	}
 }
 
+// bareTLSListener wraps ln in TLS 1.3 as authbox serves it: a fresh
+// self-signed identity of the key type authbox makes for itself (Ed25519)
+// and authbox's own serverTLSConfig, so that session tickets, ALPN and the
+// version are the same. The bare server does not compute the tls-exporter
+// binding of a connection (it checks no proof), so a login over it costs
+// the server only the handshake and the record layer.
+func bareTLSListener(ln net.Listener) (net.Listener, *ServerIdentity, error) {
+	certDER, keyDER, err := newSelfSigned()
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := newIdentity(tls.Certificate{Certificate: [][]byte{certDER}, PrivateKey: key})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tls.NewListener(ln, serverTLSConfig(id)), id, nil
+}
+
 // TestBareServer is not a test but the bare reference server as a process
 // of its own, so that its CPU time can be read from /proc like the real
 // server's; bench.sh starts it so:
@@ -115,6 +144,8 @@ func serveBare(ln net.Listener, bl *bareLines) error {
 // It prints "bare server listening on ADDR", serves until SIGINT or
 // SIGTERM and then passes, so that the process exits 0 when it is stopped.
 // AUTHBOX_BARE_ITERATIONS sets the iteration count it announces (4096).
+// With AUTHBOX_BARE_TLS=1 it speaks TLS 1.3 (bareTLSListener) and first
+// prints "bare server fingerprint SHA256:…", for the bench's --fingerprint.
 // Without AUTHBOX_BARE_ADDR, as in every ordinary test run, it is skipped.
 func TestBareServer(t *testing.T) {
 	addr := os.Getenv("AUTHBOX_BARE_ADDR")
@@ -132,10 +163,18 @@ func TestBareServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	overTLS := os.Getenv("AUTHBOX_BARE_TLS") == "1"
+	if overTLS {
+		var id *ServerIdentity
+		if ln, id, err = bareTLSListener(ln); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("bare server fingerprint %s\n", id.Fingerprint)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serveBare(ln, newBareLines(iters)) }()
+	go func() { served <- serveBare(ln, newBareLines(iters, overTLS)) }()
 	fmt.Printf("bare server listening on %s\n", ln.Addr())
 	select {
 	case <-ctx.Done():
@@ -217,9 +256,28 @@ func startBare(t testing.TB) string {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { serveBare(ln, newBareLines(testIterations)); close(done) }()
+	go func() { serveBare(ln, newBareLines(testIterations, false)); close(done) }()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
+}
+
+// startBareTLS runs the TLS bare server in this process until the test
+// ends and returns its address and fingerprint.
+func startBareTLS(t testing.TB) (addr, fingerprint string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, id, err := bareTLSListener(ln)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { serveBare(tln, newBareLines(testIterations, true)); close(done) }()
+	t.Cleanup(func() { tln.Close(); <-done })
+	return ln.Addr().String(), id.Fingerprint
 }
 
 // benchCLI runs "authbox ARGS..." in this process, as main does, so that
@@ -316,6 +374,75 @@ func TestBenchBareServer(t *testing.T) {
 	rep, r := benchJSONFailing(t, "--server", addr, "--no-setup", "--users", "5", "--conc", "2", "--duration", "200ms")
 	if rep.Ops != 0 || rep.ErrorsByCode["protocol"] == 0 || !strings.Contains(r.stderr, "add --bare") {
 		t.Fatalf("checked run against the bare server: %+v\n%s", rep, r.stderr)
+	}
+}
+
+// resumes reports whether a second TLS connection to addr resumes the
+// session of a first one, with a client session cache as bench --resume
+// keeps, and returns the first connection's state and greeting.
+func resumes(t *testing.T, addr string) (first tls.ConnectionState, greeting string, resumed bool) {
+	t.Helper()
+	conf := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{alpnProto},
+		ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+	for i := range 2 {
+		tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Reading the greeting also reads the session ticket sent after
+		// the handshake.
+		rc := &rawConn{t: t, nc: tc, r: bufio.NewReader(tc)}
+		g := rc.read()
+		rc.do("QUIT")
+		tc.Close()
+		if i == 0 {
+			first, greeting = tc.ConnectionState(), g
+		} else {
+			resumed = tc.ConnectionState().DidResume
+		}
+	}
+	return first, greeting, resumed
+}
+
+// TestBareTLSServer checks that the TLS bare reference server is authbox's
+// TLS without the server's work: the greeting authbox sends over TLS, TLS
+// 1.3 with ALPN, an Ed25519 key with the fingerprint it prints, and the
+// same session resumption as authbox; and that "authbox bench" drives it
+// with and without --resume, trusting it by --fingerprint.
+func TestBareTLSServer(t *testing.T) {
+	addr, fp := startBareTLS(t)
+	ts := startServer(t, tlsTestConfig(t))
+
+	st, greeting, bareResumed := resumes(t, addr)
+	_, authboxGreeting, authboxResumed := resumes(t, ts.addr)
+	if greeting != authboxGreeting {
+		t.Errorf("bare TLS greeting %q, authbox's over TLS %q", greeting, authboxGreeting)
+	}
+	if bareResumed != authboxResumed || !bareResumed {
+		t.Errorf("second connection resumed: bare %v, authbox %v (both should)", bareResumed, authboxResumed)
+	}
+	if st.Version != tls.VersionTLS13 || st.NegotiatedProtocol != alpnProto {
+		t.Errorf("TLS version %x, ALPN %q", st.Version, st.NegotiatedProtocol)
+	}
+	leaf := st.PeerCertificates[0]
+	if _, ok := leaf.PublicKey.(ed25519.PublicKey); !ok || certFingerprint(leaf) != fp {
+		t.Errorf("bare TLS key %T with fingerprint %s, printed %s", leaf.PublicKey, certFingerprint(leaf), fp)
+	}
+
+	for _, resume := range []bool{false, true} {
+		args := []string{"bench", "--json", "--warmup", "0", "--server", addr, "--fingerprint", fp, "--bare",
+			"--users", "5", "--conc", "2", "--duration", "200ms"}
+		if resume {
+			args = append(args, "--resume")
+		}
+		r := benchCLI(t, args...)
+		var rep benchReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil {
+			t.Fatalf("bench --resume=%v against the bare TLS server: %v %+v", resume, err, r)
+		}
+		if rep.Ops == 0 || rep.Errors != 0 || !rep.Bare {
+			t.Fatalf("bench --resume=%v against the bare TLS server: %+v", resume, rep)
+		}
 	}
 }
 
@@ -664,7 +791,7 @@ func BenchmarkLoginHandlerMetrics(b *testing.B) {
 }
 
 func BenchmarkLoginClient(b *testing.B) {
-	bl := newBareLines(testIterations)
+	bl := newBareLines(testIterations, false)
 	lc := &loopConn{handle: func(line []byte) []byte { out, _ := bl.reply(line); return out }}
 	bn := &bench{o: benchOptions{timeout: time.Second, maxIter: 1 << 30, bare: true}, keys: keyCache{m: map[string]*keyEntry{}}}
 	bc := newBenchConn(lc)
