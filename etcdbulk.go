@@ -42,9 +42,7 @@ func (s *EtcdStore) addTally(recs []NamedRecord) error {
 			return err
 		}
 		if put.Succeeded {
-			s.tallyMu.Lock()
-			s.tally = t
-			s.tallyMu.Unlock()
+			s.metaChanged("legacy_salts", t.encode())
 			return nil
 		}
 	}

@@ -46,35 +46,52 @@ type cachedRecord struct {
 type etcdCache struct {
 	s    *EtcdStore
 	base string // <prefix>users/
+	meta string // <prefix>meta/, watched too: the secret and the tally
 
 	mu   sync.RWMutex
 	recs map[string]cachedRecord
 	seen int64 // the highest revision the watch has delivered
 
 	// fresh is when (unix ns) the cache was last known complete;
-	// confirmed ticks at each confirmation, for the tests.
+	// confirmed ticks at each confirmation and changed at each watch
+	// response applied, for the tests to wait on.
 	fresh     atomic.Int64
 	confirmed chan struct{}
+	changed   chan struct{}
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 }
 
-// startCache fills the cache and keeps it; Get uses it from then on.
-func (s *EtcdStore) startCache() {
+// startCache fills the cache and keeps it; Get uses it from then on. A
+// cache started before is stopped: one store follows one watch.
+func (s *EtcdStore) startCache() *etcdCache {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &etcdCache{s: s, base: s.prefix + "users/", ctx: ctx, cancel: cancel, confirmed: make(chan struct{}, 1)}
-	s.cache.Store(c)
+	c := &etcdCache{s: s, base: s.prefix + "users/", meta: s.prefix + "meta/", ctx: ctx, cancel: cancel,
+		confirmed: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	if old := s.cache.Swap(c); old != nil {
+		old.stop()
+	}
 	c.wg.Add(1)
 	go c.run()
+	return c
 }
 
-// stopCache ends the watch; Get reads etcd again.
-func (s *EtcdStore) stopCache() {
-	c := s.cache.Swap(nil)
+// stopCache ends the store's cache, if c is it (a server stops the cache
+// it started, not one a later server started on the same store); nil
+// stops whichever there is. Get reads etcd again.
+func (s *EtcdStore) stopCache(c *etcdCache) {
 	if c == nil {
+		c = s.cache.Swap(nil)
+	} else if !s.cache.CompareAndSwap(c, nil) {
 		return
 	}
+	if c != nil {
+		c.stop()
+	}
+}
+
+func (c *etcdCache) stop() {
 	c.cancel()
 	c.wg.Wait()
 }
@@ -96,7 +113,8 @@ func (c *etcdCache) run() {
 	}
 }
 
-// load reads every account at one revision into a new map.
+// load reads every account at one revision into a new map, and the meta
+// values that shape fake salts at the same revision.
 func (c *etcdCache) load() (int64, error) {
 	recs := map[string]cachedRecord{}
 	rev, err := c.s.eachRawAt(c.ctx, func(name string, val []byte, mod int64) error {
@@ -105,6 +123,15 @@ func (c *etcdCache) load() (int64, error) {
 	})
 	if err != nil {
 		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, etcdOpTimeout)
+	resp, err := c.s.cli.Get(ctx, c.meta, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	for _, kv := range resp.Kvs {
+		c.s.metaChanged(strings.TrimPrefix(string(kv.Key), c.meta), kv.Value)
 	}
 	c.mu.Lock()
 	c.recs, c.seen = recs, rev
@@ -117,7 +144,9 @@ func (c *etcdCache) load() (int64, error) {
 func (c *etcdCache) follow(rev int64) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(c.ctx))
 	defer cancel()
-	wch := c.s.cli.Watch(ctx, c.base, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	// One watch over meta/ and users/ (no other key sorts between them;
+	// failures/ comes before), so that one confirmation covers both.
+	wch := c.s.cli.Watch(ctx, c.meta, clientv3.WithRange(clientv3.GetPrefixRangeEnd(c.base)), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 	probe := time.NewTicker(cacheProbeEvery)
 	defer probe.Stop()
 	var asked time.Time // when the pending confirmation's revision was read
@@ -147,11 +176,18 @@ func (c *etcdCache) follow(rev int64) {
 				return
 			}
 			for _, ev := range resp.Events {
-				c.apply(strings.TrimPrefix(string(ev.Kv.Key), c.base), eventValue(ev), ev.Kv.ModRevision)
+				key := string(ev.Kv.Key)
+				if name, ok := strings.CutPrefix(key, c.base); ok {
+					c.apply(name, eventValue(ev), ev.Kv.ModRevision)
+				} else if name, ok := strings.CutPrefix(key, c.meta); ok {
+					c.s.metaChanged(name, eventValue(ev))
+				}
 			}
+			upto := deliveredUpTo(resp)
 			c.mu.Lock()
-			c.seen = max(c.seen, resp.Header.Revision)
+			c.seen = max(c.seen, upto)
 			c.mu.Unlock()
+			tick(c.changed)
 			if want != 0 && c.upTo(want) {
 				c.confirm(asked)
 				want = 0
@@ -160,11 +196,32 @@ func (c *etcdCache) follow(rev int64) {
 	}
 }
 
+// deliveredUpTo is the revision up to which a watch response shows the
+// watch has delivered every event: an event batch only as far as its last
+// event, since a watcher catching up gets its backlog in batches that each
+// carry the cluster's current revision in the header; the header only of
+// a progress notice, which etcd sends once the watcher is caught up. 0
+// when the response shows nothing (the watch's creation, say).
+func deliveredUpTo(resp clientv3.WatchResponse) int64 {
+	if n := len(resp.Events); n > 0 {
+		return resp.Events[n-1].Kv.ModRevision
+	}
+	if resp.IsProgressNotify() {
+		return resp.Header.Revision
+	}
+	return 0
+}
+
 // confirm records that the cache held every write made before at.
 func (c *etcdCache) confirm(at time.Time) {
 	c.fresh.Store(at.UnixNano())
+	tick(c.confirmed)
+}
+
+// tick signals ch without waiting: one pending signal is enough.
+func tick(ch chan struct{}) {
 	select {
-	case c.confirmed <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }

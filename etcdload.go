@@ -22,10 +22,10 @@ func (s *EtcdStore) Load(src *Store) (loaded, kept int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if n > 0 && !bytes.Equal(s.secret, src.secret) {
+	if n > 0 && !bytes.Equal(s.currentSecret(), src.secret) {
 		return 0, 0, ErrNotEmpty
 	}
-	if !bytes.Equal(s.secret, src.secret) {
+	if !bytes.Equal(s.currentSecret(), src.secret) {
 		// The secret may change only while the prefix holds no account:
 		// the compare covers the whole users range, so a registration
 		// racing the load fails the load instead of being left under a
@@ -40,7 +40,7 @@ func (s *EtcdStore) Load(src *Store) (loaded, kept int, err error) {
 		if !resp.Succeeded {
 			return 0, 0, ErrNotEmpty
 		}
-		s.secret = bytes.Clone(src.secret)
+		s.setSecret(bytes.Clone(src.secret))
 	}
 	cert, key, err := src.storedIdentity()
 	if err != nil {

@@ -14,6 +14,7 @@ package main
 // which read its cache while it is known current (etcdcache.go).
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,8 +27,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const (
@@ -67,13 +71,17 @@ type EtcdStore struct {
 	cli    *clientv3.Client
 	prefix string
 	desc   string
+	// metaMu guards secret and tally, which a server's cache keeps
+	// current from the watch (a restore replaces the secret, an import
+	// on any machine moves the tally), so that every server gives an
+	// unknown name the same fake salts.
+	metaMu sync.RWMutex
 	secret []byte
 	// tally counts the legacy salts by shape, as the bbolt store does,
-	// but only as imports and loads add them: it is read at open and kept
-	// in meta/legacy_salts, and upgrades and deletes do not subtract (the
+	// but only as imports and loads add them: it is kept in
+	// meta/legacy_salts, and upgrades and deletes do not subtract (the
 	// proportion it gives, not the count, is what shapes a fake salt).
-	tallyMu sync.Mutex
-	tally   saltTally
+	tally saltTally
 	// cache is the server's copy of the accounts (etcdcache.go); nil in
 	// the admin commands, which read etcd itself.
 	cache atomic.Pointer[etcdCache]
@@ -140,7 +148,7 @@ func (s *EtcdStore) init() error {
 	if len(vals["secret"]) != sha256.Size {
 		return fmt.Errorf("meta/secret: %w", ErrBadRecord)
 	}
-	s.secret = vals["secret"]
+	s.setSecret(vals["secret"])
 	ctx, cancel := s.ctx()
 	defer cancel()
 	resp, err := s.cli.Get(ctx, s.metaKey("legacy_salts"))
@@ -148,17 +156,48 @@ func (s *EtcdStore) init() error {
 		return err
 	}
 	if len(resp.Kvs) == 1 {
-		s.tally, _ = decodeTally(resp.Kvs[0].Value)
+		s.metaChanged("legacy_salts", resp.Kvs[0].Value)
 	}
 	return nil
 }
 
 // FakeLegacySalt is fakeLegacySalt in the cluster's proportion.
 func (s *EtcdStore) FakeLegacySalt(mac []byte) string {
-	s.tallyMu.Lock()
+	s.metaMu.RLock()
 	t := s.tally
-	s.tallyMu.Unlock()
+	s.metaMu.RUnlock()
 	return fakeLegacySalt(mac, t)
+}
+
+func (s *EtcdStore) currentSecret() []byte {
+	s.metaMu.RLock()
+	defer s.metaMu.RUnlock()
+	return s.secret
+}
+
+func (s *EtcdStore) setSecret(secret []byte) {
+	s.metaMu.Lock()
+	s.secret = secret
+	s.metaMu.Unlock()
+}
+
+// metaChanged takes a meta value as stored (nil if deleted): the secret
+// and the tally are kept, the rest is read when needed. A value that
+// does not decode is ignored: the one held stays, which keeps fake salts
+// steady rather than empty.
+func (s *EtcdStore) metaChanged(name string, val []byte) {
+	switch name {
+	case "secret":
+		if len(val) == sha256.Size {
+			s.setSecret(bytes.Clone(val))
+		}
+	case "legacy_salts":
+		if t, ok := decodeTally(val); ok {
+			s.metaMu.Lock()
+			s.tally = t
+			s.metaMu.Unlock()
+		}
+	}
 }
 
 // createOnce puts the meta values if none of them exists yet, and returns
@@ -203,9 +242,24 @@ func (s *EtcdStore) Ping() error {
 	return err
 }
 
+// Unreachable reports whether err means the cluster could not be reached
+// or could not answer in time (no leader, no quorum, a member down): the
+// cases that another server, or a moment later, may not share.
+func (s *EtcdStore) Unreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	code := status.Code(err)
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	}
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
+}
+
 // Close stops the cache and closes the client; the cluster's data stays.
 func (s *EtcdStore) Close() error {
-	s.stopCache()
+	s.stopCache(nil)
 	return s.cli.Close()
 }
 
@@ -433,7 +487,7 @@ func (s *EtcdStore) Backup(w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return writeDBFile(w, s.secret, cert, key, s.eachRaw)
+	return writeDBFile(w, s.currentSecret(), cert, key, s.eachRaw)
 }
 
 // storedIdentity is the cluster's TLS identity, nil if none was made.
@@ -477,5 +531,5 @@ func (s *EtcdStore) Identity(create func() (cert, key []byte, err error)) (cert,
 // FakeSalt is fakeSalt under the cluster's secret: every server gives an
 // unknown name the same challenge.
 func (s *EtcdStore) FakeSalt(label, name string) []byte {
-	return fakeSalt(s.secret, label, name)
+	return fakeSalt(s.currentSecret(), label, name)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/url"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -289,5 +293,130 @@ func TestCacheStopsAnsweringWhenItCannotConfirm(t *testing.T) {
 			t.Fatal("the cache never stopped answering")
 		}
 		<-tick.C
+	}
+}
+
+// TestWatchDeliveredUpTo: only a progress notice vouches for the header's
+// revision. A watcher catching up gets its backlog in batches whose
+// headers carry the cluster's current revision, so an event batch vouches
+// only for its last event, and the watch's creation for nothing.
+func TestWatchDeliveredUpTo(t *testing.T) {
+	ev := func(rev int64) *clientv3.Event {
+		return &clientv3.Event{Kv: &mvccpb.KeyValue{Key: []byte("/p/users/a"), ModRevision: rev}}
+	}
+	header := &etcdserverpb.ResponseHeader{Revision: 5000}
+	for _, c := range []struct {
+		name string
+		resp clientv3.WatchResponse
+		want int64
+	}{
+		{"a catch-up batch", clientv3.WatchResponse{Header: header, Events: []*clientv3.Event{ev(10), ev(11), ev(12)}}, 12},
+		{"a progress notice", clientv3.WatchResponse{Header: header}, 5000},
+		{"the watch's creation", clientv3.WatchResponse{Header: header, Created: true}, 0},
+	} {
+		if got := deliveredUpTo(c.resp); got != c.want {
+			t.Errorf("%s: delivered up to %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestCacheFollowsAnotherHandle: every kind of write made through another
+// handle on the prefix (another server, an admin command) reaches the
+// cache itself within the bound, not only the quorum read a login falls
+// back to; so do the meta values that shape unknown names' fake salts.
+func TestCacheFollowsAnotherHandle(t *testing.T) {
+	c := startEtcd(t, 1)
+	s := c.open(t, "/follow/")
+	other := c.open(t, "/follow/")
+	s.startCache()
+	waitCacheFresh(t, s)
+	cache := s.cache.Load()
+	within := func(what string, ok func() bool) {
+		t.Helper()
+		limit := time.After(time.Second)
+		for !ok() {
+			select {
+			case <-cache.changed:
+			case <-cache.confirmed:
+			case <-limit:
+				t.Fatalf("%s through another handle: not in the cache within 1s", what)
+			}
+		}
+	}
+	cached := func(check func(Record) bool) func() bool {
+		return func() bool {
+			val, found, ok := cache.get("rita")
+			if !ok || !found {
+				return false
+			}
+			rec, err := unmarshalRecord(val)
+			return err == nil && check(rec)
+		}
+	}
+	if err := other.Create("rita", testRecord(1)); err != nil {
+		t.Fatal(err)
+	}
+	within("a registration", cached(func(r Record) bool { return bytes.Equal(r.StoredKey, testRecord(1).StoredKey) }))
+	if err := other.Update("rita", func(r Record) (Record, error) { r.StoredKey = testRecord(2).StoredKey; return r, nil }); err != nil {
+		t.Fatal(err)
+	}
+	within("a password change", cached(func(r Record) bool { return bytes.Equal(r.StoredKey, testRecord(2).StoredKey) }))
+	if _, err := other.SetLocked("rita", true); err != nil {
+		t.Fatal(err)
+	}
+	within("a lock", cached(func(r Record) bool { return r.Locked }))
+	if err := other.Delete("rita"); err != nil {
+		t.Fatal(err)
+	}
+	within("a delete", func() bool { _, found, ok := cache.get("rita"); return ok && !found })
+
+	// Legacy accounts imported elsewhere: this store's fake SEED salts
+	// take their shape (all dashed here) without a restart.
+	mac := s.FakeSalt("seed", "nobody")
+	if got := s.FakeLegacySalt(mac); isDashedUUID([]byte(got)) {
+		t.Fatalf("a fake salt before any legacy account is dashed: %q", got)
+	}
+	if _, _, err := other.CreateMany(legacyAccounts(t, "old", 3, 0), false); err != nil {
+		t.Fatal(err)
+	}
+	within("an import of legacy accounts", func() bool { return isDashedUUID([]byte(s.FakeLegacySalt(mac))) })
+	if a, b := s.FakeLegacySalt(mac), other.FakeLegacySalt(other.FakeSalt("seed", "nobody")); a != b {
+		t.Fatalf("two handles give one name different fake salts: %q, %q", a, b)
+	}
+}
+
+// TestStartCacheTwiceStopsTheFirst: a store follows one watch; a cache
+// replaced is stopped, not left running.
+func TestStartCacheTwiceStopsTheFirst(t *testing.T) {
+	c := startEtcd(t, 1)
+	s := c.open(t, "/twice/")
+	first := s.startCache()
+	second := s.startCache()
+	if first.ctx.Err() == nil {
+		t.Fatal("the first cache still runs")
+	}
+	s.stopCache(first) // not the current one: nothing happens
+	if s.cache.Load() != second || second.ctx.Err() != nil {
+		t.Fatal("stopping a replaced cache stopped the current one")
+	}
+	s.stopCache(second)
+	if s.cache.Load() != nil || second.ctx.Err() == nil {
+		t.Fatal("the current cache was not stopped")
+	}
+}
+
+// TestShutdownStopsTheCache: a server's Shutdown ends the watch it
+// started on the store, which outlives it.
+func TestShutdownStopsTheCache(t *testing.T) {
+	c := startEtcd(t, 1)
+	ts := serveOnEtcd(t, c, "/shut/")
+	es := ts.storage.(*EtcdStore)
+	started := es.cache.Load()
+	if started == nil || started != ts.Server.cache {
+		t.Fatal("the server did not start its cache")
+	}
+	ts.stop()
+	if es.cache.Load() != nil || started.ctx.Err() == nil {
+		t.Fatal("the cache runs on after Shutdown")
 	}
 }

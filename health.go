@@ -94,10 +94,15 @@ func (h *health) probe() {
 func (h *health) unavailable() bool { return h != nil && h.down.Load() }
 
 // failed is told of an operation that failed for a reason other than its
-// answer: it asks for a probe at once, and marks the error so that the
-// connection is told BUSY.
+// answer. If the store could not be reached, it asks for a probe at once
+// and marks the error so that the connection is told BUSY; any other
+// failure (a record that does not decode, an account fought over) is the
+// store's answer, and stays an error of its own.
 func (h *health) failed(err error) error {
 	if h == nil || err == nil {
+		return err
+	}
+	if u, ok := h.store.(interface{ Unreachable(error) bool }); ok && !u.Unreachable(err) {
 		return err
 	}
 	select {

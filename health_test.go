@@ -50,3 +50,53 @@ func TestStoreUnreachableIsBusy(t *testing.T) {
 		t.Errorf("the store's return was logged %d times:\n%s", n, ts.logs)
 	}
 }
+
+// TestStoreAnswerIsNotUnreachable: a store that answers, but with a record
+// that does not decode, is a fault of that record, not a lost store: the
+// command gets ERR INTERNAL, the connection stays, and the server keeps
+// taking connections instead of sending every client away BUSY.
+func TestStoreAnswerIsNotUnreachable(t *testing.T) {
+	c := startEtcd(t, 1)
+	ts := serveOnEtcd(t, c, "/badrec/")
+	es := ts.storage.(*EtcdStore)
+	ctx, cancel := es.ctx()
+	defer cancel()
+	if _, err := es.cli.Put(ctx, es.userKey("mangled"), "not a record"); err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := dialRaw(t, ts.addr)
+	first := "n,,n=mangled,r=abcdefghijklmnop"
+	if r := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte(first))); !strings.HasPrefix(r, "ERR INTERNAL ") {
+		t.Fatalf("AUTH for a record that does not decode: %q", r)
+	}
+	if r := rc.do("PING"); r != "OK PONG" {
+		t.Fatalf("after ERR INTERNAL: %q", r)
+	}
+	if ts.Server.health.unavailable() {
+		t.Fatal("a record that does not decode marked the store unreachable")
+	}
+	if logs := ts.logs.String(); strings.Contains(logs, "store unreachable") || !strings.Contains(logs, "internal error") {
+		t.Fatalf("logs:\n%s", logs)
+	}
+	if err := login(t, ts.addr, "nobody", "Secret123"); code(err) != CodeAuth {
+		t.Fatalf("another login on the same server: %v", err)
+	}
+}
+
+// TestStoreLostMidCommandIsBusy: a command that needs the store while it
+// is unreachable gets ERR BUSY and a close, so that the client moves on
+// to another server.
+func TestStoreLostMidCommandIsBusy(t *testing.T) {
+	c := startEtcd(t, 1)
+	ts := serveOnEtcd(t, c, "/midcmd/")
+	cl, err := testDial(t, ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c.kill(0)
+	err = cl.Register("newcomer", "Secret123")
+	if code(err) != CodeBusy || !strings.Contains(err.Error(), "store is unreachable") {
+		t.Fatalf("REGISTER with the store lost: %v", err)
+	}
+}

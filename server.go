@@ -52,6 +52,9 @@ type Server struct {
 	// shared carries failed logins to and from the cluster's other
 	// servers; nil unless the store is etcd.
 	shared *sharedFailures
+	// cache is the etcd store's account cache this server started, and
+	// stops at Shutdown; nil for the bbolt file.
+	cache *etcdCache
 
 	queue    chan *queued
 	shutting atomic.Bool
@@ -129,7 +132,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	// Before any worker runs: the throttle's share hook is set here.
 	if es, ok := s.store.Storage.(*EtcdStore); ok {
 		s.shared = shareFailures(es, s.thr, s.log)
-		es.startCache()
+		s.cache = es.startCache()
 	}
 
 	for range s.cfg.Workers {
@@ -283,7 +286,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); s.health.halt(); s.shared.stop(); close(done) }()
+	go func() {
+		s.wg.Wait()
+		s.health.halt()
+		s.shared.stop()
+		if s.cache != nil {
+			s.cache.s.stopCache(s.cache)
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
