@@ -125,7 +125,13 @@ func runAdmin(env adminEnv, req adminRequest, in io.Reader, out adminOut) error 
 	return runAdminErr(adminOp(env.open, req, in, out))
 }
 
-// unthrottle clears the login throttle of the running server.
+// forgivenOnCluster is what forgive returns on the etcd store, where the
+// servers, not the command, clear their throttles and count what they
+// cleared (each logs it).
+const forgivenOnCluster = -1
+
+// unthrottle clears the login throttle of the running server, or of every
+// server on the cluster.
 func unthrottle(forgive func(string) (int, error), target string, w io.Writer) error {
 	what := "every address and name"
 	if target != "" {
@@ -140,6 +146,10 @@ func unthrottle(forgive func(string) (int, error), target string, w io.Writer) e
 	n, err := forgive(target)
 	if err != nil {
 		return err
+	}
+	if n == forgivenOnCluster {
+		fmt.Fprintf(w, "asked every server on the cluster to clear the failed logins on record for %s; each does as its watch delivers it, within a second\n", what)
+		return nil
 	}
 	if n == 0 {
 		fmt.Fprintf(w, "nothing to clear: no failed logins on record for %s\n", what)

@@ -169,9 +169,18 @@ func (ac *adminClient) onEtcd(req adminRequest, in io.Reader) error {
 		}
 		return store, nil
 	}
-	forgive := func(string) (int, error) {
-		return 0, adminFail(AdminFailed, "restart the servers, or wait: the penalty ends as the allowance refills (user_failure_refill, source_failure_refill)",
-			"with the etcd store each server keeps its throttle in its own memory, which only an admin socket reaches, and servers on etcd have none")
+	forgive := func(target string) (int, error) {
+		if _, err := open(); err != nil {
+			return 0, err
+		}
+		if err := forgiveCluster(store, target); err != nil {
+			var ae *AdminError
+			if errors.As(err, &ae) {
+				return 0, err
+			}
+			return 0, adminFail(AdminFailed, "check that a majority of the cluster's members is up", "cannot reach the etcd store: %s", err)
+		}
+		return forgivenOnCluster, nil
 	}
 	err := runAdmin(adminEnv{open: open, identity: ac.identity(open), forgive: forgive}, req, in, ac.out)
 	if store != nil {

@@ -99,11 +99,13 @@ func (cs *clientSetup) preflight(register bool) error {
 
 // dial connects and reads the greeting, turning failures into messages.
 // With several servers it starts at the one that answered last and moves
-// on to the next while one is down or busy; any other answer (a trust
-// failure above all) stops it.
+// on to the next while one is down, busy, silent or closes before its
+// greeting; any other answer (a trust failure above all) stops it. When
+// none could serve, the message says what each of them did.
 func (cs *clientSetup) dial() (*Client, error) {
 	start := slices.Index(cs.servers, cs.server)
 	var err error
+	var tried []string
 	for i := range cs.servers {
 		if i > 0 {
 			time.Sleep(time.Duration(i) * failoverBackoff)
@@ -114,11 +116,29 @@ func (cs *clientSetup) dial() (*Client, error) {
 			c.MaxIterations = cs.cfg.Client.MaxIterations
 			return c, nil
 		}
-		if !isUnavailable(err) {
+		if !isUnavailable(err) && !noGreeting(err) {
 			break
 		}
+		var ce *cliError
+		if errors.As(cs.explain(err), &ce) {
+			tried = append(tried, ce.msg)
+		}
 	}
-	return nil, cs.explain(err)
+	explained := cs.explain(err)
+	var ce *cliError
+	if len(tried) > 1 && len(tried) == len(cs.servers) && errors.As(explained, &ce) {
+		return nil, fail(ce.code, ce.hint, "none of the %d servers could serve: %s", len(tried), strings.Join(tried, "; "))
+	}
+	return nil, explained
+}
+
+// noGreeting reports whether err means a server took the connection but
+// neither greeted nor refused it in time, or closed it first: a server
+// hung or going down, which another may not share. It is checked only
+// before the greeting; later, a silent server may have acted on a command.
+func noGreeting(err error) bool {
+	var ne net.Error
+	return errors.Is(err, ErrHandshakeTimeout) || errors.Is(err, ErrConnClosed) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // failoverBackoff is the pause before trying the next server, growing with

@@ -85,8 +85,10 @@ func (cn *connector) dial(addr string) (*Client, error) {
 		if err != nil && !errors.As(err, &pe) && !errors.Is(err, ErrNotGreeting) && !(errors.As(err, &oe) && oe.Op == "dial") {
 			// A TLS server waits for a ClientHello where a plain one
 			// greets, so a plain client to it hears nothing.
-			return nil, fail(exitOther, "if the server speaks TLS (its default), leave out --plain and client.tls = false",
+			e := fail(exitOther, "if the server speaks TLS (its default), leave out --plain and client.tls = false",
 				"no greeting from %s: %s", addr, errText(err))
+			e.(*cliError).cause = err
+			return nil, e
 		}
 		return c, err
 	}

@@ -74,7 +74,7 @@ func adminCommands(usageErr cli.OnUsageErrorFunc) []*cli.Command {
 				sub("unlock", "NAME", "unlock an account", nameOp(opUnlock)),
 				sub("passwd", "NAME", "set an account's password (typed twice; --password-stdin: one line), keeping its created time; ends its sessions", cmdUsersPasswd,
 					newPasswordStdinFlag()),
-				sub("unthrottle", "[NAME|ADDRESS]", "clear the running server's failed logins on record for a name (from every address), an IP address (and its names), or everything", cmdUsersUnthrottle),
+				sub("unthrottle", "[NAME|ADDRESS]", "clear the running server's (on etcd, every server's) failed logins on record for a name (from every address), an IP address (and its names), or everything", cmdUsersUnthrottle),
 				sub("import", "FILE", "create accounts from a file, - for standard input (all or nothing)", cmdUsersImport, formatFlag,
 					&cli.BoolFlag{Name: "replace", Usage: "overwrite accounts that exist (default: skip them)"},
 					&cli.BoolFlag{Name: "partial", Usage: "import the good lines even if some are rejected (lines that name one account, even spelled differently, are all rejected even so)"}),

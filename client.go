@@ -54,6 +54,9 @@ var (
 	// ErrHandshakeTimeout is returned when the TLS handshake did not end
 	// within clientDialTimeout.
 	ErrHandshakeTimeout = errors.New("no TLS handshake in time")
+	// ErrConnClosed is returned when the server closed the connection
+	// where a line was due.
+	ErrConnClosed = errors.New("server closed the connection")
 )
 
 // defaultMaxIterations is client.max_iterations of the embedded config,
@@ -161,7 +164,7 @@ func (c *Client) readLine() (string, error) {
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return "", errors.New("server closed the connection")
+			return "", ErrConnClosed
 		}
 		return "", err
 	}

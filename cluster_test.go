@@ -197,6 +197,38 @@ func TestThrottleHoldsAcrossServers(t *testing.T) {
 	if err := loginFrom(t, b.addr, "127.0.0.3", "ivy", "Secret123"); err != nil {
 		t.Fatalf("another source: %v", err)
 	}
+
+	// users unthrottle, from a machine that reaches etcd, clears the
+	// name at every server, and at one that starts within the minute the
+	// failures are kept.
+	dir := t.TempDir()
+	conf := etcdConfigFile(t, dir, c, "/thr/")
+	r := mustCLI(t, 0, dir, "", "users", "unthrottle", "--config", conf, "ivy")
+	if !strings.HasPrefix(r.stdout, `asked every server on the cluster to clear the failed logins on record for "ivy"`) {
+		t.Fatalf("unthrottle on etcd: %+v", r)
+	}
+	for _, ts := range servers {
+		deadline := time.After(5 * time.Second)
+		for ts.shared.pardoned.Load() == 0 {
+			select {
+			case <-ts.shared.appliedCh:
+			case <-deadline:
+				t.Fatalf("the pardon never reached %s", ts.addr)
+			}
+		}
+	}
+	late := serveOnEtcd(t, c, "/thr/", few)
+	for _, ts := range append(servers, late) {
+		if err := login(t, ts.addr, "ivy", "Secret123"); err != nil {
+			t.Fatalf("after unthrottle, %s answers %v", ts.addr, err)
+		}
+	}
+	if f, p := late.shared.applied.Load(), late.shared.pardoned.Load(); f < 4 || p != 1 {
+		t.Fatalf("a server started after the pardon replayed %d failures and %d pardons, want 4 and 1", f, p)
+	}
+	if r := mustCLI(t, exitRefused, dir, "", "users", "unthrottle", "--config", conf, "has space"); !strings.Contains(r.stderr, "neither an IP address nor a valid username") {
+		t.Errorf("unthrottle of a bad name on etcd: %+v", r)
+	}
 }
 
 // TestClusterSurvivesLeaderLoss: the etcd leader dies during a storm of
@@ -328,6 +360,17 @@ func TestClientFailsOverWithinTheCluster(t *testing.T) {
 	}
 	if r := runCLI(t, dir, pw+"\n", nil, "login", "--server="+busy, fp, "--user", "kim", "--password-stdin"); r.code == 0 {
 		t.Fatalf("login through only a busy server succeeded: %+v", r)
+	}
+	// When none can serve, the message names what each one did.
+	r := runCLI(t, dir, pw+"\n", nil, "login", "--server="+busy+","+a.addr, fp, "--user", "kim", "--password-stdin")
+	if r.code == 0 || !strings.Contains(r.stderr, "none of the 2 servers could serve: "+busy+" closed the connection before the TLS handshake; cannot reach "+a.addr) {
+		t.Fatalf("login with every server down or busy: %+v", r)
+	}
+	// Over plain TCP a server that closes before its greeting (going
+	// down) is passed over too.
+	p := serveOnEtcd(t, c, "/fo/")
+	if r := runCLI(t, dir, pw+"\n", nil, "login", "--plain", "--server="+busy+","+p.addr, "--user", "kim", "--password-stdin"); r.code != 0 {
+		t.Fatalf("plain login with a first server that closes at once: %+v", r)
 	}
 
 	// One pin covers the list: b is trusted through a's pin, as the two

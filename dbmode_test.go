@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +93,48 @@ func TestDBModeWarningsReadOnlyDirIsFine(t *testing.T) {
 	w := dbModeWarnings(db)
 	if len(w) != 1 || !strings.Contains(w[0], "mode 0620: other users can change it") {
 		t.Fatalf("%q", w)
+	}
+}
+
+// TestEtcdServeHasNoDBModeWarning: with the etcd store the db path names
+// no file in use, so its directory's mode is not the server's business.
+func TestEtcdServeHasNoDBModeWarning(t *testing.T) {
+	c := startEtcd(t, 1)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DB = filepath.Join(dir, "unused.db")
+	cfg.Store = "etcd"
+	cfg.Etcd = c.config("/mode/")
+	var logs syncBuffer
+	ln, store, srv, admin, err := openServe(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if admin != nil {
+		admin.Shutdown(context.Background())
+	}
+	srv.Shutdown(context.Background())
+	store.Close()
+	if strings.Contains(logs.String(), "other users can") {
+		t.Fatalf("a db-mode warning with the etcd store:\n%s", logs.String())
+	}
+	cfg.Store, cfg.DB = "bbolt", filepath.Join(dir, "used.db")
+	ln, store, srv, admin, err = openServe(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if admin != nil {
+		admin.Shutdown(context.Background())
+	}
+	srv.Shutdown(context.Background())
+	store.Close()
+	if !strings.Contains(logs.String(), "other users can replace the database") {
+		t.Fatalf("no db-mode warning for a bbolt file in a 0777 directory:\n%s", logs.String())
 	}
 }

@@ -32,9 +32,13 @@ type cliError struct {
 	code int
 	msg  string
 	hint string
+	// cause is the error explained, where a caller still needs to tell
+	// what happened (the client's failover); nil for most.
+	cause error
 }
 
 func (e *cliError) Error() string { return e.msg }
+func (e *cliError) Unwrap() error { return e.cause }
 
 func fail(code int, hint, format string, args ...any) error {
 	return &cliError{code: code, msg: fmt.Sprintf(format, args...), hint: hint}

@@ -83,7 +83,7 @@ func cmdRestore(ctx *cli.Context) error {
 	}
 	fmt.Fprintln(ctx.App.Writer)
 	if oldCert != nil && newCert != nil && !bytes.Equal(oldCert, newCert) {
-		fmt.Fprintf(ctx.App.ErrWriter, "authbox: note: the prefix held another TLS identity (%s), made by an earlier fingerprint or users command; it is now the db's (%s), and pins of the old one no longer hold\n",
+		fmt.Fprintf(ctx.App.ErrWriter, "authbox: note: the prefix held another TLS identity (%s), made by an earlier fingerprint or users command; it is now the db's (%s), and pins of the old one no longer hold; servers already running on this prefix present the old one until restarted\n",
 			certDERFingerprint(oldCert), certDERFingerprint(newCert))
 	}
 	return nil

@@ -132,8 +132,10 @@ func openServe(cfg Config, log *slog.Logger) (net.Listener, Storage, *Server, *A
 		msg, hint := dbOpenFailure(cfg.DB, err)
 		return nil, nil, nil, nil, fail(exitOther, hint, "%s", msg)
 	}
-	for _, w := range dbModeWarnings(cfg.DB) {
-		log.Warn(w)
+	if cfg.Store != "etcd" { // the db path is not used then
+		for _, w := range dbModeWarnings(cfg.DB) {
+			log.Warn(w)
+		}
 	}
 	srv := NewServer(cfg, store, log)
 	if _, err := srv.Identity(); err != nil {

@@ -9,20 +9,27 @@ package main
 // The keys are <prefix>failures/<server>/<n>, value "source\x00user",
 // under a lease that expires them: they only carry the news, which each
 // server's own limiters then remember (and refill) as for a local
-// failure. While etcd is unreachable each server throttles on its own, as
-// a lone server does, and the failures it could not write are lost.
+// failure. "authbox users unthrottle" on etcd writes
+// <prefix>failures/forgive/<n>, value "source\x00user" of what to clear,
+// so that every server clears it, and a server that starts within the
+// lease replays failures and pardons in the order they were written.
+// While etcd is unreachable each server throttles on its own, as a lone
+// server does, and the failures it could not write are lost.
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -61,10 +68,35 @@ type sharedFailures struct {
 
 	seq     atomic.Uint64
 	dropped atomic.Int64
-	// applied counts failures charged from other servers; appliedCh
-	// ticks at each, for the tests.
+	// applied counts failures charged from other servers, pardoned the
+	// pardons applied; appliedCh ticks at each, for the tests.
 	applied   atomic.Int64
+	pardoned  atomic.Int64
 	appliedCh chan struct{}
+}
+
+// forgiveDir holds the pardons under failures/; no server id (hex) is it.
+const forgiveDir = "forgive/"
+
+// forgiveCluster asks every server on store's cluster to clear what an
+// unthrottle's target names (see forgiveTarget), now and, for a server
+// that starts within failureTTL, at its start.
+func forgiveCluster(store *EtcdStore, target string) error {
+	src, user, err := forgiveTarget(target)
+	if err != nil {
+		return err
+	}
+	id := make([]byte, 8)
+	rand.Read(id)
+	ctx, cancel := store.ctx()
+	defer cancel()
+	lease, err := store.cli.Grant(ctx, failureTTL)
+	if err != nil {
+		return err
+	}
+	key := store.prefix + "failures/" + forgiveDir + hex.EncodeToString(id)
+	_, err = store.cli.Put(ctx, key, src+"\x00"+user, clientv3.WithLease(lease.ID))
+	return err
 }
 
 // shareFailures starts sharing thr's failures through store.
@@ -165,6 +197,9 @@ func (f *sharedFailures) catchUp() int64 {
 	if err != nil {
 		return 0
 	}
+	// In the order written, not by key: a pardon clears only the failures
+	// before it.
+	slices.SortFunc(resp.Kvs, func(a, b *mvccpb.KeyValue) int { return cmp.Compare(a.ModRevision, b.ModRevision) })
 	for _, kv := range resp.Kvs {
 		f.apply(string(kv.Key), kv.Value)
 	}
@@ -202,7 +237,8 @@ func (f *sharedFailures) watcher(rev int64) {
 	}
 }
 
-// apply charges one failure from the cluster, unless this server wrote it.
+// apply charges one failure from the cluster, unless this server wrote
+// it, or clears what a pardon names.
 func (f *sharedFailures) apply(key string, val []byte) {
 	if strings.HasPrefix(key, f.base+f.id+"/") {
 		return
@@ -211,8 +247,14 @@ func (f *sharedFailures) apply(key string, val []byte) {
 	if !ok {
 		return
 	}
-	f.thr.charge(src, user, time.Now())
-	f.applied.Add(1)
+	if strings.HasPrefix(key, f.base+forgiveDir) {
+		n := f.thr.forgive(src, user)
+		f.log.Info("throttle cleared for the cluster", "source", src, "user", user, "entries", n)
+		f.pardoned.Add(1)
+	} else {
+		f.thr.charge(src, user, time.Now())
+		f.applied.Add(1)
+	}
 	select {
 	case f.appliedCh <- struct{}{}:
 	default:

@@ -288,22 +288,26 @@ func (t *throttle) forgive(src, user string) int {
 // address (its source: an IPv6 address stands for its /64), a username,
 // or "" for everything.
 func (s *Server) Forgive(target string) (int, error) {
+	src, user, err := forgiveTarget(target)
+	if err != nil {
+		return 0, err
+	}
+	n := s.thr.forgive(src, user)
+	s.log.Info("throttle cleared", "source", src, "user", user, "entries", n)
+	return n, nil
+}
+
+// forgiveTarget is what forgive clears for an unthrottle's target.
+func forgiveTarget(target string) (src, user string, err error) {
 	if target == "" {
-		n := s.thr.forgive("", "")
-		s.log.Info("throttle cleared", "entries", n)
-		return n, nil
+		return "", "", nil
 	}
 	if ip, err := netip.ParseAddr(target); err == nil {
-		src := ipSourceKey(ip)
-		n := s.thr.forgive(src, "")
-		s.log.Info("throttle cleared", "source", src, "entries", n)
-		return n, nil
+		return ipSourceKey(ip), "", nil
 	}
 	name, err := NormalizeUsername(target)
 	if err != nil {
-		return 0, adminFail(AdminRefused, "give a username or an IP address, or nothing to clear everything", "%q is neither an IP address nor a valid username", target)
+		return "", "", adminFail(AdminRefused, "give a username or an IP address, or nothing to clear everything", "%q is neither an IP address nor a valid username", target)
 	}
-	n := s.thr.forgive("", name)
-	s.log.Info("throttle cleared", "user", name, "entries", n)
-	return n, nil
+	return "", name, nil
 }
