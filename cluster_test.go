@@ -102,11 +102,12 @@ func TestClusterIsOneService(t *testing.T) {
 // answer, which would pass without the watch delivering anything.
 func seenAtB(t *testing.T, b *testServer, what string, seen func(Record, error) bool) {
 	t.Helper()
-	if b.Server.cache == nil {
+	cache := b.storage.(*EtcdStore).cache.Load()
+	if cache == nil {
 		t.Fatal("server B has no cache")
 	}
 	cached := func() (Record, error, bool) {
-		val, found, ok := b.Server.cache.get("gil")
+		val, found, ok := cache.get("gil")
 		if !ok {
 			return Record{}, nil, false
 		}
@@ -123,8 +124,8 @@ func seenAtB(t *testing.T, b *testServer, what string, seen func(Record, error) 
 			break
 		}
 		select {
-		case <-b.Server.cache.changed:
-		case <-b.Server.cache.confirmed:
+		case <-cache.changed:
+		case <-cache.confirmed:
 		case <-limit:
 			t.Fatalf("%s made through A was not in B's cache within 1s", what)
 		}

@@ -217,22 +217,37 @@ func (f *sharedFailures) watcher(rev int64) {
 		if rev > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		for resp := range f.store.cli.Watch(clientv3.WithRequireLeader(f.ctx), f.base, opts...) {
-			if resp.CompactRevision > 0 {
-				rev = 0 // gone: start from now
-				break
+		rev = f.follow(rev, opts)
+		select {
+		case <-f.ctx.Done():
+		case <-time.After(watchRetry):
+		}
+	}
+}
+
+// follow applies one watch's events until it ends or the server stops,
+// and returns the revision to take it up from. It waits on the server's
+// stop itself: while etcd is unreachable the client closes a cancelled
+// watch's channel only once it reaches etcd again.
+func (f *sharedFailures) follow(rev int64, opts []clientv3.OpOption) int64 {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(f.ctx))
+	defer cancel()
+	wch := f.store.cli.Watch(ctx, f.base, opts...)
+	for {
+		select {
+		case <-f.ctx.Done():
+			return rev
+		case resp, ok := <-wch:
+			if ok && resp.CompactRevision > 0 {
+				return 0 // gone: start from now
 			}
-			if err := resp.Err(); err != nil {
-				break
+			if !ok || resp.Err() != nil {
+				return rev
 			}
 			for _, ev := range resp.Events {
 				f.apply(string(ev.Kv.Key), ev.Kv.Value)
 				rev = ev.Kv.ModRevision + 1
 			}
-		}
-		select {
-		case <-f.ctx.Done():
-		case <-time.After(watchRetry):
 		}
 	}
 }
