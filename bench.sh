@@ -5,10 +5,21 @@
 # (authbox, bare, authbox, bare, ...) and prints medians of per-round
 # ratios. Server and load generator share the machine.
 #
-#   ./bench.sh                 # everything (about 15 minutes on 2 cores)
+#   ./bench.sh                 # everything (about 20 minutes on 2 cores)
 #   ./bench.sh logins million  # only some sections
 #
-# Sections: logins million register burst syscalls cli gobench metrics etcd.
+# Sections: logins tls postgres million tenmillion register burst syscalls
+# cli gobench metrics etcd.
+#   logins      plain TCP, authbox vs the bare server, 32 and 64 clients,
+#               new connection per login and --reuse
+#   tls         TLS 1.3, authbox vs the bare TLS server, 32 clients, new
+#               connection per login, full handshakes and --resume
+#   postgres    PostgreSQL 15's SCRAM-SHA-256 logins (pgbench -C) vs
+#               authbox's; needs Debian's postgresql (apt-get install -y
+#               postgresql), skipped without it; as root it runs the
+#               cluster as the user postgres (made if missing)
+#   million     1,000,000 accounts vs 1,000: populate time, size, logins
+#   tenmillion  the same with 10,000,000 accounts (1.5 GB db, removed after)
 # The etcd section needs the etcd binary (apt-get install -y etcd-server).
 # Knobs: ROUNDS (5), DUR (5s per run), OUT (results dir, default a temp dir).
 # Needs Linux (/proc) and python3 for the summaries; strace for the
@@ -19,11 +30,22 @@ ROUNDS=${ROUNDS:-5}
 DUR=${DUR:-5s}
 OUT=${OUT:-$(mktemp -d /tmp/authbox-bench.XXXXXX)}
 mkdir -p "$OUT"
-sections=${*:-logins million register burst syscalls cli gobench metrics etcd}
+# Pins and the bench accounts' secret (kept beside known_servers) live in
+# $OUT: a fresh server identity on a port that an earlier run pinned in
+# the user's own known_servers would otherwise be refused as a changed key.
+export AUTHBOX_KNOWN_SERVERS="$OUT/known_servers"
+sections=${*:-logins tls postgres million tenmillion register burst syscalls cli gobench metrics etcd}
 echo "results in $OUT"
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# pg_stop is set while a PostgreSQL cluster of the postgres section runs:
+# pg_ctl puts the postmaster in the background, out of pids.
+pg_stop=""
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	[ -z "$pg_stop" ] || $pg_stop >/dev/null 2>&1 || true
+	wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 go build -o "$OUT/authbox" .
@@ -33,16 +55,19 @@ AB="$OUT/authbox"
 # server's own work per login, without TLS.
 printf 'iterations = 4096\ntls = false\n' >"$OUT/auth.toml"
 
-# start_authbox DB: runs "authbox serve" on a free port; sets SRV_ADDR,
-# SRV_PID. DB "-" serves the store the config names instead of a file.
+# start_authbox DB [CONFIG]: runs "authbox serve" on a free port with
+# CONFIG ($OUT/auth.toml when left out); sets SRV_ADDR, SRV_PID and, over
+# TLS, SRV_FP (the fingerprint its start line names). DB "-" serves the
+# store the config names instead of a file.
 start_authbox() {
-	local log="$OUT/serve.$RANDOM.log" db=(--db "$1")
+	local log="$OUT/serve.$RANDOM.log" db=(--db "$1") conf=${2:-$OUT/auth.toml}
 	[ "$1" = - ] && db=()
-	"$AB" serve --config "$OUT/auth.toml" --listen 127.0.0.1:0 "${db[@]}" 2>"$log" &
+	"$AB" serve --config "$conf" --listen 127.0.0.1:0 "${db[@]}" 2>"$log" &
 	SRV_PID=$!
 	pids+=("$SRV_PID")
 	for _ in $(seq 100); do
 		SRV_ADDR=$(sed -n 's/.*msg=listening addr=\([^ ]*\).*/\1/p' "$log")
+		SRV_FP=$(sed -n 's/.*msg=listening .* fingerprint=\([^ ]*\).*/\1/p' "$log")
 		[ -n "$SRV_ADDR" ] && return 0
 		sleep 0.1
 	done
@@ -50,15 +75,19 @@ start_authbox() {
 	exit 1
 }
 
-# start_bare: runs the bare reference server (TestBareServer in
+# start_bare [tls]: runs the bare reference server (TestBareServer in
 # bench_test.go, which serves until SIGTERM); sets BARE_ADDR, BARE_PID.
+# With "tls" it speaks TLS 1.3 as authbox does and BARE_FP is the
+# fingerprint it prints first.
 start_bare() {
-	local log="$OUT/bare.$RANDOM.log"
-	AUTHBOX_BARE_ADDR=127.0.0.1:0 "$OUT/bare.test" -test.run '^TestBareServer$' -test.timeout 0 >"$log" 2>&1 &
+	local log="$OUT/bare.$RANDOM.log" tls=0
+	[ "${1:-}" = tls ] && tls=1
+	AUTHBOX_BARE_TLS=$tls AUTHBOX_BARE_ADDR=127.0.0.1:0 "$OUT/bare.test" -test.run '^TestBareServer$' -test.timeout 0 >"$log" 2>&1 &
 	BARE_PID=$!
 	pids+=("$BARE_PID")
 	for _ in $(seq 100); do
 		BARE_ADDR=$(sed -n 's/^bare server listening on //p' "$log")
+		BARE_FP=$(sed -n 's/^bare server fingerprint //p' "$log")
 		[ -n "$BARE_ADDR" ] && return 0
 		sleep 0.1
 	done
@@ -75,11 +104,19 @@ stop() {
 	[ "$rc" = 0 ] || echo "warning: process $1 exited with status $rc when stopped" >&2
 }
 
-# run TAG ARGS...: one bench run, its JSON report appended to results.jsonl.
+# bench_json TAG ARGS...: one bench run, its JSON report appended to
+# results.jsonl under TAG.
+bench_json() {
+	local tag=$1
+	shift
+	"$AB" bench --json --duration "$DUR" "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["tag"]=sys.argv[1]; print(json.dumps(r))' "$tag" >>"$OUT/results.jsonl"
+}
+
+# run TAG ARGS...: bench_json over plain TCP.
 run() {
 	local tag=$1
 	shift
-	"$AB" bench --plain --json --duration "$DUR" "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["tag"]=sys.argv[1]; print(json.dumps(r))' "$tag" >>"$OUT/results.jsonl"
+	bench_json "$tag" --plain "$@"
 }
 
 # summary A B: medians over rounds of B/A and A/B ratios for tags A and B.
@@ -99,7 +136,8 @@ print(f"{a} vs {b}: {n} rounds")
 print(f"  ops/s       {a}: median {med([r['ops_per_sec'] for r in A]):.0f}   {b}: median {med([r['ops_per_sec'] for r in B]):.0f}   ratio median {med(rate):.3f} (per round: {' '.join(f'{x:.2f}' for x in rate)})")
 if cpu:
     print(f"  server cpu  {a}: median {med([r['server_cpu_us_per_op'] for r in A]):.1f}us/op   {b}: median {med([r['server_cpu_us_per_op'] for r in B]):.1f}us/op   ratio median {med(cpu):.3f} (per round: {' '.join(f'{x:.2f}' for x in cpu)})")
-print(f"  p99 ms      {a}: median {med([r['latency_ms']['p99'] for r in A]):.2f}   {b}: median {med([r['latency_ms']['p99'] for r in B]):.2f}   errors in all runs: {errs}")
+def p99(rs): return med([r["latency_ms"]["p99"] for r in rs if "p99" in r.get("latency_ms", {})])
+print(f"  p99 ms      {a}: median {p99(A):.2f}   {b}: median {p99(B):.2f}   errors in all runs: {errs}")
 EOF
 }
 
@@ -120,6 +158,31 @@ if has logins; then
 		echo "round $r done"
 	done
 	for t in c32 c64 c32--reuse c64--reuse; do summary "authbox-$t" "bare-$t"; done
+	stop "$SRV_PID"
+	stop "$BARE_PID"
+fi
+
+if has tls; then
+	echo "== tls: authbox over TLS 1.3 vs the bare TLS server, alternating, $ROUNDS rounds of $DUR"
+	# TLS at its defaults (a self-made Ed25519 identity kept in the db,
+	# session tickets on, the default mechanisms, so SCRAM-SHA-256-PLUS
+	# bound to the connection); its own db, as the identity is stored in it.
+	printf 'iterations = 4096\n' >"$OUT/auth-tls.toml"
+	"$AB" bench populate --db "$OUT/tls-k.db" --users 1000 --iterations 4096
+	start_authbox "$OUT/tls-k.db" "$OUT/auth-tls.toml"
+	[ -n "$SRV_FP" ] || { echo "authbox serve named no fingerprint: is TLS off?" >&2; exit 1; }
+	start_bare tls
+	# A new connection per login: a full handshake each time, or with
+	# --resume a resumed one from the client's session cache (no
+	# certificate, no signature).
+	for r in $(seq "$ROUNDS"); do
+		for resume in "" --resume; do
+			bench_json "authbox-tls-c32$resume" --server "$SRV_ADDR" --fingerprint "$SRV_FP" --pid "$SRV_PID" --no-setup --users 1000 --conc 32 $resume
+			bench_json "bare-tls-c32$resume" --server "$BARE_ADDR" --fingerprint "$BARE_FP" --pid "$BARE_PID" --bare --no-setup --users 1000 --conc 32 $resume
+		done
+		echo "round $r done"
+	done
+	for t in tls-c32 tls-c32--resume; do summary "authbox-$t" "bare-$t"; done
 	stop "$SRV_PID"
 	stop "$BARE_PID"
 fi
