@@ -38,12 +38,13 @@ sections=${*:-logins tls postgres million tenmillion register burst syscalls cli
 echo "results in $OUT"
 
 pids=()
-# pg_stop is set while a PostgreSQL cluster of the postgres section runs:
-# pg_ctl puts the postmaster in the background, out of pids.
-pg_stop=""
+# pg_stop is set while a PostgreSQL cluster of the postgres section runs
+# (the command, as an array, that stops it): pg_ctl puts the postmaster in
+# the background, out of pids.
+pg_stop=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	[ -z "$pg_stop" ] || $pg_stop >/dev/null 2>&1 || true
+	[ ${#pg_stop[@]} -eq 0 ] || "${pg_stop[@]}" >/dev/null 2>&1 || true
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -136,8 +137,10 @@ print(f"{a} vs {b}: {n} rounds")
 print(f"  ops/s       {a}: median {med([r['ops_per_sec'] for r in A]):.0f}   {b}: median {med([r['ops_per_sec'] for r in B]):.0f}   ratio median {med(rate):.3f} (per round: {' '.join(f'{x:.2f}' for x in rate)})")
 if cpu:
     print(f"  server cpu  {a}: median {med([r['server_cpu_us_per_op'] for r in A]):.1f}us/op   {b}: median {med([r['server_cpu_us_per_op'] for r in B]):.1f}us/op   ratio median {med(cpu):.3f} (per round: {' '.join(f'{x:.2f}' for x in cpu)})")
-def p99(rs): return med([r["latency_ms"]["p99"] for r in rs if "p99" in r.get("latency_ms", {})])
-print(f"  p99 ms      {a}: median {p99(A):.2f}   {b}: median {p99(B):.2f}   errors in all runs: {errs}")
+def p99(rs):
+    xs = [r["latency_ms"]["p99"] for r in rs if "p99" in r.get("latency_ms", {})]
+    return f"{med(xs):.2f}" if xs else "n/a"
+print(f"  p99 ms      {a}: median {p99(A)}   {b}: median {p99(B)}   errors in all runs: {errs}")
 EOF
 }
 
@@ -272,6 +275,190 @@ PY
 	stop "$B_PID"
 	for p in "${epids[@]}"; do kill "$p"; done
 fi
+
+# postgres_section: PostgreSQL 15's SCRAM-SHA-256 login rate beside
+# authbox's (issue 9 item 5), in one alternating run. A function so that a
+# missing postgresql can skip it with return.
+postgres_section() {
+	local pgbin=/usr/lib/postgresql/15/bin pgd="$OUT/pg" as_pg=() pg_user port secs r
+	echo "== postgres: PostgreSQL 15 SCRAM-SHA-256 logins (pgbench -C) vs authbox, alternating, $ROUNDS rounds of $DUR"
+	# The full path: a pg_ctl elsewhere on PATH may be another version's.
+	if [ ! -x "$pgbin/postgres" ]; then
+		echo "$pgbin/postgres is missing: apt-get install -y postgresql, then run this section again; skipped"
+		return 0
+	fi
+	# postgres refuses to run as root: as root, the cluster runs as the
+	# system user postgres (Debian's package makes it), made if missing.
+	if [ "$(id -u)" = 0 ]; then
+		pg_user=postgres
+		id -u "$pg_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user"
+		as_pg=(runuser -u "$pg_user" --)
+	fi
+	# A fresh cluster each time, also when OUT is given again.
+	rm -rf "$pgd"
+	mkdir -p "$pgd"
+	if [ ${#as_pg[@]} -gt 0 ]; then
+		chown "$pg_user" "$pgd"
+		# mktemp made $OUT 0700: that user needs to pass through it (only
+		# to pass: its files are not listed, and the dbs are 0600).
+		"${as_pg[@]}" test -w "$pgd" || chmod go+x "$OUT"
+		"${as_pg[@]}" test -w "$pgd" || { echo "user $pg_user cannot write to $pgd (a directory above it is closed to it); skipped"; return 0; }
+	fi
+	# Random passwords, never printed: the superuser's for initdb, the bench
+	# role's for pgbench, both read by libpq from a 0600 PGPASSFILE rather
+	# than from the environment or the command line.
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	local su_pw bench_pw
+	su_pw=$(head -c 18 /dev/urandom | base64)
+	bench_pw=$(head -c 18 /dev/urandom | base64)
+	(umask 077 && printf '%s\n' "$su_pw" >"$pgd/su.pw" &&
+		printf '127.0.0.1:%s:*:postgres:%s\n127.0.0.1:%s:*:bench:%s\n' "$port" "$su_pw" "$port" "$bench_pw" >"$OUT/pgpass")
+	[ ${#as_pg[@]} -eq 0 ] || chown "$pg_user" "$pgd/su.pw"
+	export PGPASSFILE="$OUT/pgpass"
+	"${as_pg[@]}" "$pgbin/initdb" -D "$pgd/data" -U postgres --pwfile="$pgd/su.pw" -A scram-sha-256 \
+		-E UTF8 --locale=C --no-sync --no-instructions >"$pgd/initdb.log" 2>&1 ||
+		{ echo "initdb failed: $(cat "$pgd/initdb.log")" >&2; exit 1; }
+	rm "$pgd/su.pw"
+	# TCP on loopback only, no Unix socket; SCRAM for every connection.
+	# Autovacuum off: there are no tables, and its workers would come and
+	# go during the CPU reading below.
+	cat >>"$pgd/data/postgresql.conf" <<-EOF
+		listen_addresses = '127.0.0.1'
+		port = $port
+		unix_socket_directories = ''
+		password_encryption = 'scram-sha-256'
+		autovacuum = off
+	EOF
+	echo 'host all all 127.0.0.1/32 scram-sha-256' >"$pgd/data/pg_hba.conf"
+	"${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgd/data" -l "$pgd/postgres.log" -w start >/dev/null ||
+		{ echo "postgres did not start: $(cat "$pgd/postgres.log")" >&2; exit 1; }
+	pg_stop=("${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgd/data" -m fast -w stop)
+	local pm
+	pm=$(head -1 "$pgd/data/postmaster.pid")
+	local psql=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres)
+	# The password goes on standard input, not the command line; the
+	# server hashes it under password_encryption.
+	"${psql[@]}" <<<"CREATE ROLE bench LOGIN PASSWORD '$bench_pw';"
+	# PostgreSQL 15's SCRAM iteration count is fixed at 4096 (the
+	# scram_iterations setting came in 16), the bench config's iterations:
+	# the stored verifier's head says so (the mechanism and the count, no
+	# secret).
+	echo "postgres $("${psql[@]}" -Atc 'SHOW server_version'): role bench stored as $("${psql[@]}" -Atc "SELECT split_part(rolpassword, ':', 1) FROM pg_authid WHERE rolname = 'bench'"), authbox's accounts with 4096 iterations"
+	echo 'SELECT 1;' >"$pgd/login.sql"
+	# pgbench -T takes whole seconds.
+	secs=$(python3 -c '
+import math, re, sys
+units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+parts = re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", sys.argv[1])
+t = sum(float(v) * units[u] for v, u in parts) if parts else float(sys.argv[1])
+print(max(1, math.ceil(t)))' "$DUR")
+	[ -f "$OUT/k.db" ] || "$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
+	start_authbox "$OUT/k.db"
+	# The cluster's CPU, read from /proc: the postmaster's own utime+stime,
+	# plus its cutime+cstime, which the kernel adds to when the postmaster
+	# reaps a child (each connection's backend is a child that exits at
+	# the end of the connection), plus the utime+stime of the children
+	# alive (checkpointer, background writer, walwriter, launcher). Read
+	# only when no backend is alive, so that no process is counted both
+	# alive and reaped, or neither: the script waits for the postmaster's
+	# children to be those of before the first round (a backend that has
+	# exited but is not yet reaped is still a child). A cgroup would do the
+	# same but needs a writable cgroup tree, which containers often lack.
+	pg_cpu_ticks() {
+		python3 - "$pm" "$pgd/aux.pids" <<-'EOF'
+			import os, sys, time
+			pm, auxfile = sys.argv[1:]
+			def stat(pid):
+			    with open(f"/proc/{pid}/stat") as f:
+			        s = f.read()
+			    return s[s.rindex(")") + 2:].split()  # from field 3, state, on
+			def children():
+			    out = {}
+			    for d in os.listdir("/proc"):
+			        if d.isdigit():
+			            try:
+			                f = stat(d)
+			            except OSError:
+			                continue
+			            if f[1] == pm:
+			                out[d] = f
+			    return out
+			if not os.path.exists(auxfile):
+			    with open(auxfile, "w") as f:
+			        f.write(" ".join(sorted(children())))
+			aux = set(open(auxfile).read().split())
+			deadline = time.time() + 10
+			while True:
+			    kids = children()
+			    if set(kids) <= aux:
+			        break
+			    if time.time() > deadline:
+			        print(f"warning: backends still alive after 10 s: {sorted(set(kids) - aux)}", file=sys.stderr)
+			        break
+			    time.sleep(0.05)
+			p = stat(pm)
+			# utime stime cutime cstime are fields 14-17
+			print(sum(int(x) for x in p[11:15]) + sum(int(f[11]) + int(f[12]) for f in kids.values()))
+		EOF
+	}
+	for r in $(seq "$ROUNDS"); do
+		run "pg-authbox-c32" --server "$SRV_ADDR" --pid "$SRV_PID" --no-setup --users 1000 --conc 32
+		# -C: a new connection, so a new backend and a SCRAM exchange, per
+		# transaction; -j 32: a thread per client, since pgbench makes a
+		# connection synchronously in its thread (with -j 1 the 32 clients
+		# would connect one at a time). No SSL or GSSAPI negotiation: plain
+		# TCP as authbox here (the cluster has ssl off; without these libpq
+		# would ask for SSL first and be refused, one more round trip).
+		local t0 t1 rc=0
+		t0=$(pg_cpu_ticks)
+		PGSSLMODE=disable PGGSSENCMODE=disable /usr/bin/time -f '%U %S' -o "$pgd/time.$r" pgbench -h 127.0.0.1 -p "$port" -U bench -C -n -f "$pgd/login.sql" \
+			-c 32 -j 32 -T "$secs" postgres >"$pgd/pgbench.$r.log" 2>&1 || rc=$?
+		t1=$(pg_cpu_ticks)
+		python3 - "$pgd/pgbench.$r.log" "$pgd/time.$r" "$((t1 - t0))" "$(getconf CLK_TCK)" "$rc" >>"$OUT/results.jsonl" <<-'EOF'
+			import json, re, sys
+			log, timef, ticks, hz, rc = sys.argv[1:]
+			text = open(log).read()
+			def num(pat):
+			    m = re.search(pat, text)
+			    return float(m.group(1)) if m else 0.0
+			ops = int(num(r"number of transactions actually processed: (\d+)"))
+			failed = int(num(r"number of failed transactions: (\d+)"))
+			aborted = len(re.findall(r"client \d+ aborted", text))
+			if ops == 0 or rc != "0":
+			    print(f"warning: pgbench exited with status {rc}, {ops} transactions; see {log}", file=sys.stderr)
+			# The last line of time's file: pgbench's own user and system CPU.
+			user, system = (float(x) for x in open(timef).read().split()[-2:])
+			cpu = int(ticks) / int(hz)
+			print(json.dumps({
+			    "tag": "pg-postgres-c32", "mode": "login", "conc": 32, "ops": ops, "errors": failed + aborted,
+			    "ops_per_sec": num(r"tps = ([0-9.]+) \(including reconnection times\)"),
+			    "latency_ms": {"avg": num(r"latency average = ([0-9.]+) ms"), "connect_avg": num(r"average connection time = ([0-9.]+) ms")},
+			    "server_cpu_sec": cpu, "server_cpu_us_per_op": cpu / ops * 1e6 if ops else 0,
+			    "bench_cpu_us_per_op": (user + system) / ops * 1e6 if ops else 0,
+			}))
+		EOF
+		echo "round $r done"
+	done
+	summary pg-authbox-c32 pg-postgres-c32
+	python3 - "$OUT/results.jsonl" <<-'EOF'
+		import json, statistics, sys
+		rows = [json.loads(l) for l in open(sys.argv[1])]
+		A = [r for r in rows if r["tag"] == "pg-authbox-c32"]
+		P = [r for r in rows if r["tag"] == "pg-postgres-c32"]
+		n = min(len(A), len(P))
+		rate = [A[i]["ops_per_sec"] / P[i]["ops_per_sec"] for i in range(n) if P[i]["ops_per_sec"]]
+		cpu = [P[i]["server_cpu_us_per_op"] / A[i]["server_cpu_us_per_op"] for i in range(n) if A[i].get("server_cpu_us_per_op")]
+		med = lambda xs: statistics.median(xs) if xs else float("nan")
+		print(f"  authbox is ahead by {med(rate):.1f}x in logins/s; postgres spends {med(cpu):.1f}x authbox's server CPU per login (medians of per-round ratios)")
+		print(f"  load generator CPU per login: authbox bench {med([r['bench_cpu_us_per_op'] for r in A]):.0f}us, pgbench {med([r['bench_cpu_us_per_op'] for r in P]):.0f}us"
+		      " (libpq runs the client's PBKDF2, 4096 iterations, for every connection; authbox bench derives its keys once)")
+	EOF
+	stop "$SRV_PID"
+	"${pg_stop[@]}" >/dev/null
+	pg_stop=()
+}
+
+if has postgres; then postgres_section; fi
 
 if has million; then
 	echo "== 1,000,000 accounts vs 1,000, alternating"
