@@ -460,22 +460,36 @@ print(max(1, math.ceil(t)))' "$DUR")
 
 if has postgres; then postgres_section; fi
 
-if has million; then
-	echo "== 1,000,000 accounts vs 1,000, alternating"
-	/usr/bin/time -f "populate: %e s wall, %M KiB max RSS" "$AB" bench populate --db "$OUT/m.db" --users 1000000 --iterations 4096
+# accounts_vs_1k N LABEL: bench populate of N accounts (timed), the db's
+# size per account, and logins against it versus a 1,000-account db, two
+# servers driven alternately at 64 clients.
+accounts_vs_1k() {
+	local n=$1 label=$2 db="$OUT/accounts-$2.db"
+	echo "== $label accounts ($n) vs 1,000, alternating, $ROUNDS rounds of $DUR"
+	rm -f "$db"
+	/usr/bin/time -f "populate: %e s wall, %M KiB max RSS" "$AB" bench populate --db "$db" --users "$n" --iterations 4096
+	ls -l "$db" | awk -v n="$n" '{printf "db with %d accounts: %d bytes, %.0f bytes per account\n", n, $5, $5/n}'
 	[ -f "$OUT/k.db" ] || "$AB" bench populate --db "$OUT/k.db" --users 1000 --iterations 4096
-	start_authbox "$OUT/m.db"
-	M_ADDR=$SRV_ADDR M_PID=$SRV_PID
+	start_authbox "$db"
+	local big_addr=$SRV_ADDR big_pid=$SRV_PID
 	start_authbox "$OUT/k.db"
-	K_ADDR=$SRV_ADDR K_PID=$SRV_PID
+	local k_addr=$SRV_ADDR k_pid=$SRV_PID
 	for r in $(seq "$ROUNDS"); do
-		run "accounts-1M" --server "$M_ADDR" --pid "$M_PID" --no-setup --users 1000000 --conc 64
-		run "accounts-1k" --server "$K_ADDR" --pid "$K_PID" --no-setup --users 1000 --conc 64
+		run "accounts-$label" --server "$big_addr" --pid "$big_pid" --no-setup --users "$n" --conc 64
+		run "accounts-1k-vs-$label" --server "$k_addr" --pid "$k_pid" --no-setup --users 1000 --conc 64
+		echo "round $r done"
 	done
-	summary accounts-1M accounts-1k
-	stop "$M_PID"
-	stop "$K_PID"
-	ls -l "$OUT/m.db" | awk '{printf "db with 1,000,000 accounts: %d bytes, %.0f bytes per account\n", $5, $5/1000000}'
+	summary "accounts-$label" "accounts-1k-vs-$label"
+	stop "$big_pid"
+	stop "$k_pid"
+}
+
+if has million; then accounts_vs_1k 1000000 1M; fi
+
+if has tenmillion; then
+	accounts_vs_1k 10000000 10M
+	# 1.5 GB: not left behind in $OUT.
+	rm -f "$OUT/accounts-10M.db"
 fi
 
 if has register; then
