@@ -5,10 +5,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"slices"
@@ -25,6 +27,8 @@ type conn struct {
 	raw     net.Conn
 	nc      net.Conn
 	r       *bufio.Reader
+	bufs    *connBufs // r's and the write buffer's home, pooled
+	args    []string  // the last command's arguments, reused per line
 	overTLS bool
 	cb      []byte // its tls-exporter channel binding, over TLS
 	remote  string
@@ -62,6 +66,18 @@ var (
 	errShutdown = errors.New("shutdown")
 )
 
+// connBufs are a connection's line buffers, kept between connections: a
+// reader of MaxLineBytes and a write buffer would otherwise be allocated
+// (4 KiB and more) for every login.
+type connBufs struct {
+	r *bufio.Reader
+	w []byte
+}
+
+var connBufPool = sync.Pool{New: func() any {
+	return &connBufs{r: bufio.NewReaderSize(nil, MaxLineBytes), w: make([]byte, 0, 256)}
+}}
+
 func (s *Server) serveConn(nc net.Conn, src string) {
 	c := &conn{
 		srv:     s,
@@ -85,10 +101,14 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		c.endAttempt(false)
 		s.untrack(c)
 		c.nc.Close()
-		s.log.Info("connection closed", "remote", c.remote, "end", c.stats.end,
-			"duration", time.Since(c.started).Round(time.Millisecond),
-			"commands", c.stats.commands, "logins", c.stats.logins,
-			"failed_logins", c.stats.failures, "registrations", c.stats.registrations)
+		if c.bufs != nil {
+			c.bufs.r.Reset(nil) // holds no connection while pooled
+			connBufPool.Put(c.bufs)
+		}
+		s.log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", slog.String("remote", c.remote), slog.String("end", c.stats.end),
+			slog.Duration("duration", time.Since(c.started).Round(time.Millisecond)),
+			slog.Int("commands", c.stats.commands), slog.Int("logins", c.stats.logins),
+			slog.Int("failed_logins", c.stats.failures), slog.Int("registrations", c.stats.registrations))
 	}()
 	defer func() {
 		if r := recover(); r != nil {
@@ -104,7 +124,9 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		s.log.Info("tls handshake failed", "remote", c.remote, "err", err)
 		return
 	}
-	c.r = bufio.NewReaderSize(c.nc, MaxLineBytes)
+	c.bufs = connBufPool.Get().(*connBufs)
+	c.bufs.r.Reset(c.nc)
+	c.r = c.bufs.r
 	if !c.write(s.greeting[boolIndex(c.overTLS)]) {
 		c.stats.end = "write failed"
 		return
@@ -192,9 +214,10 @@ func (c *conn) readLine() ([]byte, error) {
 	c.mu.Lock()
 	c.idle = false
 	c.mu.Unlock()
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() && c.srv.shutting.Load() && c.pending == nil {
-		return nil, errShutdown
+	if err != nil && c.srv.shutting.Load() && c.pending == nil {
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			return nil, errShutdown
+		}
 	}
 	return line, err
 }
@@ -257,7 +280,15 @@ func (c *conn) drainAndClose() {
 // write sends one line within the line deadline; false if it failed.
 func (c *conn) write(line string) bool {
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.LineTimeout.Duration))
-	_, err := io.WriteString(c.nc, line)
+	var err error
+	if c.bufs != nil {
+		// A net.Conn takes bytes: copying into the reused buffer saves
+		// the conversion's allocation on every reply.
+		c.bufs.w = append(c.bufs.w[:0], line...)
+		_, err = c.nc.Write(c.bufs.w)
+	} else {
+		_, err = io.WriteString(c.nc, line)
+	}
 	return err == nil
 }
 
@@ -265,16 +296,17 @@ func (c *conn) write(line string) bool {
 // for any other error a generic ERR INTERNAL with the detail in the log
 // only. It reports whether the connection stays open.
 func (c *conn) reply(line string, err error) bool {
-	var pe *ProtoError
-	switch {
-	case err == nil:
+	if err == nil {
 		return c.write(line)
+	}
+	if pe, ok := errors.AsType[*ProtoError](err); ok {
+		return c.write(pe.Line())
+	}
+	switch {
 	case errors.Is(err, errQuit):
 		c.stats.end = "quit"
 		c.write(line)
 		return false
-	case errors.As(err, &pe):
-		return c.write(pe.Line())
 	case errors.Is(err, errStoreUnavailable):
 		c.stats.end = "store unreachable"
 		c.srv.log.Warn("store unreachable during a command", "remote", c.remote, "err", err)
@@ -292,7 +324,8 @@ func (c *conn) reply(line string, err error) bool {
 // is one flat switch on the command word, each case its state guard and
 // its handler, so that a new command cannot fall into another's case.
 func (c *conn) handleLine(raw []byte) (string, error) {
-	cmd, err := ParseLine(TrimEOL(raw))
+	cmd, err := ParseLineInto(TrimEOL(raw), c.args)
+	c.args = cmd.Args
 	if err != nil {
 		c.pending = nil
 		c.endAttempt(false)

@@ -77,6 +77,7 @@ type EtcdStore struct {
 	// unknown name the same fake salts.
 	metaMu sync.RWMutex
 	secret []byte
+	salter *fakeSalter // under secret
 	// tally counts the legacy salts by shape, as the bbolt store does,
 	// but only as imports and loads add them: it is kept in
 	// meta/legacy_salts, and upgrades and deletes do not subtract (the
@@ -176,8 +177,9 @@ func (s *EtcdStore) currentSecret() []byte {
 }
 
 func (s *EtcdStore) setSecret(secret []byte) {
+	f := newFakeSalter(secret)
 	s.metaMu.Lock()
-	s.secret = secret
+	s.secret, s.salter = secret, f
 	s.metaMu.Unlock()
 }
 
@@ -531,5 +533,8 @@ func (s *EtcdStore) Identity(create func() (cert, key []byte, err error)) (cert,
 // FakeSalt is fakeSalt under the cluster's secret: every server gives an
 // unknown name the same challenge.
 func (s *EtcdStore) FakeSalt(label, name string) []byte {
-	return fakeSalt(s.currentSecret(), label, name)
+	s.metaMu.RLock()
+	f := s.salter
+	s.metaMu.RUnlock()
+	return f.salt(label, name)
 }

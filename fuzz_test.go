@@ -229,6 +229,14 @@ func fzCheckFraming(t *testing.T, data []byte) {
 	onWire := bytes.IndexByte(line, '\n') < 0 && len(data) <= MaxLineBytes
 
 	cmd, err := ParseLine(line)
+	if len(line) > 0 {
+		// The server parses into a slice it reuses: same words as a split.
+		want := strings.Split(string(line), " ")
+		got, _ := ParseLineInto(line, []string{"stale", "stale", "stale"})
+		if got.Verb != want[0] || !slices.Equal(got.Args, want[1:]) {
+			t.Fatalf("ParseLineInto(%q) = %q %q, want %q", line, got.Verb, got.Args, want)
+		}
+	}
 	switch {
 	case len(line) == 0:
 		fzWantCode(t, err, CodeBadCmd, "ParseLine(empty)")

@@ -5,10 +5,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/xdg-go/scram"
@@ -295,7 +297,8 @@ func (c *conn) failLogin(name, mech, reason string) (string, error) {
 	}
 	c.stats.failures++
 	c.srv.met.loginDone(mech, outcomeAuth, c.authStart)
-	c.srv.log.Info("login failed", "remote", c.remote, "user", name, "mech", mech, "reason", reason, "charged", !free)
+	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "login failed", slog.String("remote", c.remote), slog.String("user", name),
+		slog.String("mech", mech), slog.String("reason", reason), slog.Bool("charged", !free))
 	return "", errAuthFailed
 }
 
@@ -310,7 +313,8 @@ func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string
 	c.user, c.gen = name, rec.Gen
 	c.stats.logins++
 	c.srv.met.loginDone(mech, outcomeOK, c.authStart)
-	c.srv.log.Info("login", "remote", c.remote, "user", name, "mech", mech)
+	// LogAttrs: the one line of every login, without boxing its values.
+	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "login", slog.String("remote", c.remote), slog.String("user", name), slog.String("mech", mech))
 	return reply, nil
 }
 

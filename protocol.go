@@ -148,11 +148,25 @@ func TrimEOL(line []byte) []byte {
 // because the spec orders state errors before argument errors. (A verb that
 // is not valid UTF-8 is simply an unknown command.)
 func ParseLine(line []byte) (Command, error) {
+	return ParseLineInto(line, nil)
+}
+
+// ParseLineInto is ParseLine with the arguments appended to args[:0], so
+// that a connection reuses one slice for all its lines: the strings are
+// new (they outlive the line), the slice holding them need not be.
+func ParseLineInto(line []byte, args []string) (Command, error) {
 	if len(line) == 0 {
 		return Command{}, ErrEmptyLine
 	}
-	fields := strings.Split(string(line), " ")
-	return Command{Verb: fields[0], Args: fields[1:]}, nil
+	s := string(line)
+	verb, rest, more := strings.Cut(s, " ")
+	args = args[:0]
+	for more {
+		var a string
+		a, rest, more = strings.Cut(rest, " ")
+		args = append(args, a)
+	}
+	return Command{Verb: verb, Args: args}, nil
 }
 
 // CheckArgs validates the count of a command's arguments, that none is

@@ -105,12 +105,16 @@ func unmarshalRecord(b []byte) (Record, error) {
 		r.Gen = binary.BigEndian.Uint64(b)
 		b = b[8:]
 	}
+	// One copy for the three fields (a login decodes a record every
+	// time), each capped so that an append to one cannot reach the next.
+	// The copy is needed: b lives in the store's transaction.
+	b = bytes.Clone(b)
 	for _, f := range []*[]byte{&r.Salt, &r.StoredKey, &r.ServerKey} {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return Record{}, ErrBadRecord
 		}
 		n := int(b[0])
-		*f = bytes.Clone(b[1 : 1+n])
+		*f = b[1 : 1+n : 1+n]
 		b = b[1+n:]
 	}
 	if len(b) != 0 || (r.Kind != KindSCRAM && r.Kind != KindLegacy) {
