@@ -309,7 +309,7 @@ func (c *conn) reply(line string, err error) bool {
 		return false
 	case errors.Is(err, errStoreUnavailable):
 		c.stats.end = "store unreachable"
-		c.srv.log.Warn("store unreachable during a command", "remote", c.remote, "err", err)
+		c.srv.health.commandFailed(c.srv.log, c.remote, err)
 		c.write(FormatReply(ReplyErr, CodeBusy, "the account store is unreachable; retry shortly, or another server"))
 		return false
 	default:

@@ -43,6 +43,11 @@ type cachedRecord struct {
 	rev int64
 }
 
+type cachedTomb struct {
+	name string
+	rev  int64
+}
+
 type etcdCache struct {
 	s    *EtcdStore
 	base string // <prefix>users/
@@ -51,8 +56,14 @@ type etcdCache struct {
 	mu   sync.RWMutex
 	recs map[string]cachedRecord
 	seen int64 // the highest revision the watch has delivered
+	// tombs are the deleted names recs still holds, dropped once the
+	// watch is past their delete: no older event can come then.
+	tombs []cachedTomb
 
-	// fresh is when (unix ns) the cache was last known complete;
+	// epoch is the cache's start: fresh counts from it on the monotonic
+	// clock, so that a step of the wall clock cannot stretch the bound.
+	epoch time.Time
+	// fresh is when (ns since epoch) the cache was last known complete;
 	// confirmed ticks at each confirmation and changed at each watch
 	// response applied, for the tests to wait on.
 	fresh     atomic.Int64
@@ -67,8 +78,9 @@ type etcdCache struct {
 // cache started before is stopped: one store follows one watch.
 func (s *EtcdStore) startCache() *etcdCache {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &etcdCache{s: s, base: s.prefix + "users/", meta: s.prefix + "meta/", ctx: ctx, cancel: cancel,
+	c := &etcdCache{s: s, base: s.prefix + "users/", meta: s.prefix + "meta/", ctx: ctx, cancel: cancel, epoch: time.Now(),
 		confirmed: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	c.fresh.Store(never)
 	if old := s.cache.Swap(c); old != nil {
 		old.stop()
 	}
@@ -101,7 +113,7 @@ func (c *etcdCache) stop() {
 func (c *etcdCache) run() {
 	defer c.wg.Done()
 	for c.ctx.Err() == nil {
-		c.fresh.Store(0)
+		c.fresh.Store(never)
 		rev, err := c.load()
 		if err == nil {
 			c.follow(rev)
@@ -134,7 +146,7 @@ func (c *etcdCache) load() (int64, error) {
 		c.s.metaChanged(strings.TrimPrefix(string(kv.Key), c.meta), kv.Value)
 	}
 	c.mu.Lock()
-	c.recs, c.seen = recs, rev
+	c.recs, c.seen, c.tombs = recs, rev, nil
 	c.mu.Unlock()
 	return rev, nil
 }
@@ -212,9 +224,25 @@ func deliveredUpTo(resp clientv3.WatchResponse) int64 {
 	return 0
 }
 
+// never is fresh before any confirmation: far enough before epoch that the
+// cache is not current.
+const never = -1 << 62
+
+// current reports whether the cache was known complete less than
+// cacheStaleness ago.
+func (c *etcdCache) current() bool {
+	return time.Since(c.epoch)-time.Duration(c.fresh.Load()) <= cacheStaleness
+}
+
+// freshAt is when the cache was last known complete.
+func (c *etcdCache) freshAt() time.Time {
+	return c.epoch.Add(time.Duration(c.fresh.Load()))
+}
+
 // confirm records that the cache held every write made before at.
 func (c *etcdCache) confirm(at time.Time) {
-	c.fresh.Store(at.UnixNano())
+	c.fresh.Store(int64(at.Sub(c.epoch)))
+	c.prune()
 	tick(c.confirmed)
 }
 
@@ -252,12 +280,32 @@ func (c *etcdCache) apply(name string, val []byte, rev int64) {
 		return
 	}
 	c.recs[name] = cachedRecord{val: val, rev: rev}
+	if val == nil {
+		c.tombs = append(c.tombs, cachedTomb{name, rev})
+	}
+}
+
+// prune drops the deleted names the watch is past.
+func (c *etcdCache) prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keep := c.tombs[:0]
+	for _, t := range c.tombs {
+		switch r, ok := c.recs[t.name]; {
+		case t.rev > c.seen:
+			keep = append(keep, t)
+		case ok && r.val == nil && r.rev == t.rev:
+			delete(c.recs, t.name)
+		}
+	}
+	clear(c.tombs[len(keep):])
+	c.tombs = keep
 }
 
 // get answers from the cache if it was known complete recently enough:
 // found reports the account exists, ok that the cache could answer.
 func (c *etcdCache) get(name string) (val []byte, found, ok bool) {
-	if time.Since(time.Unix(0, c.fresh.Load())) > cacheStaleness {
+	if !c.current() {
 		return nil, false, false
 	}
 	c.mu.RLock()

@@ -55,6 +55,10 @@ const (
 	// election timeout, so that an election alone does not mark the store
 	// down, while a dead cluster is noticed within a few seconds.
 	etcdPingTimeout = 2 * time.Second
+	// etcdKeepAlive and etcdKeepAliveTimeout: see OpenEtcd. A member
+	// gone silent is dropped about 7 s after its last answer.
+	etcdKeepAlive        = 5 * time.Second
+	etcdKeepAliveTimeout = 2 * time.Second
 )
 
 var (
@@ -97,6 +101,16 @@ func OpenEtcd(cfg EtcdConfig) (*EtcdStore, error) {
 		// The client's own log is zap's, at info: it would interleave
 		// with ours. Its errors reach us as returned errors.
 		Logger: zap.NewNop(),
+		// Keepalive pings find a member that vanished without closing
+		// its connections (power lost, a cable pulled): without them the
+		// client keeps sending it requests until the kernel gives up on
+		// the connection, many minutes later, and a healthy cluster
+		// answers BUSY meanwhile. 5 s is the least etcd accepts by
+		// default (--grpc-keepalive-min-time); it drops clients that
+		// ping more often.
+		DialKeepAliveTime:    etcdKeepAlive,
+		DialKeepAliveTimeout: etcdKeepAliveTimeout,
+		PermitWithoutStream:  true,
 	}
 	if cfg.PasswordFile != "" {
 		pw, err := os.ReadFile(cfg.PasswordFile)
@@ -314,6 +328,33 @@ func (s *EtcdStore) wrote(name string, val []byte, rev int64) {
 	}
 }
 
+// landed reads back, once and briefly, a write whose answer was lost (a
+// timeout, a member gone mid-request): etcd may have committed it anyway,
+// and a client told BUSY would then find its new name taken, or its old
+// password still asked for. val is what was written (nil for a delete);
+// each write carries a fresh identity stamp and time, so equal bytes mean
+// this write.
+func (s *EtcdStore) landed(name string, val []byte) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), etcdPingTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.userKey(name))
+	if err != nil {
+		return false
+	}
+	if val == nil {
+		if len(resp.Kvs) == 0 {
+			s.wrote(name, nil, resp.Header.Revision)
+			return true
+		}
+		return false
+	}
+	if len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, val) {
+		s.wrote(name, val, resp.Kvs[0].ModRevision)
+		return true
+	}
+	return false
+}
+
 // Create adds an account only if the name is absent in the whole
 // cluster: two servers registering one name at once get one OK.
 func (s *EtcdStore) Create(name string, rec Record) error {
@@ -326,6 +367,9 @@ func (s *EtcdStore) Create(name string, rec Record) error {
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, string(val))).Commit()
 	if err != nil {
+		if s.Unreachable(err) && s.landed(name, val) {
+			return nil
+		}
 		return err
 	}
 	if !resp.Succeeded {
@@ -366,6 +410,9 @@ func (s *EtcdStore) putIf(name string, rev int64, val []byte, op clientv3.Op) (b
 	defer cancel()
 	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.userKey(name)), "=", rev)).Then(op).Commit()
 	if err != nil {
+		if s.Unreachable(err) && s.landed(name, val) {
+			return true, nil
+		}
 		return false, err
 	}
 	if resp.Succeeded {
@@ -387,7 +434,9 @@ func (s *EtcdStore) Delete(name string) error { return s.DeleteIf(name, nil) }
 func (s *EtcdStore) DeleteIf(name string, ok func(Record) error) error {
 	for range etcdRetries {
 		rec, rev, err := s.get(name)
-		if err != nil {
+		// A plain delete removes a record that does not decode too, as
+		// the bbolt store does: it is the way to clear one.
+		if err != nil && (ok != nil || rev == 0) {
 			return err
 		}
 		if ok != nil {
@@ -489,7 +538,10 @@ func (s *EtcdStore) Backup(w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return writeDBFile(w, s.currentSecret(), cert, key, s.eachRaw)
+	s.metaMu.RLock()
+	secret, tally := s.secret, s.tally
+	s.metaMu.RUnlock()
+	return writeDBFile(w, secret, cert, key, tally, s.eachRaw)
 }
 
 // storedIdentity is the cluster's TLS identity, nil if none was made.

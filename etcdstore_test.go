@@ -269,14 +269,14 @@ func TestCacheStopsAnsweringWhenItCannotConfirm(t *testing.T) {
 	}
 	wrote := time.Now()
 	timeout := time.After(5 * time.Second)
-	for time.Unix(0, cache.fresh.Load()).Before(wrote) {
+	for cache.freshAt().Before(wrote) {
 		select {
 		case <-cache.confirmed:
 		case <-timeout:
 			t.Fatal("the cache was not confirmed after writes outside its prefix")
 		}
 	}
-	confirmed := time.Unix(0, cache.fresh.Load())
+	confirmed := cache.freshAt()
 	c.kill(0)
 	deadline := time.Now().Add(5 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)

@@ -36,6 +36,9 @@ type health struct {
 	done  sync.WaitGroup
 	mu    sync.Mutex // serializes probes, so state changes log in order
 	once  sync.Once
+	// failLogged is set once a command's store failure was logged, and
+	// cleared when the store is reachable again: one line per outage.
+	failLogged atomic.Bool
 }
 
 func newHealth(store Storage, log *slog.Logger) *health {
@@ -88,6 +91,18 @@ func (h *health) probe() {
 			h.log.Info("store reachable again", "store", h.store.Describe())
 		}
 	}
+	if err == nil {
+		h.failLogged.Store(false)
+	}
+}
+
+// commandFailed logs the first command of an outage that the store
+// failed; the rest are counted by the store metrics, not logged.
+func (h *health) commandFailed(log *slog.Logger, remote string, err error) {
+	if h != nil && !h.failLogged.CompareAndSwap(false, true) {
+		return
+	}
+	log.Warn("store unreachable during a command; later ones until it is back are not logged", "remote", remote, "err", err)
 }
 
 // unavailable reports whether new connections should be turned away.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -68,20 +69,25 @@ func cmdRestore(ctx *cli.Context) error {
 	if err != nil {
 		return fail(exitOther, "", "reading %s: %s", path, errText(err))
 	}
-	loaded, kept, err := dst.Load(src)
+	res, err := dst.Load(src)
 	if errors.Is(err, ErrNotEmpty) {
-		return fail(exitOther, "load into a prefix of its own (etcd.prefix), or empty this one first (authbox users delete --prefix …)",
-			"%s holds accounts that are not this db's: %s", dst.Describe(), err)
+		return fail(exitOther, fmt.Sprintf("load into a prefix of its own (etcd.prefix), or, if its accounts are to go, empty it first (etcdctl del --prefix %susers/)", dst.prefix),
+			"%s holds accounts, and no unfinished restore of this db: a restore fills an empty prefix, or finishes its own interrupted run", dst.Describe())
 	}
 	if err != nil {
-		fmt.Fprintf(ctx.App.Writer, "loaded %d %s before the failure\n", loaded, plural(loaded, "account", "accounts"))
+		fmt.Fprintf(ctx.App.Writer, "loaded %d %s before the failure\n", res.Loaded, plural(res.Loaded, "account", "accounts"))
 		return fail(exitOther, "run the same restore again: it keeps what is there and adds the rest", "the restore stopped part way: %s", errText(err))
 	}
-	fmt.Fprintf(ctx.App.Writer, "loaded %d %s from %s into %s", loaded, plural(loaded, "account", "accounts"), path, dst.Describe())
-	if kept > 0 {
-		fmt.Fprintf(ctx.App.Writer, " (%d were there already, from an earlier restore of this db)", kept)
+	fmt.Fprintf(ctx.App.Writer, "loaded %d %s from %s into %s", res.Loaded, plural(res.Loaded, "account", "accounts"), path, dst.Describe())
+	if res.Kept > 0 {
+		fmt.Fprintf(ctx.App.Writer, " (%d were there already, from an earlier run of this restore)", res.Kept)
 	}
 	fmt.Fprintln(ctx.App.Writer)
+	if len(res.Clashed) > 0 {
+		fmt.Fprintf(ctx.App.ErrWriter, "authbox: note: %d %s of the db %s registered in the cluster during the restore and kept the cluster's %s: %s\n",
+			len(res.Clashed), plural(len(res.Clashed), "name", "names"), plural(len(res.Clashed), "was", "were"),
+			plural(len(res.Clashed), "account", "accounts"), printable(strings.Join(res.Clashed, ", ")))
+	}
 	if oldCert != nil && newCert != nil && !bytes.Equal(oldCert, newCert) {
 		fmt.Fprintf(ctx.App.ErrWriter, "authbox: note: the prefix held another TLS identity (%s), made by an earlier fingerprint or users command; it is now the db's (%s), and pins of the old one no longer hold; servers already running on this prefix present the old one until restarted\n",
 			certDERFingerprint(oldCert), certDERFingerprint(newCert))

@@ -57,6 +57,7 @@ type Server struct {
 	cache *etcdCache
 
 	queue    chan *queued
+	waits    *queueWaits // the queue's deadlines
 	shutting atomic.Bool
 	wg       sync.WaitGroup
 
@@ -94,6 +95,7 @@ func NewServer(cfg Config, store Storage, log *slog.Logger) *Server {
 	}
 	s.health = newHealth(store, log)
 	s.store = timedStore{store, s.met, s.health}
+	s.waits = newQueueWaits(cfg.QueueTimeout.Duration, s.queueExpired)
 	return s
 }
 
@@ -149,6 +151,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.logListening(ln)
 	s.health.start()
+	s.waits.start()
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;
 	// workers then drain what is left and exit.
@@ -169,8 +172,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		backoff.ok()
 		s.met.accept()
 		if s.health.unavailable() {
+			// Not logged one by one: the probe logged the outage once,
+			// and the metric counts these.
 			s.met.refuse(refusedStoreDown)
-			s.reject(nc, CodeBusy, "the account store is unreachable; retry shortly, or another server")
+			s.answerReject(nc, CodeBusy, "the account store is unreachable; retry shortly, or another server")
 			continue
 		}
 		src := sourceKey(nc.RemoteAddr())
@@ -211,12 +216,17 @@ func (s *Server) logListening(ln net.Listener) {
 // which is a worker's job (spec §9.1), so the connection is only closed:
 // clients read that as busy.
 func (s *Server) reject(nc net.Conn, code, text string) {
+	s.answerReject(nc, code, text)
+	s.log.Info("rejected", "remote", nc.RemoteAddr().String(), "code", code, "reason", text)
+}
+
+// answerReject is reject without its log line.
+func (s *Server) answerReject(nc net.Conn, code, text string) {
 	if s.tlsConf == nil {
 		nc.SetWriteDeadline(time.Now().Add(rejectWriteTimeout))
 		io.WriteString(nc, FormatReply(ReplyErr, code, text))
 	}
 	nc.Close()
-	s.log.Info("rejected", "remote", nc.RemoteAddr().String(), "code", code, "reason", text)
 }
 
 func (s *Server) worker() {
@@ -233,37 +243,36 @@ func (s *Server) worker() {
 }
 
 // queued is an accepted connection waiting for a worker. Whoever claims it
-// first answers it: a worker, or the timer of queue_timeout, which tells it
-// ERR BUSY; the spec promises that no client is left without an answer.
+// first answers it: a worker, or the reaper of queue_timeout
+// (queuewait.go), which tells it ERR BUSY; the spec promises that no
+// client is left without an answer.
 type queued struct {
-	nc      net.Conn
-	src     string
-	claimed atomic.Bool
-	timer   *time.Timer
+	nc       net.Conn
+	src      string
+	claimed  atomic.Bool
+	deadline time.Time
 }
 
-// newQueued arms the timer before the connection is published on the
-// queue, so the worker that receives it sees the timer.
+// newQueued starts the connection's wait before it is published on the
+// queue.
 func (s *Server) newQueued(nc net.Conn, src string) *queued {
 	q := &queued{nc: nc, src: src}
-	q.timer = time.AfterFunc(s.cfg.QueueTimeout.Duration, func() {
-		if q.claimed.CompareAndSwap(false, true) {
-			s.met.refuse(refusedQueueTimeout)
-			s.reject(q.nc, CodeBusy, "server busy, retry shortly")
-			s.thr.connClose(q.src)
-		}
-	})
+	s.waits.add(q)
 	return q
 }
 
+// queueExpired answers a connection that waited longer than
+// queue_timeout.
+func (s *Server) queueExpired(q *queued) {
+	s.met.refuse(refusedQueueTimeout)
+	s.reject(q.nc, CodeBusy, "server busy, retry shortly")
+	s.thr.connClose(q.src)
+}
+
 // claim takes the connection for a worker (or the accept loop); false if
-// the timer already answered it.
+// the reaper already answered it.
 func (q *queued) claim() bool {
-	if !q.claimed.CompareAndSwap(false, true) {
-		return false
-	}
-	q.timer.Stop()
-	return true
+	return q.claimed.CompareAndSwap(false, true)
 }
 
 // Shutdown stops accepting, lets every exchange under way finish, and waits
@@ -288,6 +297,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		s.waits.halt()
 		s.health.halt()
 		s.shared.stop()
 		if s.cache != nil {

@@ -671,6 +671,26 @@ func (s *Store) Each(fn func(name string, rec Record) error) error {
 	})
 }
 
+// digest is a SHA-256 over the db's secret and every account as stored,
+// in name order: two dbs with the same digest load the same accounts
+// under the same secret (restore uses it to know a load it may finish).
+func (s *Store) digest() ([]byte, error) {
+	h := sha256.New()
+	h.Write(s.secret)
+	var n [4]byte
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			for _, b := range [][]byte{k, v} {
+				binary.BigEndian.PutUint32(n[:], uint32(len(b)))
+				h.Write(n[:])
+				h.Write(b)
+			}
+			return nil
+		})
+	})
+	return h.Sum(nil), err
+}
+
 // Backup writes a consistent copy of the whole db to w while readers and
 // writers carry on.
 func (s *Store) Backup(w io.Writer) (int64, error) {
@@ -736,7 +756,7 @@ func (s *Store) storedIdentity() (cert, key []byte, err error) {
 // contents: its secret, its TLS identity (nil for none) and the encoded
 // records that each hands to put, in any order. It is built in a temporary
 // file beside none of the user's: bbolt writes only to files.
-func writeDBFile(w io.Writer, secret, cert, key []byte, each func(put func(name string, val []byte) error) error) (int64, error) {
+func writeDBFile(w io.Writer, secret, cert, key []byte, tally saltTally, each func(put func(name string, val []byte) error) error) (int64, error) {
 	dir, err := os.MkdirTemp("", "authbox-backup-")
 	if err != nil {
 		return 0, err
@@ -755,7 +775,9 @@ func writeDBFile(w io.Writer, secret, cert, key []byte, each func(put func(name 
 		if _, err := tx.CreateBucket(bucketUsers); err != nil {
 			return err
 		}
-		puts := map[string][]byte{string(keySchema): {schemaVersion}, string(keySecret): secret}
+		// The tally as the source keeps it, so that unknown names' fake
+		// legacy salts keep their shape (a cluster's only grows).
+		puts := map[string][]byte{string(keySchema): {schemaVersion}, string(keySecret): secret, string(keyLegacySalts): tally.encode()}
 		if cert != nil && key != nil {
 			puts[string(keyTLSCert)], puts[string(keyTLSKey)] = cert, key
 		}
