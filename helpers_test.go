@@ -111,6 +111,11 @@ func serveStore(t testing.TB, cfg Config, store Storage) *testServer {
 	ts.store, _ = store.(*Store)
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(ts.stop)
+	select { // Serve's fields (the etcd cache, shared failures) are set
+	case <-srv.ready:
+	case err := <-ts.done:
+		t.Fatalf("serve: %v", err)
+	}
 	// No pin an earlier test's server left on this port may make testDial
 	// take this one for it.
 	pinServer(t, ts.addr, "")

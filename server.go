@@ -56,8 +56,11 @@ type Server struct {
 	// stops at Shutdown; nil for the bbolt file.
 	cache *etcdCache
 
-	queue    chan *queued
-	waits    *queueWaits // the queue's deadlines
+	queue chan *queued
+	waits *queueWaits // the queue's deadlines
+	// ready is closed when Serve has set everything up and is about to
+	// accept: its fields may be read from then on.
+	ready    chan struct{}
 	shutting atomic.Bool
 	wg       sync.WaitGroup
 
@@ -86,6 +89,7 @@ func NewServer(cfg Config, store Storage, log *slog.Logger) *Server {
 		log:      log,
 		thr:      newThrottle(cfg),
 		queue:    make(chan *queued, cfg.Queue),
+		ready:    make(chan struct{}),
 		conns:    make(map[*conn]struct{}),
 		offered:  [2][]string{cfg.Offered(false), cfg.Offered(true)},
 		greeting: [2]string{Greeting(cfg.Offered(false)), Greeting(cfg.Offered(true))},
@@ -152,6 +156,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.logListening(ln)
 	s.health.start()
 	s.waits.start()
+	close(s.ready)
 	defer s.wg.Done()
 	// Only the accept loop sends on the queue, so it alone may close it;
 	// workers then drain what is left and exit.
