@@ -95,7 +95,7 @@ func (ac *adminClient) do(req adminRequest, in io.Reader, mayCreate bool) error 
 		fi, err := os.Stat(ac.db)
 		switch {
 		case errors.Is(err, os.ErrNotExist) && !mayCreate:
-			return nil, adminFail(AdminFailed, "give the db with --db, or the config that names it with --config", "no database at %s", ac.db)
+			return nil, adminFail(AdminFailed, "give the db with --db, or with --config the config that names it (or an etcd cluster's, store = \"etcd\")", "no database at %s", ac.db)
 		case err == nil && fi.Mode().IsRegular() && fi.Size() == 0 && !mayCreate:
 			return nil, adminFail(AdminFailed, "give the db with --db, or the config that names it with --config; an import creates a new db",
 				"%s is an empty file, not an authbox database", ac.db)
