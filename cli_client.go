@@ -127,7 +127,8 @@ func (cs *clientSetup) dial() (*Client, error) {
 	explained := cs.explain(err)
 	var ce *cliError
 	if len(tried) > 1 && len(tried) == len(cs.servers) && errors.As(explained, &ce) {
-		return nil, fail(ce.code, ce.hint, "none of the %d servers could serve: %s", len(tried), strings.Join(tried, "; "))
+		return nil, fail(ce.code, "each is down, busy, stuck, or has lost its store (a cluster without a quorum); try again in a moment, and check the servers' logs",
+			"none of the %d servers could serve: %s", len(tried), strings.Join(tried, "; "))
 	}
 	return nil, explained
 }
