@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,4 +267,110 @@ func TestEtcdLandedReadsBackItsOwnWrite(t *testing.T) {
 	if !s.landed("lee", nil) || s.landed("lee", mine) {
 		t.Fatal("after the delete")
 	}
+}
+
+// freezingProxy relays TCP to a target until frozen; then it stops
+// relaying but keeps every connection open, as a machine does that lost
+// its power or its cable: nothing is refused or closed, nothing answers.
+type freezingProxy struct {
+	addr   string
+	frozen chan struct{}
+	once   sync.Once
+}
+
+func startFreezingProxy(t *testing.T, target string) *freezingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezingProxy{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(done); ln.Close(); wg.Wait() })
+	relay := func(dst, src net.Conn) {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			// Short reads, so that a freeze is noticed between them.
+			src.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			n, err := src.Read(buf)
+			select {
+			case <-p.frozen:
+				<-done // silent, and open, until the test ends
+				src.Close()
+				dst.Close()
+				return
+			default:
+			}
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				src.Close()
+				dst.Close()
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			wg.Add(2)
+			go relay(out, in)
+			go relay(in, out)
+		}
+	}()
+	return p
+}
+
+func (p *freezingProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
+
+// TestEtcdSurvivesASilentMember: a member that goes silent without
+// closing its connections (behind a proxy that stops relaying) is dropped
+// by the client's keepalive, so that the store works on with the other
+// two members, instead of sending that one a share of its requests until
+// the kernel gives up on the connection.
+func TestEtcdSurvivesASilentMember(t *testing.T) {
+	c := startEtcd(t, 3)
+	eps := c.endpoints()
+	p := startFreezingProxy(t, eps[0])
+	cfg := c.config("/silent/")
+	cfg.Endpoints = []string{p.addr, eps[1], eps[2]}
+	s, err := OpenEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	p.freeze()
+	// Writes until ten in a row succeed at once: the silent member must
+	// have been dropped by then. Without keepalive a third of them wait
+	// out etcdOpTimeout for as long as the connection lives.
+	deadline := time.Now().Add(3 * (etcdKeepAlive + etcdKeepAliveTimeout))
+	inRow, slow := 0, 0
+	for i := 0; inRow < 10; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes in a row went through within %v of the member going silent (%d slow or failed)", inRow, 3*(etcdKeepAlive+etcdKeepAliveTimeout), slow)
+		}
+		start := time.Now()
+		err := s.Create(fmt.Sprint("u", i), testRecord(1))
+		if err == nil && time.Since(start) < time.Second {
+			inRow++
+		} else {
+			inRow, slow = 0, slow+1
+		}
+	}
+	t.Logf("%d writes were slow or failed before the silent member was dropped", slow)
 }
