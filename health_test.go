@@ -100,3 +100,20 @@ func TestStoreLostMidCommandIsBusy(t *testing.T) {
 		t.Fatalf("REGISTER with the store lost: %v", err)
 	}
 }
+
+// TestStoreDownLogsOncePerChange: a server whose store is unreachable
+// logs it once per change of state, not once per connection it turns
+// away.
+func TestStoreDownLogsOncePerChange(t *testing.T) {
+	c := startEtcd(t, 1)
+	ts := serveOnEtcd(t, c, "/logonce/")
+	c.kill(0)
+	busy := func(l string) bool { return strings.HasPrefix(l, "ERR BUSY") }
+	dialUntil(t, ts.addr, 10*time.Second, busy)
+	for range 20 {
+		dialUntil(t, ts.addr, time.Second, busy)
+	}
+	if n := strings.Count(ts.logs.String(), "unreachable"); n > 2 {
+		t.Fatalf("21 connections turned away while the store was down logged its loss %d times", n)
+	}
+}
