@@ -10,8 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"time"
-
-	"github.com/xdg-go/scram"
 )
 
 // failure is a failed login: the name and the kind of account the
@@ -31,7 +29,7 @@ func kindOf(mech string) Kind {
 }
 
 type scramEx struct {
-	conv   *scram.ServerConversation
+	conv   *scramServer
 	mech   string // MechSCRAM or MechPlus
 	gs2    string // the GS2 header client-first began with
 	name   string
@@ -156,37 +154,34 @@ func (c *conn) startSCRAM(mech, arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	creds := scram.StoredCredentials{
-		// An unknown name gets a salt from the secret and an unreachable
-		// StoredKey: the proof is checked the same way, and fails.
-		KeyFactors: scram.KeyFactors{Salt: string(fake[:SaltLen]), Iters: c.srv.cfg.Iterations},
-		StoredKey:  fake,
-		ServerKey:  fake,
-	}
+	// An unknown name gets a salt from the secret and an unreachable
+	// StoredKey: the proof is checked the same way, and fails.
+	creds := scramCreds{salt: fake[:SaltLen], iters: c.srv.cfg.Iterations, storedKey: fake, serverKey: fake}
 	if exists {
-		creds = scram.StoredCredentials{
-			KeyFactors: scram.KeyFactors{Salt: string(rec.Salt), Iters: rec.Iterations},
-			StoredKey:  rec.StoredKey,
-			ServerKey:  rec.ServerKey,
-		}
+		creds = scramCreds{salt: rec.Salt, iters: rec.Iterations, storedKey: rec.StoredKey, serverKey: rec.ServerKey}
 	}
-	srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
-	conv := srv.NewConversation()
+	var conv *scramServer
 	if c.offers(MechPlus) {
-		// The library then also refuses "y" (checkGS2 did already).
-		conv = srv.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: c.cb})
+		// This also refuses "y" (checkGS2 did already).
+		conv = newSCRAMServer(cbTLSExporter, c.cb)
+	} else {
+		conv = newSCRAMServer("", nil)
 	}
-	serverFirst, err := conv.Step(string(raw))
+	serverFirst, err := conv.first(raw, creds)
 	if err != nil {
+		conv.release()
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-first-message")
 	}
 	c.pending = &scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
-	return FormatReply(ReplyChallenge, EncodeB64([]byte(serverFirst))), nil
+	return FormatReply(ReplyChallenge, EncodeB64(serverFirst)), nil
 }
 
 var errAuthFailed = &ProtoError{Code: CodeAuth, Text: "authentication failed"}
 
 func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
+	// An exchange left for another command is not released: the garbage
+	// collector takes it.
+	defer p.conv.release()
 	if err := CheckArgs(cmd, 1, 1); err != nil {
 		return "", err
 	}
@@ -211,17 +206,14 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 			return c.failLogin(p.name, p.mech, "channel binding mismatch (a relay in the middle?)")
 		}
 	}
-	serverFinal, err := p.conv.Step(string(raw))
-	if err != nil {
-		if serverFinal == scram.ErrInvalidProof {
-			return c.failLogin(p.name, p.mech, "wrong proof")
-		}
+	serverFinal, err := p.conv.final(raw)
+	switch {
+	case err == errSCRAMProof, err == nil && !p.exists:
+		return c.failLogin(p.name, p.mech, "wrong proof")
+	case err != nil:
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-final-message (channel binding, nonce or proof)")
 	}
-	if !p.exists || !p.conv.Valid() {
-		return c.failLogin(p.name, p.mech, "wrong proof")
-	}
-	return c.succeedLogin(p.name, p.mech, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
+	return c.succeedLogin(p.name, p.mech, p.rec, FormatReply(ReplyOK, EncodeB64(serverFinal)))
 }
 
 // clientFinalCBind decodes the c= attribute that starts client-final.
