@@ -71,7 +71,6 @@ type scramServer struct {
 	dec    []byte // base64 decodes of c= and p=
 	rnd    [scramNonceRaw]byte
 	snonce [32]byte
-	outer  [hmacBlock + sha256.Size]byte
 	out    [2 + 44]byte // "v=" and a base64 HMAC-SHA-256
 }
 
@@ -252,29 +251,32 @@ func (s *scramServer) decode(src []byte, at int) ([]byte, bool) {
 	return s.dec[at:], true
 }
 
-// hmac is HMAC-SHA-256 (RFC 2104) of the AuthMessage under key: the padded
-// key goes in front of the message in s.msg, so one SHA-256 over the buffer
-// is the inner hash, and no hmac.New is made per login.
-func (s *scramServer) hmac(key []byte) [sha256.Size]byte {
+// hmac is HMAC-SHA-256 of the AuthMessage under key.
+func (s *scramServer) hmac(key []byte) [sha256.Size]byte { return hmacPadded(key, s.msg) }
+
+// hmacPadded is HMAC-SHA-256 (RFC 2104) under key of buf[hmacBlock:]. The
+// first hmacBlock bytes of buf are room for the padded key, so that the
+// inner hash is one SHA-256 over buf and no hmac.New is made; they are
+// cleared again.
+func hmacPadded(key, buf []byte) [sha256.Size]byte {
 	var k [hmacBlock]byte
 	if len(key) > hmacBlock {
 		h := sha256.Sum256(key)
 		key = h[:]
 	}
 	copy(k[:], key)
-	pad := s.msg[:hmacBlock]
+	pad := buf[:hmacBlock]
 	for i := range pad {
 		pad[i] = k[i] ^ 0x36
 	}
-	inner := sha256.Sum256(s.msg)
-	for i := range k {
-		s.outer[i] = k[i] ^ 0x5c
-	}
-	copy(s.outer[hmacBlock:], inner[:])
-	out := sha256.Sum256(s.outer[:])
+	inner := sha256.Sum256(buf)
 	clear(pad)
-	clear(s.outer[:])
-	return out
+	var outer [hmacBlock + sha256.Size]byte
+	for i := range k {
+		outer[i] = k[i] ^ 0x5c
+	}
+	copy(outer[hmacBlock:], inner[:])
+	return sha256.Sum256(outer[:])
 }
 
 // isSCRAMBindingType reports the channel-binding types the library knows

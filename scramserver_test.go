@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
+	"strings"
 	"testing"
 )
 
@@ -114,5 +117,39 @@ func TestLeanSCRAMNoAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations for server-first with a random nonce, want 0", allocs)
+	}
+}
+
+// TestHMACPadded checks the hand-rolled HMAC against crypto/hmac for keys
+// shorter than, as long as and longer than a block, and that fakeSalt,
+// built on it, gives every name the fake salt it had with crypto/hmac (a
+// fake salt must not change from one version to the next).
+func TestHMACPadded(t *testing.T) {
+	for _, kl := range []int{0, 1, 32, 63, 64, 65, 200} {
+		for _, ml := range []int{0, 1, 55, 56, 64, 200} {
+			key := bytes.Repeat([]byte{byte(kl) | 1}, kl)
+			msg := bytes.Repeat([]byte{'m'}, ml)
+			m := hmac.New(sha256.New, key)
+			m.Write(msg)
+			want := m.Sum(nil)
+			buf := append(make([]byte, hmacBlock), msg...)
+			if got := hmacPadded(key, buf); !bytes.Equal(got[:], want) {
+				t.Errorf("key %d bytes, message %d bytes: %x, want %x", kl, ml, got, want)
+			}
+			if !bytes.Equal(buf[:hmacBlock], make([]byte, hmacBlock)) || !bytes.Equal(buf[hmacBlock:], msg) {
+				t.Errorf("key %d bytes, message %d bytes: the buffer was left changed", kl, ml)
+			}
+		}
+	}
+	secret := bytes.Repeat([]byte{0x5a}, 32)
+	for _, name := range []string{"", "alice", strings.Repeat("n", 200)} {
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte("scram\x00" + name))
+		if got := fakeSalt(secret, "scram", name); !bytes.Equal(got, m.Sum(nil)) {
+			t.Errorf("fakeSalt for a %d-byte name differs from crypto/hmac's", len(name))
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { fakeSalt(secret, "scram", "alice") }); n != 1 {
+		t.Errorf("fakeSalt: %v allocations, want 1 (its result)", n)
 	}
 }
