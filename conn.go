@@ -265,10 +265,13 @@ func (c *conn) write(line string) bool {
 // for any other error a generic ERR INTERNAL with the detail in the log
 // only. It reports whether the connection stays open.
 func (c *conn) reply(line string, err error) bool {
+	if err == nil {
+		return c.write(line)
+	}
+	// Declared here, not above: errors.As moves it to the heap, and most
+	// replies are not errors.
 	var pe *ProtoError
 	switch {
-	case err == nil:
-		return c.write(line)
 	case errors.Is(err, errQuit):
 		c.stats.end = "quit"
 		c.write(line)
