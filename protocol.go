@@ -179,7 +179,14 @@ func CheckArgs(c Command, min, max int) error {
 
 // FormatReply joins a reply word and its arguments into one line with LF.
 func FormatReply(word string, args ...string) string {
+	n := len(word) + 1
+	for _, a := range args {
+		if a != "" {
+			n += 1 + len(a)
+		}
+	}
 	var b strings.Builder
+	b.Grow(n) // one allocation, the line's
 	b.WriteString(word)
 	for _, a := range args {
 		if a == "" {
