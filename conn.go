@@ -5,10 +5,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"slices"
@@ -85,10 +87,12 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		c.endAttempt(false)
 		s.untrack(c)
 		c.nc.Close()
-		s.log.Info("connection closed", "remote", c.remote, "end", c.stats.end,
-			"duration", time.Since(c.started).Round(time.Millisecond),
-			"commands", c.stats.commands, "logins", c.stats.logins,
-			"failed_logins", c.stats.failures, "registrations", c.stats.registrations)
+		// Attrs, not key-value pairs, which box each value: this line is
+		// written once per connection.
+		s.log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", slog.String("remote", c.remote), slog.String("end", c.stats.end),
+			slog.Duration("duration", time.Since(c.started).Round(time.Millisecond)),
+			slog.Int("commands", c.stats.commands), slog.Int("logins", c.stats.logins),
+			slog.Int("failed_logins", c.stats.failures), slog.Int("registrations", c.stats.registrations))
 	}()
 	defer func() {
 		if r := recover(); r != nil {
