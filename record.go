@@ -105,12 +105,16 @@ func unmarshalRecord(b []byte) (Record, error) {
 		r.Gen = binary.BigEndian.Uint64(b)
 		b = b[8:]
 	}
+	// One copy of the three length-prefixed values (b may be the db's
+	// own memory), sliced with their capacity capped so that an append to
+	// one cannot run into the next: one allocation a login, not three.
+	b = bytes.Clone(b)
 	for _, f := range []*[]byte{&r.Salt, &r.StoredKey, &r.ServerKey} {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
 			return Record{}, ErrBadRecord
 		}
 		n := int(b[0])
-		*f = bytes.Clone(b[1 : 1+n])
+		*f = b[1 : 1+n : 1+n]
 		b = b[1+n:]
 	}
 	if len(b) != 0 || (r.Kind != KindSCRAM && r.Kind != KindLegacy) {
