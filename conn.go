@@ -261,8 +261,25 @@ func (c *conn) drainAndClose() {
 // write sends one line within the line deadline; false if it failed.
 func (c *conn) write(line string) bool {
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.LineTimeout.Duration))
-	_, err := io.WriteString(c.nc, line)
+	// Neither a TCP nor a TLS connection writes strings: io.WriteString
+	// would copy each line to a new slice.
+	buf := getLineBuf()
+	*buf = append((*buf)[:0], line...)
+	_, err := c.nc.Write(*buf)
+	putLineBuf(buf)
 	return err == nil
+}
+
+// lineBufs are scratch buffers for a line on its way out or a value being
+// decoded, handed from connection to connection.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func getLineBuf() *[]byte { return lineBufs.Get().(*[]byte) }
+
+func putLineBuf(b *[]byte) {
+	if cap(*b) <= 2*MaxLineBytes { // a long admin reply's buffer goes
+		lineBufs.Put(b)
+	}
 }
 
 // reply writes a handler's outcome: its reply line, its protocol error, or
