@@ -471,6 +471,12 @@ func fzCheckWireValues(t *testing.T, s string) {
 	} else {
 		fzWantCode(t, err, CodeBadReq, "DecodeB64")
 	}
+	// The server's reused-buffer decode keeps what it appends to.
+	if a, aerr := AppendDecodeB64([]byte("kept"), s); (aerr == nil) != (err == nil) || err == nil && (string(a[:4]) != "kept" || !bytes.Equal(a[4:], b)) {
+		t.Fatalf("AppendDecodeB64(%q) = %q, %v; DecodeB64 %x, %v", s, a, aerr, b, err)
+	} else if aerr != nil {
+		fzWantCode(t, aerr, CodeBadReq, "AppendDecodeB64")
+	}
 	if k, err := DecodeKey(s); (err == nil) != (b != nil && len(b) == KeyLen) || err == nil && !bytes.Equal(k, b) {
 		t.Fatalf("DecodeKey(%q) = %x, %v (base64 gives %d bytes)", s, k, err, len(b))
 	} else if err != nil {

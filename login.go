@@ -134,7 +134,11 @@ func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte,
 var standInRecord = (&Record{Salt: make([]byte, SaltLen), StoredKey: make([]byte, KeyLen), ServerKey: make([]byte, KeyLen)}).marshal()
 
 func (c *conn) startSCRAM(mech, arg string) (string, error) {
-	raw, err := DecodeB64(arg)
+	// raw is scratch: what is kept of it is copied (ParseClientFirst's
+	// string, scramServer's buffers).
+	buf := getLineBuf()
+	defer putLineBuf(buf)
+	raw, err := AppendDecodeB64((*buf)[:0], arg)
 	if err != nil {
 		return "", err
 	}
@@ -187,19 +191,21 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	if err := CheckArgs(cmd, 1, 1); err != nil {
 		return "", err
 	}
-	raw, err := DecodeB64(cmd.Args[0])
+	buf := getLineBuf()
+	defer putLineBuf(buf)
+	raw, err := AppendDecodeB64((*buf)[:0], cmd.Args[0])
 	if err != nil {
 		return "", err
 	}
-	// The SCRAM library decodes c= and p= leniently (it skips CR and LF);
-	// RFC 5802 messages are printable, so refuse anything else here.
+	// scramServer decodes c= and p= as leniently as the SCRAM library (it
+	// skips CR and LF); RFC 5802 messages are printable, so refuse anything
+	// else here.
 	if bytes.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", protoErr(CodeBadReq, "SCRAM client-final-message has control characters")
 	}
 	if p.mech == MechPlus {
-		// The library answers a wrong binding and a malformed c= alike,
-		// and its error text carries the binding bytes: tell them apart
-		// here, where a mismatch is the mark of a relay (spec §9.3).
+		// A wrong binding is the mark of a relay (spec §9.3): it is told
+		// from a malformed c= here, counted and logged as such.
 		switch cbind, ok := clientFinalCBind(raw); {
 		case !ok || !bytes.HasPrefix(cbind, []byte(p.gs2)):
 			return "", protoErr(CodeBadReq, "SCRAM c= does not match the GS2 header")

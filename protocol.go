@@ -267,6 +267,19 @@ func DecodeB64(s string) ([]byte, error) {
 	return b, nil
 }
 
+// AppendDecodeB64 is DecodeB64 appending to dst: the same rules, for a
+// server that decodes into a reused buffer.
+func AppendDecodeB64(dst []byte, s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, protoErr(CodeBadReq, "not standard padded base64")
+	}
+	b, err := b64.AppendDecode(dst, []byte(s))
+	if err != nil {
+		return nil, protoErr(CodeBadReq, "not standard padded base64")
+	}
+	return b, nil
+}
+
 // DecodeKey decodes a base64 StoredKey or ServerKey and checks its length.
 func DecodeKey(s string) ([]byte, error) {
 	b, err := DecodeB64(s)
