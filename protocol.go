@@ -384,20 +384,22 @@ func ParseClientFirst(msg string) (ClientFirst, error) {
 	default:
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM GS2 header must be \"n,,\", \"y,,\" or \"p=tls-exporter,,\" in protocol v1")
 	}
-	f := strings.Split(rest, ",")
-	if len(f) < 2 || !strings.HasPrefix(f[0], "n=") || !strings.HasPrefix(f[1], "r=") {
+	// n= "," r= and nothing after: cut, not split, which would allocate.
+	user, tail, ok := strings.Cut(rest, ",")
+	nonce, _, more := strings.Cut(tail, ",")
+	if !ok || !strings.HasPrefix(user, "n=") || !strings.HasPrefix(nonce, "r=") {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM client-first-message needs n= and r= attributes")
 	}
-	if len(f) > 2 {
+	if more {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM extensions are not supported")
 	}
-	if len(f[1]) > 2+MaxNonceLen {
+	if len(nonce) > 2+MaxNonceLen {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce longer than %d characters", MaxNonceLen)
 	}
-	if !printableNonce(f[1][2:]) {
+	if !printableNonce(nonce[2:]) {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce must be printable ASCII without commas")
 	}
-	name, ok := DecodeSaslName(f[0][2:])
+	name, ok := DecodeSaslName(user[2:])
 	if !ok {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM username has '=' not followed by 2C or 3D")
 	}
