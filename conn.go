@@ -39,6 +39,7 @@ type conn struct {
 	user     string   // "" until a successful AUTH
 	gen      uint64   // the Gen of the record user logged in to
 	pending  exchange // the exchange a SALT or CHALLENGE began
+	scram    scramEx  // where a SCRAM exchange lives while pending, not allocated per login
 	attempt  *attempt // the login under way, counted by the throttle
 	lastFail failure  // the last charged failure, see failLogin
 	// authStart is when the login under way sent AUTH (zero without

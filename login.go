@@ -178,7 +178,8 @@ func (c *conn) startSCRAM(mech, arg string) (string, error) {
 		conv.release()
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-first-message")
 	}
-	c.pending = &scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
+	c.scram = scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
+	c.pending = &c.scram
 	return FormatReply(ReplyChallenge, EncodeB64(serverFirst)), nil
 }
 
@@ -186,8 +187,12 @@ var errAuthFailed = &ProtoError{Code: CodeAuth, Text: "authentication failed"}
 
 func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	// An exchange left for another command is not released: the garbage
-	// collector takes it.
-	defer p.conv.release()
+	// collector takes it. p is the conn's own (c.scram): cleared, it holds
+	// neither the released conversation nor the account.
+	defer func() {
+		p.conv.release()
+		*p = scramEx{}
+	}()
 	if err := CheckArgs(cmd, 1, 1); err != nil {
 		return "", err
 	}
