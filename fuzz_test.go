@@ -471,6 +471,9 @@ func fzCheckWireValues(t *testing.T, s string) {
 	} else {
 		fzWantCode(t, err, CodeBadReq, "DecodeB64")
 	}
+	if got, want := FormatB64Reply(ReplyOK, []byte(s)), FormatReply(ReplyOK, EncodeB64([]byte(s))); got != want {
+		t.Fatalf("FormatB64Reply(%q) = %q, want %q", s, got, want)
+	}
 	// The server's reused-buffer decode keeps what it appends to.
 	if a, aerr := AppendDecodeB64([]byte("kept"), s); (aerr == nil) != (err == nil) || err == nil && (string(a[:4]) != "kept" || !bytes.Equal(a[4:], b)) {
 		t.Fatalf("AppendDecodeB64(%q) = %q, %v; DecodeB64 %x, %v", s, a, aerr, b, err)

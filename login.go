@@ -180,7 +180,7 @@ func (c *conn) startSCRAM(mech, arg string) (string, error) {
 	}
 	c.scram = scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
 	c.pending = &c.scram
-	return FormatReply(ReplyChallenge, EncodeB64(serverFirst)), nil
+	return FormatB64Reply(ReplyChallenge, serverFirst), nil
 }
 
 var errAuthFailed = &ProtoError{Code: CodeAuth, Text: "authentication failed"}
@@ -226,7 +226,7 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 	case err != nil:
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-final-message (channel binding, nonce or proof)")
 	}
-	return c.succeedLogin(p.name, p.mech, p.rec, FormatReply(ReplyOK, EncodeB64(serverFinal)))
+	return c.succeedLogin(p.name, p.mech, p.rec, FormatB64Reply(ReplyOK, serverFinal))
 }
 
 // clientFinalCBind decodes the c= attribute that starts client-final.

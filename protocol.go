@@ -199,6 +199,28 @@ func FormatReply(word string, args ...string) string {
 	return b.String()
 }
 
+// FormatB64Reply is FormatReply(word, EncodeB64(raw)) in one allocation
+// instead of three: every SCRAM login sends two such lines.
+func FormatB64Reply(word string, raw []byte) string {
+	var b strings.Builder
+	b.Grow(len(word) + 1 + b64.EncodedLen(len(raw)) + 1)
+	b.WriteString(word)
+	if len(raw) > 0 {
+		b.WriteByte(' ')
+	}
+	// Whole groups of three bytes encode alone, so the chunks' encodings
+	// joined are the whole's.
+	var chunk [64]byte
+	for len(raw) > 0 {
+		n := min(len(raw), 48)
+		b64.Encode(chunk[:], raw[:n])
+		b.Write(chunk[:b64.EncodedLen(n)])
+		raw = raw[n:]
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
 // Greeting is the first line a served client reads.
 func Greeting(mechs []string) string {
 	return FormatReply(ReplyGreeting, append([]string{strconv.Itoa(ProtocolVersion)}, mechs...)...)
