@@ -354,6 +354,9 @@ func EncodeSaslName(s string) string { return saslNameEscaper.Replace(s) }
 
 // DecodeSaslName reverses EncodeSaslName; any other use of '=' is invalid.
 func DecodeSaslName(s string) (string, bool) {
+	if !strings.Contains(s, "=") {
+		return s, true // nothing to decode, nothing to copy
+	}
 	var b strings.Builder
 	for {
 		i := strings.IndexByte(s, '=')
