@@ -90,6 +90,9 @@ func newSCRAMServer(cbType string, cbData []byte) *scramServer {
 // is then no longer valid.
 func (s *scramServer) release() {
 	s.cbData, s.creds = nil, scramCreds{}
+	// The proof, beside the AuthMessage, is ClientKey to whoever holds
+	// StoredKey: it does not wait in the pool.
+	clear(s.dec)
 	// A long client nonce grew the buffers: let those go.
 	if cap(s.msg) > 4096 || cap(s.dec) > 4096 || cap(s.gs2) > 4096 || cap(s.nonce) > 4096 {
 		return
@@ -99,9 +102,7 @@ func (s *scramServer) release() {
 
 // first takes client-first-message and answers server-first-message.
 func (s *scramServer) first(c1 []byte, creds scramCreds) ([]byte, error) {
-	if _, err := rand.Read(s.rnd[:]); err != nil {
-		return nil, err
-	}
+	rand.Read(s.rnd[:]) // it does not fail (Go 1.24+)
 	base64.StdEncoding.Encode(s.snonce[:], s.rnd[:])
 	return s.firstWithNonce(c1, creds, s.snonce[:])
 }
