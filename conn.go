@@ -40,6 +40,7 @@ type conn struct {
 	gen      uint64   // the Gen of the record user logged in to
 	pending  exchange // the exchange a SALT or CHALLENGE began
 	scram    scramEx  // where a SCRAM exchange lives while pending, not allocated per login
+	fields   []string // the words of the line being handled, reused from line to line
 	attempt  *attempt // the login under way, counted by the throttle
 	lastFail failure  // the last charged failure, see failLogin
 	// authStart is when the login under way sent AUTH (zero without
@@ -317,7 +318,8 @@ func (c *conn) reply(line string, err error) bool {
 // is one flat switch on the command word, each case its state guard and
 // its handler, so that a new command cannot fall into another's case.
 func (c *conn) handleLine(raw []byte) (string, error) {
-	cmd, err := ParseLine(TrimEOL(raw))
+	// cmd.Args lives in c.fields until the next line: nothing keeps it.
+	cmd, err := ParseLineInto(&c.fields, TrimEOL(raw))
 	if err != nil {
 		c.pending = nil
 		c.endAttempt(false)

@@ -231,6 +231,11 @@ func fzCheckFraming(t *testing.T, data []byte) {
 	onWire := bytes.IndexByte(line, '\n') < 0 && len(data) <= MaxLineBytes
 
 	cmd, err := ParseLine(line)
+	// The server's own parse, into a slice it reuses, is the same.
+	reused := []string{"earlier"}
+	if into, ierr := ParseLineInto(&reused, line); (ierr == nil) != (err == nil) || into.Verb != cmd.Verb || !slices.Equal(into.Args, cmd.Args) {
+		t.Fatalf("ParseLineInto(%q) = %q %q, %v; ParseLine %q %q, %v", line, into.Verb, into.Args, ierr, cmd.Verb, cmd.Args, err)
+	}
 	switch {
 	case len(line) == 0:
 		fzWantCode(t, err, CodeBadCmd, "ParseLine(empty)")

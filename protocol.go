@@ -155,6 +155,26 @@ func ParseLine(line []byte) (Command, error) {
 	return Command{Verb: fields[0], Args: fields[1:]}, nil
 }
 
+// ParseLineInto is ParseLine splitting into *fields, grown as needed,
+// for a server that parses every line into one slice: the Command's Args
+// are then good until the next call.
+func ParseLineInto(fields *[]string, line []byte) (Command, error) {
+	if len(line) == 0 {
+		return Command{}, ErrEmptyLine
+	}
+	f := (*fields)[:0]
+	for s := string(line); ; {
+		word, rest, more := strings.Cut(s, " ")
+		f = append(f, word)
+		if !more {
+			break
+		}
+		s = rest
+	}
+	*fields = f
+	return Command{Verb: f[0], Args: f[1:]}, nil
+}
+
 // CheckArgs validates the count of a command's arguments, that none is
 // empty (an empty argument means two spaces in a row, or one at the end),
 // and that each is valid UTF-8.
