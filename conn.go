@@ -27,8 +27,6 @@ type conn struct {
 	raw     net.Conn
 	nc      net.Conn
 	r       *bufio.Reader
-	bufs    *connBufs // r's and the write buffer's home, pooled
-	args    []string  // the last command's arguments, reused per line
 	overTLS bool
 	cb      []byte // its tls-exporter channel binding, over TLS
 	remote  string
@@ -41,6 +39,8 @@ type conn struct {
 	user     string   // "" until a successful AUTH
 	gen      uint64   // the Gen of the record user logged in to
 	pending  exchange // the exchange a SALT or CHALLENGE began
+	scram    scramEx  // where a SCRAM exchange lives while pending, not allocated per login
+	fields   []string // the words of the line being handled, reused from line to line
 	attempt  *attempt // the login under way, counted by the throttle
 	lastFail failure  // the last charged failure, see failLogin
 	// authStart is when the login under way sent AUTH (zero without
@@ -66,17 +66,10 @@ var (
 	errShutdown = errors.New("shutdown")
 )
 
-// connBufs are a connection's line buffers, kept between connections: a
-// reader of MaxLineBytes and a write buffer would otherwise be allocated
-// (4 KiB and more) for every login.
-type connBufs struct {
-	r *bufio.Reader
-	w []byte
-}
-
-var connBufPool = sync.Pool{New: func() any {
-	return &connBufs{r: bufio.NewReaderSize(nil, MaxLineBytes), w: make([]byte, 0, 256)}
-}}
+// lineReaders are the connections' line readers, kept between
+// connections: each holds a MaxLineBytes buffer, which would otherwise be
+// allocated for every login.
+var lineReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, MaxLineBytes) }}
 
 func (s *Server) serveConn(nc net.Conn, src string) {
 	c := &conn{
@@ -101,9 +94,9 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		c.endAttempt(false)
 		s.untrack(c)
 		c.nc.Close()
-		if c.bufs != nil {
-			c.bufs.r.Reset(nil) // holds no connection while pooled
-			connBufPool.Put(c.bufs)
+		if c.r != nil {
+			c.r.Reset(nil) // holds no connection while pooled
+			lineReaders.Put(c.r)
 		}
 		s.log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", slog.String("remote", c.remote), slog.String("end", c.stats.end),
 			slog.Duration("duration", time.Since(c.started).Round(time.Millisecond)),
@@ -124,9 +117,8 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		s.log.Info("tls handshake failed", "remote", c.remote, "err", err)
 		return
 	}
-	c.bufs = connBufPool.Get().(*connBufs)
-	c.bufs.r.Reset(c.nc)
-	c.r = c.bufs.r
+	c.r = lineReaders.Get().(*bufio.Reader)
+	c.r.Reset(c.nc)
 	if !c.write(s.greeting[boolIndex(c.overTLS)]) {
 		c.stats.end = "write failed"
 		return
@@ -280,16 +272,25 @@ func (c *conn) drainAndClose() {
 // write sends one line within the line deadline; false if it failed.
 func (c *conn) write(line string) bool {
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.LineTimeout.Duration))
-	var err error
-	if c.bufs != nil {
-		// A net.Conn takes bytes: copying into the reused buffer saves
-		// the conversion's allocation on every reply.
-		c.bufs.w = append(c.bufs.w[:0], line...)
-		_, err = c.nc.Write(c.bufs.w)
-	} else {
-		_, err = io.WriteString(c.nc, line)
-	}
+	// Neither a TCP nor a TLS connection writes strings: io.WriteString
+	// would copy each line to a new slice.
+	buf := getLineBuf()
+	*buf = append((*buf)[:0], line...)
+	_, err := c.nc.Write(*buf)
+	putLineBuf(buf)
 	return err == nil
+}
+
+// lineBufs are scratch buffers for a line on its way out or a value being
+// decoded, handed from connection to connection.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func getLineBuf() *[]byte { return lineBufs.Get().(*[]byte) }
+
+func putLineBuf(b *[]byte) {
+	if cap(*b) <= 2*MaxLineBytes { // a long admin reply's buffer goes
+		lineBufs.Put(b)
+	}
 }
 
 // reply writes a handler's outcome: its reply line, its protocol error, or
@@ -324,8 +325,8 @@ func (c *conn) reply(line string, err error) bool {
 // is one flat switch on the command word, each case its state guard and
 // its handler, so that a new command cannot fall into another's case.
 func (c *conn) handleLine(raw []byte) (string, error) {
-	cmd, err := ParseLineInto(TrimEOL(raw), c.args)
-	c.args = cmd.Args
+	// cmd.Args lives in c.fields until the next line: nothing keeps it.
+	cmd, err := ParseLineInto(&c.fields, TrimEOL(raw))
 	if err != nil {
 		c.pending = nil
 		c.endAttempt(false)

@@ -81,7 +81,6 @@ type EtcdStore struct {
 	// unknown name the same fake salts.
 	metaMu sync.RWMutex
 	secret []byte
-	salter *fakeSalter // under secret
 	// tally counts the legacy salts by shape, as the bbolt store does,
 	// but only as imports and loads add them: it is kept in
 	// meta/legacy_salts, and upgrades and deletes do not subtract (the
@@ -191,9 +190,8 @@ func (s *EtcdStore) currentSecret() []byte {
 }
 
 func (s *EtcdStore) setSecret(secret []byte) {
-	f := newFakeSalter(secret)
 	s.metaMu.Lock()
-	s.secret, s.salter = secret, f
+	s.secret = secret
 	s.metaMu.Unlock()
 }
 
@@ -251,8 +249,12 @@ func (s *EtcdStore) createOnce(vals map[string][]byte) (map[string][]byte, error
 func (s *EtcdStore) Describe() string { return s.desc }
 
 // Ping is a quorum read: it fails when the cluster has no leader.
-func (s *EtcdStore) Ping() error {
-	ctx, cancel := context.WithTimeout(context.Background(), etcdPingTimeout)
+func (s *EtcdStore) Ping() error { return s.PingContext(context.Background()) }
+
+// PingContext is Ping, given up when parent ends (a server shutting down
+// does not wait out a probe of a lost cluster).
+func (s *EtcdStore) PingContext(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, etcdPingTimeout)
 	defer cancel()
 	_, err := s.cli.Get(ctx, s.metaKey("schema"), clientv3.WithCountOnly())
 	return err
@@ -585,8 +587,5 @@ func (s *EtcdStore) Identity(create func() (cert, key []byte, err error)) (cert,
 // FakeSalt is fakeSalt under the cluster's secret: every server gives an
 // unknown name the same challenge.
 func (s *EtcdStore) FakeSalt(label, name string) []byte {
-	s.metaMu.RLock()
-	f := s.salter
-	s.metaMu.RUnlock()
-	return f.salt(label, name)
+	return fakeSalt(s.currentSecret(), label, name)
 }

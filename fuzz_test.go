@@ -8,6 +8,8 @@ package main
 //   - FuzzStateMachine: sequences of command lines through conn.handleLine.
 //   - FuzzSCRAM: fuzzed SCRAM messages against a real account; only a
 //     correct proof may log in.
+//   - FuzzLeanSCRAM: scramServer against the SCRAM library's server, the
+//     same messages to both, the same answers required.
 //
 // Seeds are in the f.Add calls below and in testdata/fuzz/<FuzzName>/.
 
@@ -229,13 +231,10 @@ func fzCheckFraming(t *testing.T, data []byte) {
 	onWire := bytes.IndexByte(line, '\n') < 0 && len(data) <= MaxLineBytes
 
 	cmd, err := ParseLine(line)
-	if len(line) > 0 {
-		// The server parses into a slice it reuses: same words as a split.
-		want := strings.Split(string(line), " ")
-		got, _ := ParseLineInto(line, []string{"stale", "stale", "stale"})
-		if got.Verb != want[0] || !slices.Equal(got.Args, want[1:]) {
-			t.Fatalf("ParseLineInto(%q) = %q %q, want %q", line, got.Verb, got.Args, want)
-		}
+	// The server's own parse, into a slice it reuses, is the same.
+	reused := []string{"earlier"}
+	if into, ierr := ParseLineInto(&reused, line); (ierr == nil) != (err == nil) || into.Verb != cmd.Verb || !slices.Equal(into.Args, cmd.Args) {
+		t.Fatalf("ParseLineInto(%q) = %q %q, %v; ParseLine %q %q, %v", line, into.Verb, into.Args, ierr, cmd.Verb, cmd.Args, err)
 	}
 	switch {
 	case len(line) == 0:
@@ -476,6 +475,15 @@ func fzCheckWireValues(t *testing.T, s string) {
 		}
 	} else {
 		fzWantCode(t, err, CodeBadReq, "DecodeB64")
+	}
+	if got, want := FormatB64Reply(ReplyOK, []byte(s)), FormatReply(ReplyOK, EncodeB64([]byte(s))); got != want {
+		t.Fatalf("FormatB64Reply(%q) = %q, want %q", s, got, want)
+	}
+	// The server's reused-buffer decode keeps what it appends to.
+	if a, aerr := AppendDecodeB64([]byte("kept"), s); (aerr == nil) != (err == nil) || err == nil && (string(a[:4]) != "kept" || !bytes.Equal(a[4:], b)) {
+		t.Fatalf("AppendDecodeB64(%q) = %q, %v; DecodeB64 %x, %v", s, a, aerr, b, err)
+	} else if aerr != nil {
+		fzWantCode(t, aerr, CodeBadReq, "AppendDecodeB64")
 	}
 	if k, err := DecodeKey(s); (err == nil) != (b != nil && len(b) == KeyLen) || err == nil && !bytes.Equal(k, b) {
 		t.Fatalf("DecodeKey(%q) = %x, %v (base64 gives %d bytes)", s, k, err, len(b))
@@ -1402,4 +1410,161 @@ func FuzzSCRAMPlus(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first, final string, flip []byte) {
 		fzSCRAMOne(t, w, o, MechPlus, cb, first, final, flip)
 	})
+}
+
+// FuzzLeanSCRAM holds scramServer to xdg-go/scram's ServerConversation:
+// the same client-first and client-final, the same credentials and server
+// nonce, on a connection without binding and on one with a tls-exporter
+// binding; both must accept or refuse alike at each step (with the same
+// RFC 5802 server-error value) and send byte-identical server messages.
+// final is a template as in fzSCRAMOne: {c} the base64 of what c= must
+// carry, {x} the GS2 header with another connection's binding, {r} the
+// combined nonce, {p} the right proof XORed with flip.
+func FuzzLeanSCRAM(f *testing.F) {
+	creds := rfc7677Creds(f)
+	o := fzKeys(f, rfc7677.password, creds.salt, creds.iters)
+	cb := bytes.Repeat([]byte{0xb7}, exporterLen)
+	const snonce = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+	lib, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) {
+		return scram.StoredCredentials{
+			KeyFactors: scram.KeyFactors{Salt: string(creds.salt), Iters: creds.iters},
+			StoredKey:  creds.storedKey, ServerKey: creds.serverKey,
+		}, nil
+	})
+	lib.WithNonceGenerator(func() string { return snonce })
+
+	// one runs one exchange through both and reports whether they agreed
+	// on a login.
+	one := func(t *testing.T, bind bool, first, final string, flip []byte) bool {
+		ctx := "client-first " + strconv.Quote(first)
+		if bind {
+			ctx = "with binding, " + ctx
+		}
+		conv := lib.NewConversation()
+		lean := newSCRAMServer("", nil)
+		if bind {
+			conv = lib.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: cb})
+			lean = newSCRAMServer(cbTLSExporter, cb)
+		}
+		defer lean.release()
+		want, wantErr := conv.Step(first)
+		got, err := lean.firstWithNonce([]byte(first), creds, []byte(snonce))
+		fzSameStep(t, ctx, want, wantErr, got, err)
+		if err != nil {
+			return false
+		}
+		gs2 := first[:len(first)-len(strings.SplitN(first, ",", 3)[2])]
+		cbind := gs2
+		if first[0] == 'p' {
+			cbind += string(cb)
+		}
+		nonce := strings.TrimPrefix(strings.Split(want, ",")[0], "r=")
+		msg := strings.NewReplacer("{c}", EncodeB64([]byte(cbind)), "{x}", EncodeB64([]byte(gs2+strings.Repeat("x", exporterLen))), "{r}", nonce).Replace(final)
+		if strings.Contains(msg, "{p}") {
+			wop := msg
+			if i := strings.LastIndexByte(msg, ','); i >= 0 {
+				wop = msg[:i]
+			}
+			p := o.proof(first[len(gs2):] + "," + want + "," + wop)
+			for i := 0; i < len(flip) && i < len(p); i++ {
+				p[i] ^= flip[i]
+			}
+			msg = strings.ReplaceAll(msg, "{p}", EncodeB64(p))
+		}
+		ctx += ", client-final " + strconv.Quote(msg)
+		want, wantErr = conv.Step(msg)
+		got, err = lean.final([]byte(msg))
+		fzSameStep(t, ctx, want, wantErr, got, err)
+		if conv.Valid() != (err == nil) {
+			t.Fatalf("%s: library valid %v, lean %v", ctx, conv.Valid(), err)
+		}
+		return err == nil
+	}
+
+	// The target reaches a login: the real client's, both ways.
+	for _, bind := range []bool{false, true} {
+		sc, _ := scram.SHA256.NewClient("user", rfc7677.password, "")
+		cc := sc.NewConversation()
+		lean := newSCRAMServer("", nil)
+		if bind {
+			cc = sc.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: cb})
+			lean = newSCRAMServer(cbTLSExporter, cb)
+		}
+		c1, _ := cc.Step("")
+		s1, err := lean.firstWithNonce([]byte(c1), creds, []byte(snonce))
+		if err != nil {
+			f.Fatalf("binding %v: the real client's client-first %q: %v", bind, c1, err)
+		}
+		c2, _ := cc.Step(string(s1))
+		s2, err := lean.final([]byte(c2))
+		if err != nil {
+			f.Fatalf("binding %v: the real client's client-final %q: %v", bind, c2, err)
+		}
+		if _, err := cc.Step(string(s2)); err != nil || !cc.Valid() {
+			f.Fatalf("binding %v: the real client rejects server-final %q: %v", bind, s2, err)
+		}
+		lean.release()
+	}
+
+	const good = "c={c},r={r},p={p}"
+	for _, s := range []struct {
+		first, final string
+		flip         []byte
+	}{
+		{rfc7677.clientFirst, good, nil},
+		{rfc7677.clientFirst, good, []byte{1}},
+		{"p=tls-exporter,,n=user,r=x", good, nil},
+		{"p=tls-exporter,,n=user,r=x", "c={x},r={r},p={p}", nil},
+		{"p=tls-unique,,n=user,r=x", good, nil},
+		{"p=tls-server-end-point,,n=user,r=x", good, nil},
+		{"p=,,n=user,r=x", good, nil},
+		{"y,,n=user,r=x", good, nil},
+		{"n,a=user,n=user,r=x", good, nil},
+		{"n,a=us=3Der,n=user,r=x", good, nil},
+		{"n,a=us=3er,n=user,r=x", good, nil},
+		{"n,b=user,n=user,r=x", good, nil},
+		{"n,,n=us=2Cer,r=x", good, nil},
+		{"n,,n=us=2cer,r=x", good, nil},
+		{"n,,n=us=,r=x", good, nil},
+		{"n,,n=,r=", good, nil},
+		{"n,,m=ext,n=user,r=x", good, nil},
+		{"n,,n=user,r=x,ext=1,,", good, nil},
+		{"n,,n=user", good, nil},
+		{"n,,n=user,r=x", "c={c},r={r},e=ext,p={p}", nil},
+		{"n,,n=user,r=x", "c={c},r={r},,p={p}", nil},
+		{"n,,n=user,r=x", "c=biws,r={r}x,p={p}", nil},
+		{"n,,n=user,r=x", "c=biwt,r={r},p={p}", nil},
+		{"n,,n=user,r=x", "c=bi\r\nws,r={r},p={p}", nil},
+		{"n,,n=user,r=x", "c=biws,r={r},p=" + EncodeB64(make([]byte, KeyLen-1)), nil},
+		{"n,,n=user,r=x", "c=biws,r={r},p=", nil},
+		{"n,,n=user,r=x", "c=biws,r={r}", nil},
+		{"n,,n=user,r=x", "c=biws,p={p},r={r}", nil},
+		{"n,,n=user,r=x", "r={r},c=biws,p={p}", nil},
+		{"", "", nil},
+	} {
+		f.Add(s.first, s.final, s.flip)
+	}
+	f.Fuzz(func(t *testing.T, first, final string, flip []byte) {
+		for _, bind := range []bool{false, true} {
+			one(t, bind, first, final, flip)
+		}
+	})
+}
+
+// fzSameStep requires scramServer's answer to one message to be the
+// library's: both refuse with the same server-error value, or both answer
+// the same bytes.
+func fzSameStep(t *testing.T, ctx, want string, wantErr error, got []byte, err error) {
+	t.Helper()
+	switch {
+	case (wantErr == nil) != (err == nil):
+		t.Fatalf("%s: library %q, %v; lean %q, %v", ctx, want, wantErr, got, err)
+	case err != nil:
+		var se *scramError
+		if !errors.As(err, &se) || se.value != want {
+			t.Fatalf("%s: library refuses with %q (%v), lean with %v", ctx, want, wantErr, err)
+		}
+	case string(got) != want:
+		t.Fatalf("%s: library answers %q, lean %q", ctx, want, got)
+	}
 }

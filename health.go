@@ -7,6 +7,7 @@ package main
 // not once per connection.
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
@@ -33,9 +34,12 @@ type health struct {
 	down  atomic.Bool
 	kick  chan struct{} // a failed operation asks for a probe now
 	stop  chan struct{}
-	done  sync.WaitGroup
-	mu    sync.Mutex // serializes probes, so state changes log in order
-	once  sync.Once
+	// ctx ends at halt, and with it a probe under way.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+	mu     sync.Mutex // serializes probes, so state changes log in order
+	once   sync.Once
 	// failLogged is set once a command's store failure was logged, and
 	// cleared when the store is reachable again: one line per outage.
 	failLogged atomic.Bool
@@ -45,7 +49,8 @@ func newHealth(store Storage, log *slog.Logger) *health {
 	if _, local := store.(*Store); local {
 		return nil
 	}
-	return &health{store: store, log: log, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &health{store: store, log: log, kick: make(chan struct{}, 1), stop: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
 // start probes until Shutdown calls halt.
@@ -66,6 +71,9 @@ func (h *health) start() {
 			case <-t.C:
 			case <-h.kick:
 			}
+			if h.ctx.Err() != nil {
+				return // select picks at random among ready cases
+			}
 			h.probe()
 		}
 	}()
@@ -75,7 +83,7 @@ func (h *health) halt() {
 	if h == nil {
 		return
 	}
-	h.once.Do(func() { close(h.stop) })
+	h.once.Do(func() { h.cancel(); close(h.stop) })
 	h.done.Wait()
 }
 
@@ -83,7 +91,15 @@ func (h *health) halt() {
 func (h *health) probe() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	err := h.store.Ping()
+	var err error
+	if p, ok := h.store.(interface{ PingContext(context.Context) error }); ok {
+		err = p.PingContext(h.ctx)
+	} else {
+		err = h.store.Ping()
+	}
+	if h.ctx.Err() != nil {
+		return // halted: the answer says nothing of the store
+	}
 	if was := h.down.Swap(err != nil); was != (err != nil) {
 		if err != nil {
 			h.log.Warn("store unreachable: new connections get ERR BUSY until it is back", "store", h.store.Describe(), "err", err)

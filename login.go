@@ -12,8 +12,6 @@ import (
 	"errors"
 	"log/slog"
 	"time"
-
-	"github.com/xdg-go/scram"
 )
 
 // failure is a failed login: the name and the kind of account the
@@ -33,7 +31,7 @@ func kindOf(mech string) Kind {
 }
 
 type scramEx struct {
-	conv   *scram.ServerConversation
+	conv   *scramServer
 	mech   string // MechSCRAM or MechPlus
 	gs2    string // the GS2 header client-first began with
 	name   string
@@ -136,7 +134,11 @@ func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte,
 var standInRecord = (&Record{Salt: make([]byte, SaltLen), StoredKey: make([]byte, KeyLen), ServerKey: make([]byte, KeyLen)}).marshal()
 
 func (c *conn) startSCRAM(mech, arg string) (string, error) {
-	raw, err := DecodeB64(arg)
+	// raw is scratch: what is kept of it is copied (ParseClientFirst's
+	// string, scramServer's buffers).
+	buf := getLineBuf()
+	defer putLineBuf(buf)
+	raw, err := AppendDecodeB64((*buf)[:0], arg)
 	if err != nil {
 		return "", err
 	}
@@ -158,53 +160,57 @@ func (c *conn) startSCRAM(mech, arg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	creds := scram.StoredCredentials{
-		// An unknown name gets a salt from the secret and an unreachable
-		// StoredKey: the proof is checked the same way, and fails.
-		KeyFactors: scram.KeyFactors{Salt: string(fake[:SaltLen]), Iters: c.srv.cfg.Iterations},
-		StoredKey:  fake,
-		ServerKey:  fake,
-	}
+	// An unknown name gets a salt from the secret and an unreachable
+	// StoredKey: the proof is checked the same way, and fails.
+	creds := scramCreds{salt: fake[:SaltLen], iters: c.srv.cfg.Iterations, storedKey: fake, serverKey: fake}
 	if exists {
-		creds = scram.StoredCredentials{
-			KeyFactors: scram.KeyFactors{Salt: string(rec.Salt), Iters: rec.Iterations},
-			StoredKey:  rec.StoredKey,
-			ServerKey:  rec.ServerKey,
-		}
+		creds = scramCreds{salt: rec.Salt, iters: rec.Iterations, storedKey: rec.StoredKey, serverKey: rec.ServerKey}
 	}
-	srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
-	conv := srv.NewConversation()
+	var conv *scramServer
 	if c.offers(MechPlus) {
-		// The library then also refuses "y" (checkGS2 did already).
-		conv = srv.NewConversationWithChannelBinding(scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: c.cb})
+		// This also refuses "y" (checkGS2 did already).
+		conv = newSCRAMServer(cbTLSExporter, c.cb)
+	} else {
+		conv = newSCRAMServer("", nil)
 	}
-	serverFirst, err := conv.Step(string(raw))
+	serverFirst, err := conv.first(raw, creds)
 	if err != nil {
+		conv.release()
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-first-message")
 	}
-	c.pending = &scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
-	return FormatReply(ReplyChallenge, EncodeB64([]byte(serverFirst))), nil
+	c.scram = scramEx{conv: conv, mech: mech, gs2: first.GS2Header, name: name, rec: rec, exists: exists}
+	c.pending = &c.scram
+	return FormatB64Reply(ReplyChallenge, serverFirst), nil
 }
 
 var errAuthFailed = &ProtoError{Code: CodeAuth, Text: "authentication failed"}
 
 func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
+	// An exchange left for another command is not released: the garbage
+	// collector takes it. p is the conn's own (c.scram): cleared, it holds
+	// neither the released conversation nor the account.
+	defer func() {
+		p.conv.release()
+		*p = scramEx{}
+	}()
 	if err := CheckArgs(cmd, 1, 1); err != nil {
 		return "", err
 	}
-	raw, err := DecodeB64(cmd.Args[0])
+	buf := getLineBuf()
+	defer putLineBuf(buf)
+	raw, err := AppendDecodeB64((*buf)[:0], cmd.Args[0])
 	if err != nil {
 		return "", err
 	}
-	// The SCRAM library decodes c= and p= leniently (it skips CR and LF);
-	// RFC 5802 messages are printable, so refuse anything else here.
+	// scramServer decodes c= and p= as leniently as the SCRAM library (it
+	// skips CR and LF); RFC 5802 messages are printable, so refuse anything
+	// else here.
 	if bytes.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", protoErr(CodeBadReq, "SCRAM client-final-message has control characters")
 	}
 	if p.mech == MechPlus {
-		// The library answers a wrong binding and a malformed c= alike,
-		// and its error text carries the binding bytes: tell them apart
-		// here, where a mismatch is the mark of a relay (spec §9.3).
+		// A wrong binding is the mark of a relay (spec §9.3): it is told
+		// from a malformed c= here, counted and logged as such.
 		switch cbind, ok := clientFinalCBind(raw); {
 		case !ok || !bytes.HasPrefix(cbind, []byte(p.gs2)):
 			return "", protoErr(CodeBadReq, "SCRAM c= does not match the GS2 header")
@@ -213,17 +219,14 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 			return c.failLogin(p.name, p.mech, "channel binding mismatch (a relay in the middle?)")
 		}
 	}
-	serverFinal, err := p.conv.Step(string(raw))
-	if err != nil {
-		if serverFinal == scram.ErrInvalidProof {
-			return c.failLogin(p.name, p.mech, "wrong proof")
-		}
+	serverFinal, err := p.conv.final(raw)
+	switch {
+	case err == errSCRAMProof, err == nil && !p.exists:
+		return c.failLogin(p.name, p.mech, "wrong proof")
+	case err != nil:
 		return "", protoErr(CodeBadReq, "malformed SCRAM client-final-message (channel binding, nonce or proof)")
 	}
-	if !p.exists || !p.conv.Valid() {
-		return c.failLogin(p.name, p.mech, "wrong proof")
-	}
-	return c.succeedLogin(p.name, p.mech, p.rec, FormatReply(ReplyOK, EncodeB64([]byte(serverFinal))))
+	return c.succeedLogin(p.name, p.mech, p.rec, FormatB64Reply(ReplyOK, serverFinal))
 }
 
 // clientFinalCBind decodes the c= attribute that starts client-final.
@@ -313,7 +316,8 @@ func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string
 	c.user, c.gen = name, rec.Gen
 	c.stats.logins++
 	c.srv.met.loginDone(mech, outcomeOK, c.authStart)
-	// LogAttrs: the one line of every login, without boxing its values.
+	// Attrs, not key-value pairs: those box each string, three
+	// allocations a login.
 	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "login", slog.String("remote", c.remote), slog.String("user", name), slog.String("mech", mech))
 	return reply, nil
 }

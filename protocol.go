@@ -148,25 +148,31 @@ func TrimEOL(line []byte) []byte {
 // because the spec orders state errors before argument errors. (A verb that
 // is not valid UTF-8 is simply an unknown command.)
 func ParseLine(line []byte) (Command, error) {
-	return ParseLineInto(line, nil)
-}
-
-// ParseLineInto is ParseLine with the arguments appended to args[:0], so
-// that a connection reuses one slice for all its lines: the strings are
-// new (they outlive the line), the slice holding them need not be.
-func ParseLineInto(line []byte, args []string) (Command, error) {
 	if len(line) == 0 {
 		return Command{}, ErrEmptyLine
 	}
-	s := string(line)
-	verb, rest, more := strings.Cut(s, " ")
-	args = args[:0]
-	for more {
-		var a string
-		a, rest, more = strings.Cut(rest, " ")
-		args = append(args, a)
+	fields := strings.Split(string(line), " ")
+	return Command{Verb: fields[0], Args: fields[1:]}, nil
+}
+
+// ParseLineInto is ParseLine splitting into *fields, grown as needed,
+// for a server that parses every line into one slice: the Command's Args
+// are then good until the next call.
+func ParseLineInto(fields *[]string, line []byte) (Command, error) {
+	if len(line) == 0 {
+		return Command{}, ErrEmptyLine
 	}
-	return Command{Verb: verb, Args: args}, nil
+	f := (*fields)[:0]
+	for s := string(line); ; {
+		word, rest, more := strings.Cut(s, " ")
+		f = append(f, word)
+		if !more {
+			break
+		}
+		s = rest
+	}
+	*fields = f
+	return Command{Verb: f[0], Args: f[1:]}, nil
 }
 
 // CheckArgs validates the count of a command's arguments, that none is
@@ -193,7 +199,14 @@ func CheckArgs(c Command, min, max int) error {
 
 // FormatReply joins a reply word and its arguments into one line with LF.
 func FormatReply(word string, args ...string) string {
+	n := len(word) + 1
+	for _, a := range args {
+		if a != "" {
+			n += 1 + len(a)
+		}
+	}
 	var b strings.Builder
+	b.Grow(n) // one allocation, the line's
 	b.WriteString(word)
 	for _, a := range args {
 		if a == "" {
@@ -201,6 +214,28 @@ func FormatReply(word string, args ...string) string {
 		}
 		b.WriteByte(' ')
 		b.WriteString(a)
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// FormatB64Reply is FormatReply(word, EncodeB64(raw)) in one allocation
+// instead of three: every SCRAM login sends two such lines.
+func FormatB64Reply(word string, raw []byte) string {
+	var b strings.Builder
+	b.Grow(len(word) + 1 + b64.EncodedLen(len(raw)) + 1)
+	b.WriteString(word)
+	if len(raw) > 0 {
+		b.WriteByte(' ')
+	}
+	// Whole groups of three bytes encode alone, so the chunks' encodings
+	// joined are the whole's.
+	var chunk [64]byte
+	for len(raw) > 0 {
+		n := min(len(raw), 48)
+		b64.Encode(chunk[:], raw[:n])
+		b.Write(chunk[:b64.EncodedLen(n)])
+		raw = raw[n:]
 	}
 	b.WriteByte('\n')
 	return b.String()
@@ -274,6 +309,19 @@ func DecodeB64(s string) ([]byte, error) {
 	return b, nil
 }
 
+// AppendDecodeB64 is DecodeB64 appending to dst: the same rules, for a
+// server that decodes into a reused buffer.
+func AppendDecodeB64(dst []byte, s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, protoErr(CodeBadReq, "not standard padded base64")
+	}
+	b, err := b64.AppendDecode(dst, []byte(s))
+	if err != nil {
+		return nil, protoErr(CodeBadReq, "not standard padded base64")
+	}
+	return b, nil
+}
+
 // DecodeKey decodes a base64 StoredKey or ServerKey and checks its length.
 func DecodeKey(s string) ([]byte, error) {
 	b, err := DecodeB64(s)
@@ -326,6 +374,9 @@ func EncodeSaslName(s string) string { return saslNameEscaper.Replace(s) }
 
 // DecodeSaslName reverses EncodeSaslName; any other use of '=' is invalid.
 func DecodeSaslName(s string) (string, bool) {
+	if !strings.Contains(s, "=") {
+		return s, true // nothing to decode, nothing to copy
+	}
 	var b strings.Builder
 	for {
 		i := strings.IndexByte(s, '=')
@@ -378,20 +429,22 @@ func ParseClientFirst(msg string) (ClientFirst, error) {
 	default:
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM GS2 header must be \"n,,\", \"y,,\" or \"p=tls-exporter,,\" in protocol v1")
 	}
-	f := strings.Split(rest, ",")
-	if len(f) < 2 || !strings.HasPrefix(f[0], "n=") || !strings.HasPrefix(f[1], "r=") {
+	// n= "," r= and nothing after: cut, not split, which would allocate.
+	user, tail, ok := strings.Cut(rest, ",")
+	nonce, _, more := strings.Cut(tail, ",")
+	if !ok || !strings.HasPrefix(user, "n=") || !strings.HasPrefix(nonce, "r=") {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM client-first-message needs n= and r= attributes")
 	}
-	if len(f) > 2 {
+	if more {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM extensions are not supported")
 	}
-	if len(f[1]) > 2+MaxNonceLen {
+	if len(nonce) > 2+MaxNonceLen {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce longer than %d characters", MaxNonceLen)
 	}
-	if !printableNonce(f[1][2:]) {
+	if !printableNonce(nonce[2:]) {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM nonce must be printable ASCII without commas")
 	}
-	name, ok := DecodeSaslName(f[0][2:])
+	name, ok := DecodeSaslName(user[2:])
 	if !ok {
 		return ClientFirst{}, protoErr(CodeBadReq, "SCRAM username has '=' not followed by 2C or 3D")
 	}

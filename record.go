@@ -105,9 +105,9 @@ func unmarshalRecord(b []byte) (Record, error) {
 		r.Gen = binary.BigEndian.Uint64(b)
 		b = b[8:]
 	}
-	// One copy for the three fields (a login decodes a record every
-	// time), each capped so that an append to one cannot reach the next.
-	// The copy is needed: b lives in the store's transaction.
+	// One copy of the three length-prefixed values (b may be the db's
+	// own memory), sliced with their capacity capped so that an append to
+	// one cannot run into the next: one allocation a login, not three.
 	b = bytes.Clone(b)
 	for _, f := range []*[]byte{&r.Salt, &r.StoredKey, &r.ServerKey} {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {

@@ -325,27 +325,3 @@ var conformanceCases = []struct {
 		}
 	}},
 }
-
-// TestFakeSalterIsFakeSalt: the pooled states give fakeSalt's values,
-// from many goroutines at once, for names long and short.
-func TestFakeSalterIsFakeSalt(t *testing.T) {
-	secret := bytes.Repeat([]byte{7}, 32)
-	f := newFakeSalter(secret)
-	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Go(func() {
-			for i := range 500 {
-				label := []string{"scram", "seed"}[i%2]
-				name := strings.Repeat(fmt.Sprint("n", g, "-", i), 1+i%9)
-				if got, want := f.salt(label, name), fakeSalt(secret, label, name); !bytes.Equal(got, want) {
-					t.Errorf("salt(%q, %q) = %x, want %x", label, name, got, want)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if n := testing.AllocsPerRun(100, func() { f.salt("scram", "somebody") }); n > 1 {
-		t.Errorf("a fake salt costs %v allocations, want 1 (its result)", n)
-	}
-}

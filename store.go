@@ -141,7 +141,6 @@ type Store struct {
 	groupMu sync.Mutex
 	group   *commitGroup
 	secret  []byte
-	salter  *fakeSalter // under secret
 	// gets counts account reads; the enumeration test checks that a login
 	// for an unknown name reads the store exactly as one for a real name.
 	gets atomic.Int64
@@ -328,14 +327,12 @@ func (s *Store) init() error {
 		}
 		if v := meta.Get(keySecret); len(v) == sha256.Size {
 			s.secret = bytes.Clone(v)
-			s.salter = newFakeSalter(s.secret)
 			return nil
 		}
 		s.secret = make([]byte, sha256.Size)
 		if _, err := rand.Read(s.secret); err != nil {
 			return err
 		}
-		s.salter = newFakeSalter(s.secret)
 		return meta.Put(keySecret, s.secret)
 	})
 }
@@ -738,7 +735,7 @@ func (s *Store) Identity(create func() (cert, key []byte, err error)) (cert, key
 // FakeSalt derives the stable salt shown for a name that has no account
 // (see fakeSalt), under the secret kept in the db.
 func (s *Store) FakeSalt(label, name string) []byte {
-	return s.salter.salt(label, name)
+	return fakeSalt(s.secret, label, name)
 }
 
 // storedIdentity is the TLS identity kept in the db, nil if none: what a

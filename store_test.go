@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -62,4 +63,20 @@ func OpenStoreForTest(t testing.TB, path string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestRecordValuesApart: the three values a record decodes to share one
+// copy of the encoding, so appending to one must not change the next.
+func TestRecordValuesApart(t *testing.T) {
+	want := Record{Kind: KindSCRAM, Iterations: 4096, Salt: bytes.Repeat([]byte{1}, SaltLen),
+		StoredKey: bytes.Repeat([]byte{2}, KeyLen), ServerKey: bytes.Repeat([]byte{3}, KeyLen)}
+	rec, err := unmarshalRecord(want.marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = append(rec.Salt, 9, 9)
+	_ = append(rec.StoredKey, 9, 9)
+	if !bytes.Equal(rec.StoredKey, want.StoredKey) || !bytes.Equal(rec.ServerKey, want.ServerKey) {
+		t.Fatalf("an append to one value changed the next: %x %x", rec.StoredKey, rec.ServerKey)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,13 +33,17 @@ type throttle struct {
 	mu       sync.Mutex
 	conns    map[string]int
 	sources  map[string]*bucket
-	pairs    map[string]*bucket
-	inflight map[string]int // logins under way per pair; at most one per worker
+	pairs    map[pairKey]*bucket
+	inflight map[pairKey]int // logins under way per pair; at most one per worker
 
 	// share, when set, is told of every failure charged here, outside
 	// the lock, so that the other servers of a cluster charge it too.
 	share func(src, user string)
 }
+
+// pairKey is a (source, user) pair: two strings the conn already holds,
+// where one joined string would be made for every login.
+type pairKey struct{ src, user string }
 
 // bucket is the failure allowance of one source or (source, user) pair.
 type bucket struct {
@@ -57,8 +60,8 @@ func newThrottle(cfg Config) *throttle {
 		userBurst:  cfg.UserFailures,
 		conns:      make(map[string]int),
 		sources:    make(map[string]*bucket),
-		pairs:      make(map[string]*bucket),
-		inflight:   make(map[string]int),
+		pairs:      make(map[pairKey]*bucket),
+		inflight:   make(map[pairKey]int),
 	}
 }
 
@@ -108,7 +111,7 @@ func (t *throttle) connClose(src string) {
 // attempt is one login under way: the source and (source, user) pair a
 // failure will be charged to.
 type attempt struct {
-	src, user, pair string
+	src, user string
 	// free marks the second half of a SCRAM/SEED pair: not counted.
 	free bool
 	// unanswered marks a SEED-SHA256 challenge whose response has not
@@ -126,7 +129,8 @@ type attempt struct {
 // once. A wave spread over many names is instead paid for afterwards, as
 // debt (see end).
 func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time.Duration, perUser bool) {
-	a = &attempt{src: src, user: user, pair: src + "\x00" + user}
+	a = &attempt{src: src, user: user}
+	pair := pairKey{src, user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if b := t.sources[a.src]; b != nil {
@@ -134,9 +138,9 @@ func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time
 	}
 	// A pair with no failure on record has its whole allowance: only the
 	// logins under way count, and they need no limiter.
-	inflight := t.inflight[a.pair]
+	inflight := t.inflight[pair]
 	pw := time.Duration(0)
-	if b := t.pairs[a.pair]; b != nil {
+	if b := t.pairs[pair]; b != nil {
 		pw = b.wait(now, inflight)
 	} else if inflight >= t.userBurst {
 		pw = time.Second
@@ -147,7 +151,7 @@ func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time
 	if wait > 0 {
 		return nil, wait, perUser
 	}
-	t.inflight[a.pair] = inflight + 1
+	t.inflight[pair] = inflight + 1
 	return a, 0, false
 }
 
@@ -160,13 +164,14 @@ func (t *throttle) end(a *attempt, failed bool, now time.Time) {
 		return
 	}
 	t.mu.Lock()
-	if n := t.inflight[a.pair]; n > 1 {
-		t.inflight[a.pair] = n - 1
+	pair := pairKey{a.src, a.user}
+	if n := t.inflight[pair]; n > 1 {
+		t.inflight[pair] = n - 1
 	} else {
-		delete(t.inflight, a.pair)
+		delete(t.inflight, pair)
 	}
 	if failed {
-		t.chargeLocked(a.src, a.pair, now)
+		t.chargeLocked(pair, now)
 	}
 	t.mu.Unlock()
 	if failed && t.share != nil {
@@ -178,12 +183,12 @@ func (t *throttle) end(a *attempt, failed bool, now time.Time) {
 func (t *throttle) charge(src, user string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.chargeLocked(src, src+"\x00"+user, now)
+	t.chargeLocked(pairKey{src, user}, now)
 }
 
-func (t *throttle) chargeLocked(src, pair string, now time.Time) {
-	t.bucket(t.sources, src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
-	t.bucket(t.pairs, pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
+func (t *throttle) chargeLocked(pair pairKey, now time.Time) {
+	bucketIn(t, t.sources, pair.src, t.srcLimit, t.srcBurst, now).lim.ReserveN(now, 1)
+	bucketIn(t, t.pairs, pair, t.userLimit, t.userBurst, now).lim.ReserveN(now, 1)
 }
 
 // wait is how long until one more attempt fits the allowance, with
@@ -208,12 +213,13 @@ func (b *bucket) full(now time.Time) bool {
 	return b.lim.TokensAt(now) >= float64(b.lim.Burst())
 }
 
-// bucket returns key's bucket, making room for a new one if the table is
-// full: first by dropping buckets that remember nothing, then by dropping
-// buckets at random (Go's map order) until a tenth of the table is free.
+// bucketIn returns key's bucket in m, making room for a new one if the
+// table is full: first by dropping buckets that remember nothing, then by
+// dropping buckets at random (Go's map order) until a tenth of the table
+// is free.
 // Random eviction forgives some penalties under a flood of sources, but
 // keeps memory bounded whatever an attacker does.
-func (t *throttle) bucket(m map[string]*bucket, key string, lim rate.Limit, burst int, now time.Time) *bucket {
+func bucketIn[K comparable](t *throttle, m map[K]*bucket, key K, lim rate.Limit, burst int, now time.Time) *bucket {
 	if b, ok := m[key]; ok {
 		return b
 	}
@@ -275,8 +281,7 @@ func (t *throttle) forgive(src, user string) int {
 		}
 	}
 	for k := range t.pairs {
-		s, u, _ := strings.Cut(k, "\x00")
-		if (src == "" || s == src) && (user == "" || u == user) {
+		if (src == "" || k.src == src) && (user == "" || k.user == user) {
 			delete(t.pairs, k)
 			n++
 		}

@@ -188,7 +188,7 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	// Debt: failures while over the allowance are not possible through
 	// begin, but a parallel wave ends in debt and waits for all of it.
 	for range 5 {
-		th.end(&attempt{src: "10.0.0.3", pair: "10.0.0.3\x00u"}, true, now)
+		th.end(&attempt{src: "10.0.0.3", user: "u"}, true, now)
 	}
 	if _, w, _ := th.begin("10.0.0.3", "u", now); w != 30*time.Second {
 		t.Fatalf("after 5 failures with an allowance of 3: wait %v, want 30s", w)
