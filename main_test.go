@@ -98,7 +98,7 @@ func TestCLIFileMessages(t *testing.T) {
 // else: the address once, and a hint to check it.
 func TestCLINotAuthbox(t *testing.T) {
 	addr := hostileServer(t, "SSH-2.0-OpenSSH_9.6\n", func(string) string { return "" })
-	r := runCLI(t, t.TempDir(), "", nil, "login", "--plain", "--server", addr, "--user", "a", "--password-stdin")
+	r := runCLI(t, t.TempDir(), "Secret123\n", nil, "login", "--plain", "--server", addr, "--user", "a", "--password-stdin")
 	want := "authbox: error: " + addr + " is not an authbox server: its first line is not an authbox greeting\nauthbox: hint: check the address"
 	if r.code != 2 || !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, addr) != 1 {
 		t.Fatalf("a server that is not authbox: exit %d\n%s\nwant\n%s", r.code, r.stderr, want)
