@@ -37,7 +37,7 @@ func TestServerWithoutPort(t *testing.T) {
 		{"login", "--server", "localhost", "--user", "alice", "--password-stdin"},
 		{"bench", "--server", "localhost", "--duration", "1s"},
 	} {
-		r := runCLI(t, dir, "", nil, args...)
+		r := runCLI(t, dir, "Secret123\n", nil, args...)
 		if strings.Contains(r.stderr, "invalid server address") || !strings.Contains(r.stderr, "localhost:7886") {
 			t.Errorf("%v: %+v", args, r)
 		}
