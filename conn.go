@@ -447,8 +447,9 @@ func (c *conn) finish(p exchange, cmd Command) (string, error) {
 		c.passwdError(err)
 		return reply, err
 	case *scramEx:
+		mech := p.mech // p is the conn's own exchange, cleared as it ends
 		reply, err := c.finishSCRAM(p, cmd)
-		c.loginError(p.mech, err)
+		c.loginError(mech, err)
 		return reply, err
 	case *seedEx:
 		reply, err := c.finishSeed(p, cmd)

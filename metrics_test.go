@@ -395,3 +395,29 @@ func BenchmarkMetricsPerLogin(b *testing.B) {
 		m.loginDone(MechPlus, outcomeOK, start)
 	}
 }
+
+// TestMalformedSCRAMResponseCountsItsMechanism: a RESPONSE that ends a
+// SCRAM exchange in an error is counted as an error of that exchange's
+// mechanism, as the same error at AUTH is, not as a mechanism the server
+// does not offer.
+func TestMalformedSCRAMResponseCountsItsMechanism(t *testing.T) {
+	ts, base := startMetrics(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "Secret123")
+	rc, _ := dialRaw(t, ts.addr)
+	before, _ := scrape(t, base)
+	if got := rc.do("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice,r=abcdefghijklmnop"))); !strings.HasPrefix(got, "CHALLENGE ") {
+		t.Fatalf("AUTH: %q", got)
+	}
+	if got := rc.do("RESPONSE not-base64"); !strings.HasPrefix(got, "ERR BADREQ") {
+		t.Fatalf("a RESPONSE that is not base64: %q", got)
+	}
+	after, _ := scrape(t, base)
+	for k, w := range map[string]float64{
+		`authbox_logins_total{mechanism=SCRAM-SHA-256,outcome=error}`: 1,
+		`authbox_logins_total{mechanism=other,outcome=error}`:         0,
+	} {
+		if got := after[k] - before[k]; got != w {
+			t.Errorf("%s went up by %v, want %v", k, got, w)
+		}
+	}
+}

@@ -31,8 +31,8 @@ func newQueueWaits(timeout time.Duration, expire func(*queued)) *queueWaits {
 	return &queueWaits{timeout: timeout, expire: expire, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
-// add starts q's wait. It runs before q is published on the queue, so
-// that a worker's claim cannot come first.
+// add starts q's wait, once it is in the queue (a worker may have
+// claimed it already).
 func (w *queueWaits) add(q *queued) {
 	q.deadline = time.Now().Add(w.timeout)
 	w.mu.Lock()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -80,5 +82,40 @@ func TestQueueWaitsLetGoOfClaimed(t *testing.T) {
 	}
 	if _, ok := w.reap(time.Now()); ok {
 		t.Fatal("the reaper still holds a claimed connection")
+	}
+}
+
+// TestRejectedConnectionsNeverWait: while a connection waits in a full
+// queue, those turned away after it are answered at once and never enter
+// the reaper's list, which a flood would otherwise fill for a
+// queue_timeout behind the waiter.
+func TestRejectedConnectionsNeverWait(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Workers, cfg.Queue = 1, 1
+	cfg.QueueTimeout = Duration{time.Minute}
+	cfg.LineTimeout = Duration{time.Minute}
+	ts := startServer(t, cfg)
+	held, _ := dialRaw(t, ts.addr) // the only worker
+	waiting, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.Close()
+	for range 50 {
+		rc, line := dialRaw(t, ts.addr)
+		if !strings.HasPrefix(line, "ERR BUSY ") {
+			t.Fatalf("with the queue full: %q", line)
+		}
+		rc.expectClosed()
+	}
+	w := ts.Server.waits
+	w.mu.Lock()
+	held2 := len(w.list) - w.head
+	w.mu.Unlock()
+	if held2 > 1 {
+		t.Fatalf("after 50 connections turned away, the reaper holds %d", held2)
+	}
+	if got := held.do("PING"); got != "OK PONG" {
+		t.Fatal(got)
 	}
 }

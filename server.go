@@ -191,15 +191,19 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.reject(nc, CodeBusy, "too many connections from your address; close some and retry")
 			continue
 		}
-		q := s.newQueued(nc, src)
+		q := &queued{nc: nc, src: src}
 		select {
 		case s.queue <- q:
+			// Its wait starts once it is in the queue: a worker may have
+			// claimed it already, which the reaper then sees. One turned
+			// away below never enters the reaper's list, which a flood
+			// would otherwise fill behind a connection waiting its turn.
+			s.waits.add(q)
 		default:
-			if q.claim() {
-				s.thr.connClose(src)
-				s.met.refuse(refusedQueueFull)
-				s.reject(nc, CodeBusy, "server busy, retry shortly")
-			}
+			q.claim()
+			s.thr.connClose(src)
+			s.met.refuse(refusedQueueFull)
+			s.reject(nc, CodeBusy, "server busy, retry shortly")
 		}
 	}
 }
@@ -256,14 +260,6 @@ type queued struct {
 	src      string
 	claimed  atomic.Bool
 	deadline time.Time
-}
-
-// newQueued starts the connection's wait before it is published on the
-// queue.
-func (s *Server) newQueued(nc net.Conn, src string) *queued {
-	q := &queued{nc: nc, src: src}
-	s.waits.add(q)
-	return q
 }
 
 // queueExpired answers a connection that waited longer than
