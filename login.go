@@ -197,7 +197,8 @@ func (c *conn) finishSCRAM(p *scramEx, cmd Command) (string, error) {
 		return "", err
 	}
 	buf := getLineBuf()
-	defer putLineBuf(buf)
+	var raw []byte
+	defer func() { clear(raw); putLineBuf(buf) }() // raw holds the proof
 	raw, err := AppendDecodeB64((*buf)[:0], cmd.Args[0])
 	if err != nil {
 		return "", err
