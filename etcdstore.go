@@ -59,6 +59,14 @@ const (
 	// gone silent is dropped about 7 s after its last answer.
 	etcdKeepAlive        = 5 * time.Second
 	etcdKeepAliveTimeout = 2 * time.Second
+	// etcdRetryPause is the wait between attempts of a write the cluster
+	// could not answer: short against an election, long enough not to
+	// spin on a cluster that is down.
+	etcdRetryPause = 100 * time.Millisecond
+	// etcdAttemptTimeout bounds one attempt of such a write: twice an
+	// election at etcd's default timeout, so that a write sent to a
+	// member dying under it is sent again within etcdOpTimeout.
+	etcdAttemptTimeout = 2 * time.Second
 )
 
 var (
@@ -272,7 +280,12 @@ func (s *EtcdStore) Unreachable(err error) bool {
 	if errors.As(err, &ee) {
 		code = ee.Code()
 	}
-	return code == codes.Unavailable || code == codes.DeadlineExceeded
+	if code == codes.Unavailable || code == codes.DeadlineExceeded {
+		return true
+	}
+	// A member that is stopping answers with its raft's error, which
+	// reaches the client as code Unknown: another member can serve.
+	return code == codes.Unknown && strings.Contains(err.Error(), "raft: stopped")
 }
 
 // Close stops the cache and closes the client; the cluster's data stays.
@@ -362,23 +375,58 @@ func (s *EtcdStore) landed(name string, val []byte) bool {
 func (s *EtcdStore) Create(name string, rec Record) error {
 	now := time.Now()
 	rec.Created, rec.Updated, rec.Gen = now, now, NewGen()
-	ctx, cancel := s.ctx()
-	defer cancel()
 	k := s.userKey(name)
 	val := rec.marshal()
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, string(val))).Commit()
+	ok, err := s.commit(name, val, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(val))).Commit()
+	})
 	if err != nil {
-		if s.Unreachable(err) && s.landed(name, val) {
-			return nil
-		}
 		return err
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return ErrExists
 	}
-	s.wrote(name, val, resp.Header.Revision)
 	return nil
+}
+
+// commit runs a compare-and-write transaction of name's account, and runs
+// it again while the cluster cannot answer (a leader election, a member
+// gone), until etcdOpTimeout: an election takes about etcd's election
+// timeout, a second by default, so a write made during one waits for it
+// instead of failing at once. An attempt that failed (or ran out of its
+// etcdAttemptTimeout) may have committed
+// all the same; if a later attempt's compare then fails, or the last
+// attempt fails too, landed reads the key back to tell. val is what the
+// transaction writes (nil for a delete). ok is whether it took effect.
+func (s *EtcdStore) commit(name string, val []byte, txn func(context.Context) (*clientv3.TxnResponse, error)) (ok bool, err error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	uncertain := false
+	for {
+		// Each attempt has a part of the time: one sent to a member that
+		// is dying can hang until the member is gone.
+		actx, acancel := context.WithTimeout(ctx, etcdAttemptTimeout)
+		resp, err := txn(actx)
+		acancel()
+		switch {
+		case err == nil && resp.Succeeded:
+			s.wrote(name, val, resp.Header.Revision)
+			return true, nil
+		case err == nil:
+			return uncertain && s.landed(name, val), nil
+		case !s.Unreachable(err) || ctx.Err() != nil:
+			if s.Unreachable(err) && s.landed(name, val) {
+				return true, nil
+			}
+			return false, err
+		}
+		uncertain = true
+		select {
+		case <-ctx.Done():
+		case <-time.After(etcdRetryPause):
+		}
+	}
 }
 
 // Update compares on the key's revision: fn's answer is written only if
@@ -408,19 +456,9 @@ func (s *EtcdStore) Update(name string, fn func(Record) (Record, error)) error {
 // putIf runs op, which writes val (nil: deletes), if name's key is still
 // at revision rev.
 func (s *EtcdStore) putIf(name string, rev int64, val []byte, op clientv3.Op) (bool, error) {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.userKey(name)), "=", rev)).Then(op).Commit()
-	if err != nil {
-		if s.Unreachable(err) && s.landed(name, val) {
-			return true, nil
-		}
-		return false, err
-	}
-	if resp.Succeeded {
-		s.wrote(name, val, resp.Header.Revision)
-	}
-	return resp.Succeeded, nil
+	return s.commit(name, val, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.userKey(name)), "=", rev)).Then(op).Commit()
+	})
 }
 
 // SetLocked locks or unlocks an account; it reports whether it changed.

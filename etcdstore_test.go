@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -661,4 +662,74 @@ func TestEtcdSurvivesASilentMember(t *testing.T) {
 		}
 	}
 	t.Logf("%d writes were slow or failed before the silent member was dropped", slow)
+}
+
+// TestWritesWaitForAnElection: writes made while the leader is lost and a
+// new one is elected wait for it and succeed, rather than failing at once
+// (the client's connection to the dead member refused, or a member saying
+// it has no leader), and none is lost or doubled.
+func TestWritesWaitForAnElection(t *testing.T) {
+	c := startEtcd(t, 3)
+	s := c.open(t, "/election/")
+	for i := range 20 { // the client is connected and warm
+		if err := s.Create(fmt.Sprint("warm", i), testRecord(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 1)
+	progress := make(chan struct{}, 1)
+	var made atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := s.Create(fmt.Sprintf("w%d-%d", w, i), testRecord(2)); err != nil {
+					select {
+					case errs <- fmt.Errorf("registration %d of writer %d: %w", i, w, err):
+					default:
+					}
+					return
+				}
+				made.Add(1)
+				tick(progress)
+			}
+		})
+	}
+	before := made.Load()
+	c.kill(c.leader())
+	c.leader() // a new one is elected
+	after := made.Load()
+	deadline := time.After(20 * time.Second)
+	for made.Load() < after+20 {
+		select {
+		case <-progress:
+		case err := <-errs:
+			close(stop)
+			wg.Wait()
+			t.Fatal(err)
+		case <-deadline:
+			t.Fatalf("only %d registrations after the election", made.Load()-after)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	n, err := s.Count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int(made.Load()) + 20; n != want {
+		t.Fatalf("%d accounts, %d acknowledged", n, want)
+	}
+	t.Logf("%d registrations before the leader's loss, %d in all, none failed", before, made.Load())
 }
