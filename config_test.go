@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -101,5 +102,20 @@ func TestConfigCommand(t *testing.T) {
 	want := "queue_timeout = \"5s\"\niterations = 4096\nmechanisms = [\"SCRAM-SHA-256\"]\n\n[client]\nserver = \"auth.example:7000\"\n"
 	if r := runCLI(t, dir, "", nil, "config", "--changed", "--config", cfg); r.code != 0 || r.stdout != want {
 		t.Errorf("config --changed:\n%s\nwant:\n%s", r.stdout, want)
+	}
+}
+
+// TestDurationPrintsAsWritten: a duration prints as auth.toml writes it,
+// and reads back as the same duration.
+func TestDurationPrintsAsWritten(t *testing.T) {
+	for in, want := range map[time.Duration]string{
+		5 * time.Minute: "5m", time.Hour: "1h", 90 * time.Minute: "1h30m",
+		10 * time.Second: "10s", 100 * time.Millisecond: "100ms", 3*time.Minute + 5*time.Second: "3m5s", 0: "0s",
+	} {
+		b, _ := Duration{in}.MarshalText()
+		var back Duration
+		if string(b) != want || back.UnmarshalText(b) != nil || back.Duration != in {
+			t.Errorf("%v prints %q (want %q), reads back %v", in, b, want, back.Duration)
+		}
 	}
 }
