@@ -109,32 +109,27 @@ func TestEtcdServeHasNoDBModeWarning(t *testing.T) {
 	cfg.DB = filepath.Join(dir, "unused.db")
 	cfg.Store = "etcd"
 	cfg.Etcd = c.config("/mode/")
-	var logs syncBuffer
-	ln, store, srv, admin, err := openServe(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
+	// What serve logs as it opens, before it serves.
+	opened := func() string {
+		t.Helper()
+		var logs syncBuffer
+		ln, store, srv, admin, err := openServe(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close()
+		if admin != nil {
+			admin.Shutdown(context.Background())
+		}
+		srv.Shutdown(context.Background())
+		store.Close()
+		return logs.String()
 	}
-	ln.Close()
-	if admin != nil {
-		admin.Shutdown(context.Background())
-	}
-	srv.Shutdown(context.Background())
-	store.Close()
-	if strings.Contains(logs.String(), "other users can") {
-		t.Fatalf("a db-mode warning with the etcd store:\n%s", logs.String())
+	if logs := opened(); strings.Contains(logs, "other users can") {
+		t.Fatalf("a db-mode warning with the etcd store:\n%s", logs)
 	}
 	cfg.Store, cfg.DB = "bbolt", filepath.Join(dir, "used.db")
-	ln, store, srv, admin, err = openServe(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close()
-	if admin != nil {
-		admin.Shutdown(context.Background())
-	}
-	srv.Shutdown(context.Background())
-	store.Close()
-	if !strings.Contains(logs.String(), "other users can replace the database") {
-		t.Fatalf("no db-mode warning for a bbolt file in a 0777 directory:\n%s", logs.String())
+	if logs := opened(); !strings.Contains(logs, "other users can replace the database") {
+		t.Fatalf("no db-mode warning for a bbolt file in a 0777 directory:\n%s", logs)
 	}
 }

@@ -246,14 +246,6 @@ func (c *etcdCache) confirm(at time.Time) {
 	tick(c.confirmed)
 }
 
-// tick signals ch without waiting: one pending signal is enough.
-func tick(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
 // eventValue is a put's value, or nil for a delete.
 func eventValue(ev *clientv3.Event) []byte {
 	if ev.Type == clientv3.EventTypeDelete {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,15 +22,7 @@ func TestRestoreDoesNotBringBackDeletedAccounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "backup.db")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := backupFile(t, s)
 	// The administrator deletes a compromised account.
 	if err := s.Delete("ann"); err != nil {
 		t.Fatal(err)

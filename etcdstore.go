@@ -14,7 +14,6 @@ package main
 // which read its cache while it is known current (etcdcache.go).
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -27,11 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 const (
@@ -59,14 +55,6 @@ const (
 	// gone silent is dropped about 7 s after its last answer.
 	etcdKeepAlive        = 5 * time.Second
 	etcdKeepAliveTimeout = 2 * time.Second
-	// etcdRetryPause is the wait between attempts of a write the cluster
-	// could not answer: short against an election, long enough not to
-	// spin on a cluster that is down.
-	etcdRetryPause = 100 * time.Millisecond
-	// etcdAttemptTimeout bounds one attempt of such a write: twice an
-	// election at etcd's default timeout, so that a write sent to a
-	// member dying under it is sent again within etcdOpTimeout.
-	etcdAttemptTimeout = 2 * time.Second
 )
 
 var (
@@ -183,76 +171,6 @@ func (s *EtcdStore) init() error {
 	return nil
 }
 
-// FakeLegacySalt is fakeLegacySalt in the cluster's proportion.
-func (s *EtcdStore) FakeLegacySalt(mac []byte) string {
-	s.metaMu.RLock()
-	t := s.tally
-	s.metaMu.RUnlock()
-	return fakeLegacySalt(mac, t)
-}
-
-func (s *EtcdStore) currentSecret() []byte {
-	s.metaMu.RLock()
-	defer s.metaMu.RUnlock()
-	return s.secret
-}
-
-func (s *EtcdStore) setSecret(secret []byte) {
-	s.metaMu.Lock()
-	s.secret = secret
-	s.metaMu.Unlock()
-}
-
-// metaChanged takes a meta value as stored (nil if deleted): the secret
-// and the tally are kept, the rest is read when needed. A value that
-// does not decode is ignored: the one held stays, which keeps fake salts
-// steady rather than empty.
-func (s *EtcdStore) metaChanged(name string, val []byte) {
-	switch name {
-	case "secret":
-		if len(val) == sha256.Size {
-			s.setSecret(bytes.Clone(val))
-		}
-	case "legacy_salts":
-		if t, ok := decodeTally(val); ok {
-			s.metaMu.Lock()
-			s.tally = t
-			s.metaMu.Unlock()
-		}
-	}
-}
-
-// createOnce puts the meta values if none of them exists yet, and returns
-// what is stored then: the new values, or those another server made
-// first.
-func (s *EtcdStore) createOnce(vals map[string][]byte) (map[string][]byte, error) {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	var cmps []clientv3.Cmp
-	var puts, gets []clientv3.Op
-	var names []string
-	for name, v := range vals {
-		names = append(names, name)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.metaKey(name)), "=", 0))
-		puts = append(puts, clientv3.OpPut(s.metaKey(name), string(v)))
-		gets = append(gets, clientv3.OpGet(s.metaKey(name)))
-	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
-	if err != nil {
-		return nil, err
-	}
-	if resp.Succeeded {
-		return vals, nil
-	}
-	out := map[string][]byte{}
-	for i, r := range resp.Responses {
-		if kvs := r.GetResponseRange().Kvs; len(kvs) == 1 {
-			out[names[i]] = kvs[0].Value
-		}
-	}
-	return out, nil
-}
-
 // Describe names the cluster and the prefix.
 func (s *EtcdStore) Describe() string { return s.desc }
 
@@ -266,26 +184,6 @@ func (s *EtcdStore) PingContext(parent context.Context) error {
 	defer cancel()
 	_, err := s.cli.Get(ctx, s.metaKey("schema"), clientv3.WithCountOnly())
 	return err
-}
-
-// Unreachable reports whether err means the cluster could not be reached
-// or could not answer in time (no leader, no quorum, a member down): the
-// cases that another server, or a moment later, may not share.
-func (s *EtcdStore) Unreachable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return true
-	}
-	code := status.Code(err)
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		code = ee.Code()
-	}
-	if code == codes.Unavailable || code == codes.DeadlineExceeded {
-		return true
-	}
-	// A member that is stopping answers with its raft's error, which
-	// reaches the client as code Unknown: another member can serve.
-	return code == codes.Unknown && strings.Contains(err.Error(), "raft: stopped")
 }
 
 // Close stops the cache and closes the client; the cluster's data stays.
@@ -343,33 +241,6 @@ func (s *EtcdStore) wrote(name string, val []byte, rev int64) {
 	}
 }
 
-// landed reads back, once and briefly, a write whose answer was lost (a
-// timeout, a member gone mid-request): etcd may have committed it anyway,
-// and a client told BUSY would then find its new name taken, or its old
-// password still asked for. val is what was written (nil for a delete);
-// each write carries a fresh identity stamp and time, so equal bytes mean
-// this write.
-func (s *EtcdStore) landed(name string, val []byte) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), etcdPingTimeout)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, s.userKey(name))
-	if err != nil {
-		return false
-	}
-	if val == nil {
-		if len(resp.Kvs) == 0 {
-			s.wrote(name, nil, resp.Header.Revision)
-			return true
-		}
-		return false
-	}
-	if len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, val) {
-		s.wrote(name, val, resp.Kvs[0].ModRevision)
-		return true
-	}
-	return false
-}
-
 // Create adds an account only if the name is absent in the whole
 // cluster: two servers registering one name at once get one OK.
 func (s *EtcdStore) Create(name string, rec Record) error {
@@ -388,45 +259,6 @@ func (s *EtcdStore) Create(name string, rec Record) error {
 		return ErrExists
 	}
 	return nil
-}
-
-// commit runs a compare-and-write transaction of name's account, and runs
-// it again while the cluster cannot answer (a leader election, a member
-// gone), until etcdOpTimeout: an election takes about etcd's election
-// timeout, a second by default, so a write made during one waits for it
-// instead of failing at once. An attempt that failed (or ran out of its
-// etcdAttemptTimeout) may have committed
-// all the same; if a later attempt's compare then fails, or the last
-// attempt fails too, landed reads the key back to tell. val is what the
-// transaction writes (nil for a delete). ok is whether it took effect.
-func (s *EtcdStore) commit(name string, val []byte, txn func(context.Context) (*clientv3.TxnResponse, error)) (ok bool, err error) {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	uncertain := false
-	for {
-		// Each attempt has a part of the time: one sent to a member that
-		// is dying can hang until the member is gone.
-		actx, acancel := context.WithTimeout(ctx, etcdAttemptTimeout)
-		resp, err := txn(actx)
-		acancel()
-		switch {
-		case err == nil && resp.Succeeded:
-			s.wrote(name, val, resp.Header.Revision)
-			return true, nil
-		case err == nil:
-			return uncertain && s.landed(name, val), nil
-		case !s.Unreachable(err) || ctx.Err() != nil:
-			if s.Unreachable(err) && s.landed(name, val) {
-				return true, nil
-			}
-			return false, err
-		}
-		uncertain = true
-		select {
-		case <-ctx.Done():
-		case <-time.After(etcdRetryPause):
-		}
-	}
 }
 
 // Update compares on the key's revision: fn's answer is written only if
@@ -582,48 +414,4 @@ func (s *EtcdStore) Backup(w io.Writer) (int64, error) {
 	secret, tally := s.secret, s.tally
 	s.metaMu.RUnlock()
 	return writeDBFile(w, secret, cert, key, tally, s.eachRaw)
-}
-
-// storedIdentity is the cluster's TLS identity, nil if none was made.
-func (s *EtcdStore) storedIdentity() (cert, key []byte, err error) {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.metaKey("tls_cert")), clientv3.OpGet(s.metaKey("tls_key"))).Commit()
-	if err != nil {
-		return nil, nil, err
-	}
-	val := func(i int) []byte {
-		if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) == 1 {
-			return kvs[0].Value
-		}
-		return nil
-	}
-	return val(0), val(1), nil
-}
-
-// Identity returns the cluster's TLS identity, making it once: servers
-// starting together all end up with the one that was stored first.
-func (s *EtcdStore) Identity(create func() (cert, key []byte, err error)) (cert, key []byte, err error) {
-	cert, key, err = s.storedIdentity()
-	if err != nil || (cert != nil && key != nil) {
-		return cert, key, err
-	}
-	newCert, newKey, err := create()
-	if err != nil {
-		return nil, nil, err
-	}
-	vals, err := s.createOnce(map[string][]byte{"tls_cert": newCert, "tls_key": newKey})
-	if err != nil {
-		return nil, nil, err
-	}
-	if vals["tls_cert"] == nil || vals["tls_key"] == nil {
-		return nil, nil, fmt.Errorf("%s: the TLS identity is half there (meta/tls_cert, meta/tls_key)", s.desc)
-	}
-	return vals["tls_cert"], vals["tls_key"], nil
-}
-
-// FakeSalt is fakeSalt under the cluster's secret: every server gives an
-// unknown name the same challenge.
-func (s *EtcdStore) FakeSalt(label, name string) []byte {
-	return fakeSalt(s.currentSecret(), label, name)
 }

@@ -501,15 +501,7 @@ func TestBackupKeepsUnknownNamesLegacySalts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "backup.db")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Backup(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := backupFile(t, s)
 	alone, err := OpenStore(path)
 	if err != nil {
 		t.Fatal(err)
@@ -732,4 +724,20 @@ func TestWritesWaitForAnElection(t *testing.T) {
 		t.Fatalf("%d accounts, %d acknowledged", n, want)
 	}
 	t.Logf("%d registrations before the leader's loss, %d in all, none failed", before, made.Load())
+}
+
+// backupFile writes s's backup to a file of the test's and returns its
+// path.
+func backupFile(t *testing.T, s Storage) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "backup.db")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := s.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -136,9 +136,6 @@ func (h *health) failed(err error) error {
 	if u, ok := h.store.(interface{ Unreachable(error) bool }); ok && !u.Unreachable(err) {
 		return err
 	}
-	select {
-	case h.kick <- struct{}{}:
-	default:
-	}
+	tick(h.kick)
 	return errors.Join(errStoreUnavailable, err)
 }

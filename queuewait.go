@@ -43,10 +43,7 @@ func (w *queueWaits) add(q *queued) {
 	if first {
 		// The reaper may be idle; otherwise its timer is set for an
 		// earlier deadline than q's.
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
+		tick(w.kick)
 	}
 }
 

@@ -335,3 +335,12 @@ func (s *Server) untrack(c *conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 }
+
+// tick signals ch, a channel of capacity one, without waiting: one
+// pending signal is enough for whoever waits on it.
+func tick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

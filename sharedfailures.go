@@ -270,8 +270,5 @@ func (f *sharedFailures) apply(key string, val []byte) {
 		f.thr.charge(src, user, time.Now())
 		f.applied.Add(1)
 	}
-	select {
-	case f.appliedCh <- struct{}{}:
-	default:
-	}
+	tick(f.appliedCh)
 }
