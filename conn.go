@@ -41,8 +41,10 @@ type conn struct {
 	pending  exchange // the exchange a SALT or CHALLENGE began
 	scram    scramEx  // where a SCRAM exchange lives while pending, not allocated per login
 	fields   []string // the words of the line being handled, reused from line to line
-	attempt  *attempt // the login under way, counted by the throttle
-	lastFail failure  // the last charged failure, see failLogin
+	attempt  *attempt // the login under way, counted by the throttle: nil or &att
+	att      attempt
+	fake     [KeyLen]byte // the fake salt of the login under way, see lookup
+	lastFail failure      // the last charged failure, see failLogin
 	// authStart is when the login under way sent AUTH (zero without
 	// metrics), for the login latency.
 	authStart time.Time

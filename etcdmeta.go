@@ -53,8 +53,8 @@ func (s *EtcdStore) FakeLegacySalt(mac []byte) string {
 
 // FakeSalt is fakeSalt under the cluster's secret: every server gives an
 // unknown name the same challenge.
-func (s *EtcdStore) FakeSalt(label, name string) []byte {
-	return fakeSalt(s.currentSecret(), label, name)
+func (s *EtcdStore) FakeSalt(dst []byte, label, name string) []byte {
+	return fakeSalt(dst, s.currentSecret(), label, name)
 }
 
 // createOnce puts the meta values if none of them exists yet, and returns

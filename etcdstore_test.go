@@ -376,7 +376,7 @@ func TestCacheFollowsAnotherHandle(t *testing.T) {
 
 	// Legacy accounts imported elsewhere: this store's fake SEED salts
 	// take their shape (all dashed here) without a restart.
-	mac := s.FakeSalt("seed", "nobody")
+	mac := s.FakeSalt(nil, "seed", "nobody")
 	if got := s.FakeLegacySalt(mac); isDashedUUID([]byte(got)) {
 		t.Fatalf("a fake salt before any legacy account is dashed: %q", got)
 	}
@@ -384,7 +384,7 @@ func TestCacheFollowsAnotherHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	within("an import of legacy accounts", func() bool { return isDashedUUID([]byte(s.FakeLegacySalt(mac))) })
-	if a, b := s.FakeLegacySalt(mac), other.FakeLegacySalt(other.FakeSalt("seed", "nobody")); a != b {
+	if a, b := s.FakeLegacySalt(mac), other.FakeLegacySalt(other.FakeSalt(nil, "seed", "nobody")); a != b {
 		t.Fatalf("two handles give one name different fake salts: %q, %q", a, b)
 	}
 }
@@ -508,8 +508,8 @@ func TestBackupKeepsUnknownNamesLegacySalts(t *testing.T) {
 	}
 	defer alone.Close()
 	for _, name := range []string{"nobody", "ghost", "phantom"} {
-		want := s.FakeLegacySalt(s.FakeSalt("seed", name))
-		if got := alone.FakeLegacySalt(alone.FakeSalt("seed", name)); got != want {
+		want := s.FakeLegacySalt(s.FakeSalt(nil, "seed", name))
+		if got := alone.FakeLegacySalt(alone.FakeSalt(nil, "seed", name)); got != want {
 			t.Fatalf("unknown name %q: the cluster's fake SEED salt %q, its backup's %q", name, want, got)
 		}
 	}

@@ -71,11 +71,11 @@ func TestFakeLegacySaltShape(t *testing.T) {
 	dashed := 0
 	for i := range n {
 		name := fmt.Sprintf("nobody%d", i)
-		salt := s.FakeLegacySalt(s.FakeSalt("seed", name))
+		salt := s.FakeLegacySalt(s.FakeSalt(nil, "seed", name))
 		if why := uuid4Shape(salt); why != "" {
 			t.Fatalf("fake salt %q for %s: %s", salt, name, why)
 		}
-		if again := s.FakeLegacySalt(s.FakeSalt("seed", name)); again != salt {
+		if again := s.FakeLegacySalt(s.FakeSalt(nil, "seed", name)); again != salt {
 			t.Fatalf("%s: %q then %q", name, salt, again)
 		}
 		if len(salt) == 36 {
@@ -93,7 +93,7 @@ func TestFakeLegacySaltShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 200 {
-		if salt := plain.FakeLegacySalt(plain.FakeSalt("seed", fmt.Sprint("x", i))); len(salt) != 32 {
+		if salt := plain.FakeLegacySalt(plain.FakeSalt(nil, "seed", fmt.Sprint("x", i))); len(salt) != 32 {
 			t.Fatalf("a dashed fake salt %q in a db with only plain ones", salt)
 		}
 	}

@@ -115,7 +115,9 @@ func (c *conn) checkGS2(mech string, cf ClientFirst) error {
 // HMAC happen whether or not the name exists, so that the two cases cost
 // the same and cannot be told apart by timing.
 func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte, bool, error) {
-	fake := c.srv.store.FakeSalt(fakeLabel, name)
+	// In the conn's buffer: the exchange that uses it ends before the
+	// next lookup.
+	fake := c.srv.store.FakeSalt(c.fake[:0], fakeLabel, name)
 	rec, err := c.srv.store.Get(name)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -250,11 +252,12 @@ func clientFinalCBind(msg []byte) ([]byte, bool) {
 func (c *conn) beginAttempt(name, mech string) error {
 	c.endAttempt(false)
 	if mech != "" && c.lastFail.name == name && c.lastFail.kind != kindOf(mech) {
-		c.attempt = &attempt{free: true}
+		c.att = attempt{free: true}
+		c.attempt = &c.att
 		return nil
 	}
-	a, wait, perUser := c.srv.thr.begin(c.src, name, time.Now())
-	if a == nil {
+	ok, wait, perUser := c.srv.thr.begin(&c.att, c.src, name, time.Now())
+	if !ok {
 		c.srv.log.Info("throttled", "remote", c.remote, "user", name, "retry_in", wait)
 		c.srv.met.throttleRefusal(perUser)
 		if mech == "" {
@@ -267,7 +270,7 @@ func (c *conn) beginAttempt(name, mech string) error {
 		}
 		return protoErr(CodeLimit, "too many failed attempts from your address; retry in %ds", int(wait.Seconds()))
 	}
-	c.attempt = a
+	c.attempt = &c.att
 	return nil
 }
 

@@ -53,8 +53,9 @@ type Storage interface {
 	// Identity returns the TLS certificate and key kept in the store,
 	// making them with create, once for all who share the store.
 	Identity(create func() (cert, key []byte, err error)) (cert, key []byte, err error)
-	// FakeSalt derives the stable value shown for a name with no account.
-	FakeSalt(label, name string) []byte
+	// FakeSalt appends to dst the stable value shown for a name with no
+	// account (dst, not a new slice: every login makes one).
+	FakeSalt(dst []byte, label, name string) []byte
 	// FakeLegacySalt shapes a name's FakeSalt("seed", name) as the
 	// store's real legacy salts are shaped (see fakeLegacySalt).
 	FakeLegacySalt(mac []byte) string
@@ -87,12 +88,12 @@ func setLocked(s Storage, name string, locked bool) (bool, error) {
 // name, never changes for one name, is the same wherever the secret is
 // (a copied file, every server of a cluster), and cannot be told from a
 // random real salt.
-func fakeSalt(secret []byte, label, name string) []byte {
+func fakeSalt(dst, secret []byte, label, name string) []byte {
 	// HMAC(secret, label 0 name), in a buffer on the stack: every login
 	// makes one, and hmac.New costs it several allocations.
 	var stack [hmacBlock + 128]byte
 	msg := append(stack[:hmacBlock], label...)
 	msg = append(append(msg, 0), name...)
 	sum := hmacPadded(secret, msg)
-	return sum[:]
+	return append(dst, sum[:]...)
 }

@@ -259,8 +259,8 @@ var conformanceCases = []struct {
 		if err != nil || string(cert) != "cert1" || string(key) != "key1" {
 			t.Fatalf("identity: %q %q %v", cert, key, err)
 		}
-		fake := s.FakeSalt("scram", "nobody")
-		if bytes.Equal(fake, s.FakeSalt("scram", "somebody")) || bytes.Equal(fake, s.FakeSalt("seed", "nobody")) {
+		fake := s.FakeSalt(nil, "scram", "nobody")
+		if bytes.Equal(fake, s.FakeSalt(nil, "scram", "somebody")) || bytes.Equal(fake, s.FakeSalt(nil, "seed", "nobody")) {
 			t.Fatal("fake salts do not depend on the name and label")
 		}
 		other := reopen()
@@ -268,7 +268,7 @@ var conformanceCases = []struct {
 		if err != nil || string(cert2) != "cert1" || string(key2) != "key1" || made != 1 {
 			t.Fatalf("second handle's identity: %q %q %v (made %d)", cert2, key2, err, made)
 		}
-		if !bytes.Equal(other.FakeSalt("scram", "nobody"), fake) {
+		if !bytes.Equal(other.FakeSalt(nil, "scram", "nobody"), fake) {
 			t.Fatal("a second handle gives unknown names other salts")
 		}
 	}},
@@ -294,7 +294,7 @@ var conformanceCases = []struct {
 		if err != nil || got.Gen != want.Gen || !got.Locked || !bytes.Equal(got.ServerKey, want.ServerKey) || !got.Created.Equal(want.Created) {
 			t.Fatalf("backup's record %+v %v, want %+v", got, err, want)
 		}
-		if !bytes.Equal(b.FakeSalt("scram", "x"), s.FakeSalt("scram", "x")) {
+		if !bytes.Equal(b.FakeSalt(nil, "scram", "x"), s.FakeSalt(nil, "scram", "x")) {
 			t.Fatal("the backup gives unknown names other salts")
 		}
 		cert, key, err := b.Identity(func() ([]byte, []byte, error) { return nil, nil, errors.New("made anew") })
@@ -311,7 +311,7 @@ var conformanceCases = []struct {
 		}
 	}},
 	{"fake legacy salts take the imported shape", func(t *testing.T, s Storage, reopen func() Storage) {
-		if salt := s.FakeLegacySalt(s.FakeSalt("seed", "nobody")); len(salt) != 32 {
+		if salt := s.FakeLegacySalt(s.FakeSalt(nil, "seed", "nobody")); len(salt) != 32 {
 			t.Fatalf("with no legacy account a fake salt is plain hex, got %q", salt)
 		}
 		legacy := Record{Kind: KindLegacy, Salt: []byte("0a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"), StoredKey: bytes.Repeat([]byte{1}, 32)}
@@ -319,7 +319,7 @@ var conformanceCases = []struct {
 			t.Fatal(err)
 		}
 		for _, h := range []Storage{s, reopen()} {
-			if salt := h.FakeLegacySalt(h.FakeSalt("seed", "nobody")); !isDashedUUID([]byte(salt)) {
+			if salt := h.FakeLegacySalt(h.FakeSalt(nil, "seed", "nobody")); !isDashedUUID([]byte(salt)) {
 				t.Fatalf("with only dashed legacy salts a fake one is %q", salt)
 			}
 		}

@@ -734,8 +734,8 @@ func (s *Store) Identity(create func() (cert, key []byte, err error)) (cert, key
 
 // FakeSalt derives the stable salt shown for a name that has no account
 // (see fakeSalt), under the secret kept in the db.
-func (s *Store) FakeSalt(label, name string) []byte {
-	return fakeSalt(s.secret, label, name)
+func (s *Store) FakeSalt(dst []byte, label, name string) []byte {
+	return fakeSalt(dst, s.secret, label, name)
 }
 
 // storedIdentity is the TLS identity kept in the db, nil if none: what a

@@ -128,12 +128,14 @@ type attempt struct {
 // the source's allowance: a backend may log many different users in at
 // once. A wave spread over many names is instead paid for afterwards, as
 // debt (see end).
-func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time.Duration, perUser bool) {
-	a = &attempt{src: src, user: user}
+//
+// The attempt is written to *a, which the connection holds, rather than
+// allocated: every login begins one.
+func (t *throttle) begin(a *attempt, src, user string, now time.Time) (ok bool, wait time.Duration, perUser bool) {
 	pair := pairKey{src, user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if b := t.sources[a.src]; b != nil {
+	if b := t.sources[src]; b != nil {
 		wait = b.wait(now, 0)
 	}
 	// A pair with no failure on record has its whole allowance: only the
@@ -149,10 +151,11 @@ func (t *throttle) begin(src, user string, now time.Time) (a *attempt, wait time
 		wait, perUser = pw, true
 	}
 	if wait > 0 {
-		return nil, wait, perUser
+		return false, wait, perUser
 	}
 	t.inflight[pair] = inflight + 1
-	return a, 0, false
+	*a = attempt{src: src, user: user}
+	return true, 0, false
 }
 
 // end finishes an attempt. A failure spends one unit of both allowances;

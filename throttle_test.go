@@ -156,9 +156,10 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	th := newThrottle(cfg)
 	now := time.Unix(1e9, 0)
 	fail := func(src, user string) time.Duration {
-		a, wait, _ := th.begin(src, user, now)
-		if a != nil {
-			th.end(a, true, now)
+		var a attempt
+		ok, wait, _ := th.begin(&a, src, user, now)
+		if ok {
+			th.end(&a, true, now)
 		}
 		return wait
 	}
@@ -176,11 +177,12 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	}
 	// A success spends nothing and leaves no state.
 	for range 100 {
-		a, wait, _ := th.begin("10.0.0.2", "u", now)
-		if a == nil {
+		var a attempt
+		ok, wait, _ := th.begin(&a, "10.0.0.2", "u", now)
+		if !ok {
 			t.Fatalf("successful logins throttled (%v)", wait)
 		}
-		th.end(a, false, now)
+		th.end(&a, false, now)
 	}
 	if n := th.entries(); n != 2 {
 		t.Fatalf("%d entries after clean logins, want the 2 of 10.0.0.1", n)
@@ -190,7 +192,7 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	for range 5 {
 		th.end(&attempt{src: "10.0.0.3", user: "u"}, true, now)
 	}
-	if _, w, _ := th.begin("10.0.0.3", "u", now); w != 30*time.Second {
+	if _, w, _ := th.begin(new(attempt), "10.0.0.3", "u", now); w != 30*time.Second {
 		t.Fatalf("after 5 failures with an allowance of 3: wait %v, want 30s", w)
 	}
 	// An attacker cycling through sources and names cannot grow the tables
