@@ -173,6 +173,46 @@ func TestPasswdEndsOtherSessions(t *testing.T) {
 	}
 }
 
+// A session is checked against the store before each command that needs
+// a login, but read again only after a write: with nothing written since
+// the login, WHOAMI and LOGOUT read nothing; after a write they read, and
+// a session whose account went meanwhile is ended, LOGOUT included.
+func TestSessionCheckReadsAfterWritesOnly(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "alice-password")
+	mustRegister(t, ts.addr, "bob", "bob-password")
+	alice := loggedIn(t, ts.addr, "alice", "alice-password")
+	reads := ts.store.gets.Load()
+	for range 3 {
+		if name, err := alice.Whoami(); err != nil || name != "alice" {
+			t.Fatalf("WHOAMI = %q, %v", name, err)
+		}
+	}
+	if n := ts.store.gets.Load() - reads; n != 0 {
+		t.Fatalf("%d store reads for WHOAMI with nothing written since the login, want 0", n)
+	}
+	mustRegister(t, ts.addr, "carol", "carol-password")
+	reads = ts.store.gets.Load()
+	for range 2 {
+		if name, err := alice.Whoami(); err != nil || name != "alice" {
+			t.Fatalf("WHOAMI after another account's registration = %q, %v", name, err)
+		}
+	}
+	if n := ts.store.gets.Load() - reads; n != 1 {
+		t.Fatalf("%d store reads for two WHOAMIs after a write, want 1", n)
+	}
+	bob := loggedIn(t, ts.addr, "bob", "bob-password")
+	if err := loggedIn(t, ts.addr, "bob", "bob-password").Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := bob.Do("LOGOUT"); code(err) != CodeAuth {
+		t.Fatalf("LOGOUT of a deleted account's session = %v, %v; want ERR %s", r, err, CodeAuth)
+	}
+	if r, err := alice.Do("LOGOUT"); err != nil || r.Word != "OK" {
+		t.Fatalf("LOGOUT = %v, %v", r, err)
+	}
+}
+
 // Records written before Gen existed (version 1) still read, as Gen 0.
 func TestRecordVersion1StillReads(t *testing.T) {
 	in := Record{Kind: KindSCRAM, Iterations: 4096, Salt: []byte("salt"), StoredKey: bytes.Repeat([]byte{1}, KeyLen),

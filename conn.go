@@ -36,15 +36,19 @@ type conn struct {
 	mu   sync.Mutex // guards idle against Shutdown
 	idle bool       // blocked reading a fresh command, nothing under way
 
-	user     string   // "" until a successful AUTH
-	gen      uint64   // the Gen of the record user logged in to
-	pending  exchange // the exchange a SALT or CHALLENGE began
-	scram    scramEx  // where a SCRAM exchange lives while pending, not allocated per login
-	fields   []string // the words of the line being handled, reused from line to line
-	attempt  *attempt // the login under way, counted by the throttle: nil or &att
-	att      attempt
-	fake     [KeyLen]byte // the fake salt of the login under way, see lookup
-	lastFail failure      // the last charged failure, see failLogin
+	user string // "" until a successful AUTH
+	gen  uint64 // the Gen of the record user logged in to
+	// checked is the store's write count (timedStore.writes) taken before
+	// the read that last confirmed the session; lookedUp is the one taken
+	// before the login's own read.
+	checked, lookedUp uint64
+	pending           exchange // the exchange a SALT or CHALLENGE began
+	scram             scramEx  // where a SCRAM exchange lives while pending, not allocated per login
+	fields            []string // the words of the line being handled, reused from line to line
+	attempt           *attempt // the login under way, counted by the throttle: nil or &att
+	att               attempt
+	fake              [KeyLen]byte // the fake salt of the login under way, see lookup
+	lastFail          failure      // the last charged failure, see failLogin
 	// authStart is when the login under way sent AUTH (zero without
 	// metrics), for the login latency.
 	authStart time.Time
@@ -412,10 +416,16 @@ func (c *conn) needAnonymous(cmd Command) error {
 
 // needLogin also ends a session whose account was deleted or had its
 // password changed since the login (see Record.Gen): that session must not
-// act for the name, which may belong to someone else by now.
+// act for the name, which may belong to someone else by now. A store that
+// counts its writes is read only if something was written since the
+// session was last confirmed: a LOGOUT after a login costs no read.
 func (c *conn) needLogin(cmd Command) error {
 	if c.user == "" {
 		return protoErr(CodeBadCmd, "%s needs a successful AUTH first", cmd.Verb)
+	}
+	n, counted := c.srv.store.writes()
+	if counted && n == c.checked {
+		return nil
 	}
 	rec, err := c.srv.store.Get(c.user)
 	switch {
@@ -424,6 +434,7 @@ func (c *conn) needLogin(cmd Command) error {
 	case err != nil:
 		return err
 	}
+	c.checked = n
 	return nil
 }
 

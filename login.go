@@ -118,6 +118,7 @@ func (c *conn) lookup(name string, kind Kind, fakeLabel string) (Record, []byte,
 	// In the conn's buffer: the exchange that uses it ends before the
 	// next lookup.
 	fake := c.srv.store.FakeSalt(c.fake[:0], fakeLabel, name)
+	c.lookedUp, _ = c.srv.store.writes()
 	rec, err := c.srv.store.Get(name)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -317,7 +318,7 @@ func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string
 		c.srv.met.loginDone(mech, outcomeLocked, c.authStart)
 		return "", protoErr(CodeLocked, "this account is locked; ask the administrator")
 	}
-	c.user, c.gen = name, rec.Gen
+	c.user, c.gen, c.checked = name, rec.Gen, c.lookedUp
 	c.stats.logins++
 	c.srv.met.loginDone(mech, outcomeOK, c.authStart)
 	// Attrs, not key-value pairs: those box each string, three

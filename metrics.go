@@ -254,6 +254,19 @@ type timedStore struct {
 	h *health
 }
 
+// writeCounter is a store whose every write goes through it, so that a
+// count of its writes says whether anything changed (see Store.Writes).
+// An etcd store has other writers, the other servers, and is not one.
+type writeCounter interface{ Writes() uint64 }
+
+// writes is the store's count of writes, and false if it keeps none.
+func (t timedStore) writes() (uint64, bool) {
+	if wc, ok := t.Storage.(writeCounter); ok {
+		return wc.Writes(), true
+	}
+	return 0, false
+}
+
 func (t timedStore) Get(name string) (Record, error) {
 	start := t.m.now()
 	rec, err := t.Storage.Get(name)

@@ -144,6 +144,8 @@ type Store struct {
 	// gets counts account reads; the enumeration test checks that a login
 	// for an unknown name reads the store exactly as one for a real name.
 	gets atomic.Int64
+	// writes counts the write transactions that have ended (see Writes).
+	writes atomic.Uint64
 	// legacyDashed and legacyPlain mirror the meta bucket's saltTally;
 	// each committed change adds its delta, in any order.
 	legacyDashed, legacyPlain atomic.Int64
@@ -227,8 +229,19 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
+	// Counted after the transaction ends, committed or not: a count read
+	// before a Get that is still the count later means that no write
+	// ended after that Get began (see Writes).
+	defer s.writes.Add(1)
 	return s.guard(func() error { return s.db.Update(fn) })
 }
+
+// Writes is the number of write transactions that have ended. Every write
+// of the file goes through this Store (the file is locked to one process),
+// so if Writes returns the same count before a Get and at some later
+// moment, nothing the Get read has changed since: a logged-in session is
+// checked again without reading its record (see conn.needLogin).
+func (s *Store) Writes() uint64 { return s.writes.Load() }
 
 // commitGroup is the registrations that will share one commit.
 type commitGroup struct {
