@@ -32,6 +32,7 @@ type conn struct {
 	remote  string
 	src     string // sourceKey of remote: the unit of throttling
 	started time.Time
+	writeBy time.Time // the write deadline set last
 
 	mu   sync.Mutex // guards idle against Shutdown
 	idle bool       // blocked reading a fresh command, nothing under way
@@ -138,6 +139,9 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		c.stats.commands++
 		reply, err := c.handleLine(line)
 		if !c.reply(reply, err) {
+			if c.stats.end == "" {
+				c.stats.end = "write failed"
+			}
 			return
 		}
 	}
@@ -157,7 +161,8 @@ func (c *conn) handshake() error {
 		return nil
 	}
 	tc := tls.Server(c.raw, conf)
-	c.raw.SetDeadline(c.lineDeadline())
+	c.writeBy = c.lineDeadline() // the greeting's write deadline too
+	c.raw.SetDeadline(c.writeBy)
 	// Nothing is under way during a handshake: Shutdown may cut it as it
 	// cuts a connection waiting for its next command.
 	c.mu.Lock()
@@ -204,7 +209,11 @@ func (c *conn) readLine() ([]byte, error) {
 		return nil, errShutdown
 	}
 	c.idle = c.pending == nil
-	c.nc.SetReadDeadline(c.lineDeadline())
+	// One call sets the line's read deadline and its reply's write
+	// deadline (see write): each costs a timer update in the runtime.
+	d := c.lineDeadline()
+	c.nc.SetDeadline(d)
+	c.writeBy = d
 	c.mu.Unlock()
 
 	line, err := ReadLine(c.r)
@@ -275,9 +284,16 @@ func (c *conn) drainAndClose() {
 	io.CopyN(io.Discard, c.raw, drainLimit)
 }
 
-// write sends one line within the line deadline; false if it failed.
+// write sends one line within a write deadline of at least half a line
+// timeout and at most a whole one; false if it failed. The deadline set
+// with the read of the command it answers serves when enough of it is
+// left, as it is unless the command was slow to arrive.
 func (c *conn) write(line string) bool {
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.LineTimeout.Duration))
+	lt := c.srv.cfg.LineTimeout.Duration
+	if now := time.Now(); c.writeBy.Sub(now) < lt/2 {
+		c.writeBy = now.Add(lt)
+		c.nc.SetWriteDeadline(c.writeBy)
+	}
 	// Neither a TCP nor a TLS connection writes strings: io.WriteString
 	// would copy each line to a new slice.
 	buf := getLineBuf()

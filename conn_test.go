@@ -259,6 +259,44 @@ func TestSilentClientTimesOut(t *testing.T) {
 	rc.expectClosed()
 }
 
+// A client that sends commands and never reads their replies fills the
+// socket buffers; the server's next write then fails within a line timeout
+// and the connection ends, freeing its worker for the next client.
+func TestClientThatNeverReadsIsCut(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Workers = 1
+	// Long enough that the writing goroutine is never starved of a whole
+	// line timeout on a busy machine, which would end the connection by
+	// a read timeout instead.
+	cfg.LineTimeout = Duration{time.Second}
+	cfg.QueueTimeout = Duration{10 * time.Second}
+	ts := startServer(t, cfg)
+	rc, _ := dialRaw(t, ts.addr)
+	rc.nc.(*net.TCPConn).SetReadBuffer(4096)
+	pings := []byte(strings.Repeat("PING\n", 1024))
+	go func() {
+		rc.nc.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		for {
+			if _, err := rc.nc.Write(pings); err != nil {
+				return
+			}
+		}
+	}()
+	// With one worker, the next client is served only once the first
+	// connection has ended.
+	next, greeting := dialRaw(t, ts.addr)
+	if !strings.HasPrefix(greeting, "AUTHBOX ") {
+		t.Fatalf("next client's greeting %q", greeting)
+	}
+	next.send("PING\n")
+	if got := next.read(); got != "OK PONG" {
+		t.Fatalf("next client got %q", got)
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "end=\"write failed\"") {
+		t.Fatalf("the cut connection is not logged as a failed write:\n%s", logs)
+	}
+}
+
 func TestSessionTimeLimit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.SessionTimeout = Duration{300 * time.Millisecond}
