@@ -43,10 +43,11 @@ type conn struct {
 	// the read that last confirmed the session; lookedUp is the one taken
 	// before the login's own read.
 	checked, lookedUp uint64
-	pending           exchange // the exchange a SALT or CHALLENGE began
-	scram             scramEx  // where a SCRAM exchange lives while pending, not allocated per login
-	fields            []string // the words of the line being handled, reused from line to line
-	attempt           *attempt // the login under way, counted by the throttle: nil or &att
+	pending           exchange  // the exchange a SALT or CHALLENGE began
+	scram             scramEx   // where a SCRAM exchange lives while pending, not allocated per login
+	fields            []string  // the words of the line being handled, reused from line to line
+	words             [4]string // fields' first array: no command has more words
+	attempt           *attempt  // the login under way, counted by the throttle: nil or &att
 	att               attempt
 	fake              [KeyLen]byte // the fake salt of the login under way, see lookup
 	lastFail          failure      // the last charged failure, see failLogin
@@ -87,6 +88,7 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		src:     src,
 		started: time.Now(),
 	}
+	c.fields = c.words[:0]
 	if !s.track(c) {
 		// Over TLS, ERR BUSY goes inside the handshake the client expects.
 		if c.handshake() == nil {

@@ -69,6 +69,13 @@ func newThrottle(cfg Config) *throttle {
 // since one IPv6 host is normally given a whole /64 and would otherwise
 // have 2^64 fresh addresses to guess from.
 func sourceKey(addr net.Addr) string {
+	// Every accepted connection is keyed: from the address itself where
+	// it can be, not by formatting it and parsing that back.
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.Zone == "" {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ipSourceKey(ip)
+		}
+	}
 	ap, err := netip.ParseAddrPort(addr.String())
 	if err != nil {
 		return addr.String()

@@ -205,6 +205,12 @@ func TestThrottleRefillsAndStaysBounded(t *testing.T) {
 	}
 }
 
+// textAddr is a net.Addr that is only its text.
+type textAddr string
+
+func (a textAddr) Network() string { return "tcp" }
+func (a textAddr) String() string  { return string(a) }
+
 func TestSourceKey(t *testing.T) {
 	for _, tc := range []struct{ addr, want string }{
 		{"127.0.0.1:5000", "127.0.0.1"},
@@ -215,6 +221,17 @@ func TestSourceKey(t *testing.T) {
 		addr, _ := net.ResolveTCPAddr("tcp", tc.addr)
 		if got := sourceKey(addr); got != tc.want {
 			t.Errorf("sourceKey(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+		// The same from the address's text, the way for other addresses.
+		if got := sourceKey(textAddr(tc.addr)); got != tc.want {
+			t.Errorf("sourceKey of the text %s = %s, want %s", tc.addr, got, tc.want)
+		}
+		// An IPv4 address held in 16 bytes, as the accept call gives it.
+		if ip4 := addr.IP.To4(); ip4 != nil {
+			wide := &net.TCPAddr{IP: ip4.To16(), Port: addr.Port}
+			if got := sourceKey(wide); got != tc.want {
+				t.Errorf("sourceKey(%s in 16 bytes) = %s, want %s", tc.addr, got, tc.want)
+			}
 		}
 	}
 }
