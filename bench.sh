@@ -21,12 +21,15 @@
 #   million     1,000,000 accounts vs 1,000: populate time, size, logins
 #   tenmillion  the same with 10,000,000 accounts (1.5 GB db, removed after)
 # The etcd section needs the etcd binary (apt-get install -y etcd-server).
-# Knobs: ROUNDS (5), DUR (5s per run), OUT (results dir, default a temp dir).
+# Knobs: ROUNDS (5), DUR (5s per run), OUT (results dir, default a temp dir),
+# TLS_ROUNDS (twice ROUNDS: a full handshake costs ten logins' CPU and
+# swings by a tenth from run to run here, so its ratio needs more rounds).
 # Needs Linux (/proc) and python3 for the summaries; strace for the
 # "syscalls" section (apt-get install -y strace). CI never runs this.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROUNDS=${ROUNDS:-5}
+TLS_ROUNDS=${TLS_ROUNDS:-$((ROUNDS * 2))}
 DUR=${DUR:-5s}
 OUT=${OUT:-$(mktemp -d /tmp/authbox-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -166,7 +169,7 @@ if has logins; then
 fi
 
 if has tls; then
-	echo "== tls: authbox over TLS 1.3 vs the bare TLS server, alternating, $ROUNDS rounds of $DUR"
+	echo "== tls: authbox over TLS 1.3 vs the bare TLS server, alternating, $TLS_ROUNDS rounds of $DUR"
 	# TLS at its defaults (a self-made Ed25519 identity kept in the db,
 	# session tickets on, the default mechanisms, so SCRAM-SHA-256-PLUS
 	# bound to the connection); its own db, as the identity is stored in it.
@@ -179,7 +182,7 @@ if has tls; then
 	# --resume a resumed one from the client's session cache (no
 	# certificate, no signature; the key exchange still runs, as Go's TLS
 	# 1.3 resumes with a fresh (EC)DHE share).
-	for r in $(seq "$ROUNDS"); do
+	for r in $(seq "$TLS_ROUNDS"); do
 		for resume in "" --resume; do
 			bench_json "authbox-tls-c32$resume" --server "$SRV_ADDR" --fingerprint "$SRV_FP" --pid "$SRV_PID" --no-setup --users 1000 --conc 32 $resume
 			bench_json "bare-tls-c32$resume" --server "$BARE_ADDR" --fingerprint "$BARE_FP" --pid "$BARE_PID" --bare --no-setup --users 1000 --conc 32 $resume
