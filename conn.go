@@ -5,7 +5,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -107,7 +106,7 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 			c.r.Reset(nil) // holds no connection while pooled
 			lineReaders.Put(c.r)
 		}
-		s.log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", slog.String("remote", c.remote), slog.String("end", c.stats.end),
+		s.logAttrs(slog.LevelInfo, "connection closed", slog.String("remote", c.remote), slog.String("end", c.stats.end),
 			slog.Duration("duration", time.Since(c.started).Round(time.Millisecond)),
 			slog.Int("commands", c.stats.commands), slog.Int("logins", c.stats.logins),
 			slog.Int("failed_logins", c.stats.failures), slog.Int("registrations", c.stats.registrations))

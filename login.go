@@ -5,7 +5,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/hex"
@@ -318,7 +317,7 @@ func (c *conn) failLogin(name, mech, reason string) (string, error) {
 	}
 	c.stats.failures++
 	c.srv.met.loginDone(mech, outcomeAuth, c.authStart)
-	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "login failed", slog.String("remote", c.remote), slog.String("user", name),
+	c.srv.logAttrs(slog.LevelInfo, "login failed", slog.String("remote", c.remote), slog.String("user", name),
 		slog.String("mech", mech), slog.String("reason", reason), slog.Bool("charged", !free))
 	return "", errAuthFailed
 }
@@ -336,7 +335,7 @@ func (c *conn) succeedLogin(name, mech string, rec Record, reply string) (string
 	c.srv.met.loginDone(mech, outcomeOK, c.authStart)
 	// Attrs, not key-value pairs: those box each string, three
 	// allocations a login.
-	c.srv.log.LogAttrs(context.Background(), slog.LevelInfo, "login", slog.String("remote", c.remote), slog.String("user", name), slog.String("mech", mech))
+	c.srv.logAttrs(slog.LevelInfo, "login", slog.String("remote", c.remote), slog.String("user", name), slog.String("mech", mech))
 	return reply, nil
 }
 

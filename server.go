@@ -344,3 +344,17 @@ func tick(ch chan struct{}) {
 	default:
 	}
 }
+
+// logAttrs is s.log.LogAttrs without the caller's program counter, which
+// slog's Logger looks up for every line (runtime.Callers, most of a
+// microsecond) although no handler here prints the source. The lines of
+// every login go through it.
+func (s *Server) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
+	h := s.log.Handler()
+	if !h.Enabled(context.Background(), level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	h.Handle(context.Background(), r)
+}
