@@ -335,8 +335,9 @@ func appendDecimal(b []byte, u uint64, digits int) []byte {
 
 // textBare marks the ASCII bytes slog's text handler leaves unquoted:
 // all but the control characters, space, '"' and '='. Backslash and DEL
-// are bare there.
-var textBare = func() (t [utf8.RuneSelf]bool) {
+// are bare there. Bytes from 0x80 are false: their rune decides. The
+// table covers them so that a scan of plain ASCII needs one test a byte.
+var textBare = func() (t [256]bool) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
 		t[c] = c != ' ' && c != '"' && c != '='
 	}
@@ -357,7 +358,11 @@ func textNeedsQuotes(s string) bool {
 	if s == "" {
 		return true
 	}
-	for i := 0; i < len(s); {
+	i := 0
+	for i < len(s) && textBare[s[i]] {
+		i++
+	}
+	for i < len(s) {
 		if c := s[i]; c < utf8.RuneSelf {
 			if !textBare[c] {
 				return true
@@ -376,8 +381,9 @@ func textNeedsQuotes(s string) bool {
 
 // jsonBare marks the ASCII bytes that go into a JSON string as they are:
 // all but the control characters, '"' and '\\'. slog does not escape
-// HTML characters, and leaves DEL alone.
-var jsonBare = func() (t [utf8.RuneSelf]bool) {
+// HTML characters, and leaves DEL alone. As in textBare, bytes from 0x80
+// are false.
+var jsonBare = func() (t [256]bool) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
 		t[c] = c != '"' && c != '\\'
 	}
@@ -392,8 +398,12 @@ const lowerHex = "0123456789abcdef"
 // other rune as it is.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
+	i := 0
+	for i < len(s) && jsonBare[s[i]] {
+		i++
+	}
 	done := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if jsonBare[c] {
