@@ -97,12 +97,11 @@ func cmdServe(ctx *cli.Context) error {
 	return nil
 }
 
-// newLogger makes the server's logger in the configured format.
+// newLogger makes the server's logger in the configured format. Its
+// lines are slog's own TextHandler or JSONHandler lines, byte for byte;
+// logHandler only makes the common ones cheaper.
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return slog.New(newLogHandler(w, cfg.LogFormat == "json"))
 }
 
 // openServe opens what serve needs: the listener, the store, the server
