@@ -107,7 +107,7 @@ func adminFixture(t *testing.T) (*Store, string, *notifyLog, *slog.Logger) {
 	}
 	t.Cleanup(func() { store.Close() })
 	logs := newNotifyLog()
-	return store, db, logs, slog.New(slog.NewTextHandler(logs, nil))
+	return store, db, logs, slog.New(newLogHandler(logs, false))
 }
 
 // TestAdminAcceptRecovers: out of file descriptors, the admin socket

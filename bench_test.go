@@ -1000,7 +1000,7 @@ func BenchmarkCLILogin(b *testing.B) {
 // refused.
 func TestLoopConnLogin(t *testing.T) {
 	logs := &syncBuffer{}
-	bn, bc, c := loopHarness(t, 3, slog.New(slog.NewTextHandler(logs, nil)))
+	bn, bc, c := loopHarness(t, 3, slog.New(newLogHandler(logs, false)))
 	if err := bn.login(bc, "bench2"); err != nil {
 		t.Fatal(err)
 	}

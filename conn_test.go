@@ -328,7 +328,7 @@ func TestPanicIsRecoveredPerConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	srv := NewServer(cfg, OpenStoreForTest(t, cfg.DB), slog.New(slog.NewTextHandler(logs, nil)))
+	srv := NewServer(cfg, OpenStoreForTest(t, cfg.DB), slog.New(newLogHandler(logs, false)))
 	// A throttle without its table of logins under way panics at the
 	// first attempt: a stand-in for any bug in a handler. (A store call
 	// that panics no longer will: the store takes that for a damaged

@@ -113,7 +113,7 @@ func TestEtcdServeHasNoDBModeWarning(t *testing.T) {
 	opened := func() string {
 		t.Helper()
 		var logs syncBuffer
-		ln, store, srv, admin, err := openServe(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		ln, store, srv, admin, err := openServe(cfg, slog.New(newLogHandler(&logs, false)))
 		if err != nil {
 			t.Fatal(err)
 		}

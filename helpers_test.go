@@ -106,7 +106,7 @@ func serveStore(t testing.TB, cfg Config, store Storage) *testServer {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	srv := NewServer(cfg, store, slog.New(slog.NewTextHandler(logs, nil)))
+	srv := NewServer(cfg, store, slog.New(newLogHandler(logs, false)))
 	ts := &testServer{t: t, Server: srv, storage: store, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
 	ts.store, _ = store.(*Store)
 	go func() { ts.done <- srv.Serve(ln) }()

@@ -1,5 +1,8 @@
 package main
 
+// loghandler.go is the server's log handler: slog's text and JSON lines,
+// byte for byte, formatted by us for the attribute kinds a login logs.
+
 import (
 	"context"
 	"io"
@@ -109,45 +112,83 @@ func (h *logHandler) write(b []byte) error {
 // appendRecord appends r's line, newline included. It reports false,
 // with b in an unspecified state, when some part of r is left to slog.
 func (h *logHandler) appendRecord(b []byte, r slog.Record) ([]byte, bool) {
-	ok := true
-	if h.json {
-		b = append(b, '{')
-		if !r.Time.IsZero() {
-			if b, ok = appendJSONTime(append(b, `"time":`...), r.Time); !ok {
-				return b, false
-			}
-			b = append(b, ',')
-		}
-		b = append(b, `"level":"`...)
-		b = append(appendLevelName(b, r.Level), `","msg":`...)
-		b = appendJSONString(b, r.Message)
-	} else {
-		if !r.Time.IsZero() {
-			if b, ok = appendTextTime(append(b, "time="...), r.Time); !ok {
-				return b, false
-			}
-			b = append(b, ' ')
-		}
-		b = appendLevelName(append(b, "level="...), r.Level)
-		b = appendTextString(append(b, " msg="...), r.Message)
+	b, ok := h.appendHead(b, r.Time, r.Level, r.Message)
+	if !ok {
+		return b, false
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		if h.json {
-			b = append(appendJSONString(append(b, ','), a.Key), ':')
-			b, ok = appendJSONValue(b, a.Value)
-		} else {
-			b = append(appendTextString(append(b, ' '), a.Key), '=')
-			b, ok = appendTextValue(b, a.Value)
-		}
+		b, ok = h.appendAttr(b, a)
 		return ok
 	})
 	if !ok {
 		return b, false
 	}
+	return h.appendTail(b), true
+}
+
+// line writes a line of attrs at level, stamped now, as Handle would write the
+// record of them, without making the record: a slog.Record keeps five
+// attributes in itself and allocates for more ("connection closed" has
+// seven). It falls back to Handle as Handle falls back to slog.
+func (h *logHandler) line(now time.Time, level slog.Level, msg string, attrs []slog.Attr) error {
+	bp := logBufs.Get().(*[]byte)
+	b, ok := h.appendHead((*bp)[:0], now, level, msg)
+	for i := 0; ok && i < len(attrs); i++ {
+		b, ok = h.appendAttr(b, attrs[i])
+	}
+	if !ok {
+		logBufs.Put(bp)
+		r := slog.NewRecord(now, level, msg, 0)
+		r.AddAttrs(attrs...)
+		return h.slow.Handle(context.Background(), r)
+	}
+	err := h.write(h.appendTail(b))
+	if cap(b) <= maxPooledLogBuf {
+		*bp = b
+		logBufs.Put(bp)
+	}
+	return err
+}
+
+// appendHead writes the time, level and message that begin every line.
+func (h *logHandler) appendHead(b []byte, t time.Time, level slog.Level, msg string) ([]byte, bool) {
+	ok := true
+	if h.json {
+		b = append(b, '{')
+		if !t.IsZero() {
+			if b, ok = appendJSONTime(append(b, `"time":`...), t); !ok {
+				return b, false
+			}
+			b = append(b, ',')
+		}
+		b = append(b, `"level":"`...)
+		b = append(appendLevelName(b, level), `","msg":`...)
+		return appendJSONString(b, msg), true
+	}
+	if !t.IsZero() {
+		if b, ok = appendTextTime(append(b, "time="...), t); !ok {
+			return b, false
+		}
+		b = append(b, ' ')
+	}
+	b = appendLevelName(append(b, "level="...), level)
+	return appendTextString(append(b, " msg="...), msg), true
+}
+
+func (h *logHandler) appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
+	if h.json {
+		b = append(appendJSONString(append(b, ','), a.Key), ':')
+		return appendJSONValue(b, a.Value)
+	}
+	b = append(appendTextString(append(b, ' '), a.Key), '=')
+	return appendTextValue(b, a.Value)
+}
+
+func (h *logHandler) appendTail(b []byte) []byte {
 	if h.json {
 		b = append(b, '}')
 	}
-	return append(b, '\n'), true
+	return append(b, '\n')
 }
 
 // appendLevelName writes what slog.Level.String returns (INFO, WARN+1,

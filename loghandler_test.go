@@ -325,6 +325,40 @@ func TestLogHandlerSerial(t *testing.T) {
 	}
 }
 
+// TestLogHandlerLine: a line written from its attributes, without a
+// record, is the line slog writes for the record of them, in one Write;
+// an attribute left to slog sends the whole line there.
+func TestLogHandlerLine(t *testing.T) {
+	closed := func(s string) []slog.Attr {
+		return []slog.Attr{slog.String("remote", "192.0.2.1:54321"), slog.String("end", s),
+			slog.Duration("duration", 1234*time.Millisecond), slog.Int("commands", 5), slog.Int("logins", 1),
+			slog.Int("failed_logins", 0), slog.Int("registrations", 0)}
+	}
+	var cases [][]slog.Attr
+	for _, s := range logTricky {
+		cases = append(cases, closed(s), []slog.Attr{slog.String(s, s), slog.Bool("charged", true)})
+	}
+	cases = append(cases, append(closed("x"), slog.Any("err", errors.New("an error: slog's own"))), nil)
+	for _, json := range []bool{false, true} {
+		for _, attrs := range cases {
+			var want, got lineWrites
+			var ref slog.Handler = slog.NewTextHandler(&want, nil)
+			if json {
+				ref = slog.NewJSONHandler(&want, nil)
+			}
+			if err := ref.Handle(context.Background(), logRecord(slog.LevelInfo, "connection closed", attrs...)); err != nil {
+				t.Fatal(err)
+			}
+			if err := newLogHandler(&got, json).line(logRecordTime, slog.LevelInfo, "connection closed", attrs); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Bytes(), want.Bytes()) || got.writes != 1 {
+				t.Fatalf("json=%v: %d writes of\n %q\nwant\n %q", json, got.writes, got.String(), want.String())
+			}
+		}
+	}
+}
+
 func loginLine(log *slog.Logger) {
 	log.LogAttrs(context.Background(), slog.LevelInfo, "login", slog.String("remote", "192.0.2.1:54321"),
 		slog.String("user", "alice"), slog.String("mech", MechSCRAM))
@@ -338,6 +372,16 @@ func TestLogHandlerNoAllocs(t *testing.T) {
 		log := slog.New(newLogHandler(io.Discard, json))
 		if n := testing.AllocsPerRun(1000, func() { loginLine(log) }); n != 0 {
 			t.Fatalf("json=%v: %v allocations for a login line, want 0", json, n)
+		}
+		// The server's own way, without a record: none even for the
+		// seven attributes of "connection closed".
+		srv := &Server{log: log}
+		if n := testing.AllocsPerRun(1000, func() {
+			srv.logAttrs(slog.LevelInfo, "connection closed", slog.String("remote", "192.0.2.1:54321"), slog.String("end", "quit"),
+				slog.Duration("duration", time.Second), slog.Int("commands", 3), slog.Int("logins", 1),
+				slog.Int("failed_logins", 0), slog.Int("registrations", 0))
+		}); n != 0 {
+			t.Fatalf("json=%v: %v allocations for a connection's last line, want 0", json, n)
 		}
 	}
 }

@@ -26,7 +26,7 @@ func startMetrics(t *testing.T, cfg Config) (*testServer, string) {
 	t.Helper()
 	cfg.MetricsListen = "127.0.0.1:0"
 	ts := startServer(t, cfg)
-	m, err := ListenManagement(cfg.MetricsListen, ts.Server, slog.New(slog.NewTextHandler(ts.logs, nil)))
+	m, err := ListenManagement(cfg.MetricsListen, ts.Server, slog.New(newLogHandler(ts.logs, false)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ type Server struct {
 // NewServer makes a server for an open store. It does not listen yet.
 func NewServer(cfg Config, store Storage, log *slog.Logger) *Server {
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(newLogHandler(io.Discard, false))
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -352,6 +352,10 @@ func tick(ch chan struct{}) {
 func (s *Server) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
 	h := s.log.Handler()
 	if !h.Enabled(context.Background(), level) {
+		return
+	}
+	if lh, ok := h.(*logHandler); ok {
+		lh.line(time.Now(), level, msg, attrs)
 		return
 	}
 	r := slog.NewRecord(time.Now(), level, msg, 0)
