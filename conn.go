@@ -291,8 +291,9 @@ func (c *conn) drainAndClose() {
 // left, as it is unless the command was slow to arrive.
 func (c *conn) write(line string) bool {
 	lt := c.srv.cfg.LineTimeout.Duration
-	if now := time.Now(); c.writeBy.Sub(now) < lt/2 {
-		c.writeBy = now.Add(lt)
+	// time.Until reads only the monotonic clock; time.Now reads both.
+	if time.Until(c.writeBy) < lt/2 {
+		c.writeBy = time.Now().Add(lt)
 		c.nc.SetWriteDeadline(c.writeBy)
 	}
 	// Neither a TCP nor a TLS connection writes strings: io.WriteString
