@@ -228,3 +228,103 @@ func TestRecordVersion1StillReads(t *testing.T) {
 		t.Fatalf("version 2: %+v, %v", back, err)
 	}
 }
+
+// Every write path to the bbolt file moves its write count: after each, a
+// session confirmed just before is ended, whatever its next command.
+func TestSessionEndsOnEveryWritePath(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "alice-password")
+	rec, err := ts.store.Get("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := map[string]func(){
+		"CreateMany replace": func() {
+			if _, _, err := ts.store.CreateMany([]NamedRecord{{"alice", rec}}, true); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"Delete+Create": func() {
+			if err := ts.store.Delete("alice"); err != nil {
+				t.Fatal(err)
+			}
+			if err := ts.store.Create("alice", rec); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"DeletePrefix+CreateMany": func() {
+			if _, err := ts.store.DeletePrefix("ali"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := ts.store.CreateMany([]NamedRecord{{"alice", rec}}, false); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"admin passwd": func() {
+			if err := ts.store.Update("alice", func(old Record) (Record, error) {
+				old.Gen = NewGen()
+				return old, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for what, write := range writes {
+		for _, verb := range []string{"WHOAMI", "LOGOUT", "PASSWD", "DELETE"} {
+			c := loggedIn(t, ts.addr, "alice", "alice-password")
+			if _, err := c.Whoami(); err != nil { // confirmed: checked is current
+				t.Fatal(err)
+			}
+			write()
+			if r, err := c.Do(verb); code(err) != CodeAuth {
+				t.Errorf("%s after %s: %v, %v; want ERR %s", verb, what, r, err, CodeAuth)
+			}
+			c.Close()
+		}
+	}
+}
+
+// A session spamming WHOAMI while its account is deleted elsewhere: once
+// the delete has returned, no WHOAMI sent after it succeeds.
+func TestSessionCheckRacesADelete(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "alice-password")
+	rec, err := ts.store.Get("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		c := loggedIn(t, ts.addr, "alice", "alice-password")
+		deleted := make(chan struct{})
+		go func() {
+			// Unrelated writes move the count too, as in a busy server.
+			ts.store.Create(fmt.Sprintf("other%d", i), rec)
+			if err := ts.store.Delete("alice"); err != nil {
+				t.Error(err)
+			}
+			close(deleted)
+		}()
+		after := false
+		for {
+			select {
+			case <-deleted:
+				after = true
+			default:
+			}
+			_, err := c.Whoami()
+			if err != nil {
+				if code(err) != CodeAuth {
+					t.Fatal(err)
+				}
+				break
+			}
+			if after {
+				t.Fatalf("round %d: WHOAMI sent after the delete returned succeeded", i)
+			}
+		}
+		c.Close()
+		if err := ts.store.Create("alice", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -90,7 +90,7 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 	c.fields = c.words[:0]
 	if !s.track(c) {
 		// Over TLS, ERR BUSY goes inside the handshake the client expects.
-		if c.handshake() == nil {
+		if c.handshake(true) == nil {
 			c.write(FormatReply(ReplyErr, CodeBusy, "server is shutting down, retry shortly"))
 		}
 		nc.Close()
@@ -119,7 +119,7 @@ func (s *Server) serveConn(nc net.Conn, src string) {
 		}
 	}()
 
-	if err := c.handshake(); err != nil {
+	if err := c.handshake(false); err != nil {
 		c.stats.end = "tls handshake failed"
 		s.met.refuse(refusedHandshake)
 		s.log.Info("tls handshake failed", "remote", c.remote, "err", err)
@@ -156,12 +156,22 @@ func (c *conn) offers(mech string) bool {
 // handshake runs the server's TLS handshake, if the server speaks TLS,
 // within the line deadline (spec §9.1), in the worker: the accept loop must
 // never wait on a client. It then reads the channel binding once.
-func (c *conn) handshake() error {
+//
+// busy is the handshake that only carries the ERR BUSY of a server
+// shutting down: it has rejectWriteTimeout, Shutdown does not track it,
+// and it must not be cut for the shutdown it is there to announce.
+func (c *conn) handshake(busy bool) error {
 	conf := c.srv.tlsConf
 	if conf == nil {
 		return nil
 	}
 	tc := tls.Server(c.raw, conf)
+	if busy {
+		c.writeBy = time.Now().Add(rejectWriteTimeout)
+		c.raw.SetDeadline(c.writeBy)
+		c.nc = tc
+		return tc.Handshake()
+	}
 	c.writeBy = c.lineDeadline() // the greeting's write deadline too
 	c.raw.SetDeadline(c.writeBy)
 	// Nothing is under way during a handshake: Shutdown may cut it as it

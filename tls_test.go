@@ -703,3 +703,25 @@ func TestTLSWithoutPlusIsWarned(t *testing.T) {
 		}
 	}
 }
+
+// A TLS connection a worker takes once Shutdown has begun is told ERR BUSY
+// inside the handshake it expects: the shutdown must not cut that
+// handshake before it carries the answer.
+func TestTLSBusyAtShutdownIsDelivered(t *testing.T) {
+	ts := startServer(t, tlsTestConfig(t))
+	ts.Server.shutting.Store(true)
+	srvEnd, cliEnd := net.Pipe()
+	done := make(chan struct{})
+	go func() { ts.Server.serveConn(srvEnd, "pipe"); close(done) }()
+	tc := tls.Client(cliEnd, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{alpnProto}})
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v (no ERR BUSY can reach the client)", err)
+	}
+	line, err := bufio.NewReader(tc).ReadString('\n')
+	if !strings.HasPrefix(line, "ERR BUSY ") {
+		t.Fatalf("got %q, %v; want ERR BUSY", line, err)
+	}
+	<-done
+}
