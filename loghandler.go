@@ -178,10 +178,10 @@ func (h *logHandler) appendHead(b []byte, t time.Time, level slog.Level, msg str
 func (h *logHandler) appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
 	if h.json {
 		b = append(appendJSONString(append(b, ','), a.Key), ':')
-		return appendJSONValue(b, a.Value)
+		return appendValue(b, a.Value, true)
 	}
 	b = append(appendTextString(append(b, ' '), a.Key), '=')
-	return appendTextValue(b, a.Value)
+	return appendValue(b, a.Value, false)
 }
 
 func (h *logHandler) appendTail(b []byte) []byte {
@@ -214,10 +214,15 @@ func appendLevelName(b []byte, l slog.Level) []byte {
 	return b
 }
 
-func appendTextValue(b []byte, v slog.Value) ([]byte, bool) {
-	// slog writes every kind but strings (and Any) unquoted in text.
+// appendValue writes v as the format does, or reports false for a kind
+// left to slog. Numbers and bools read the same in both; slog writes
+// every kind but strings (and Any) unquoted in text.
+func appendValue(b []byte, v slog.Value, json bool) ([]byte, bool) {
 	switch v.Kind() {
 	case slog.KindString:
+		if json {
+			return appendJSONString(b, v.String()), true
+		}
 		return appendTextString(b, v.String()), true
 	case slog.KindInt64:
 		return strconv.AppendInt(b, v.Int64(), 10), true
@@ -226,32 +231,21 @@ func appendTextValue(b []byte, v slog.Value) ([]byte, bool) {
 	case slog.KindBool:
 		return strconv.AppendBool(b, v.Bool()), true
 	case slog.KindDuration:
+		if json {
+			// As encoding/json writes a time.Duration: its nanoseconds.
+			return strconv.AppendInt(b, int64(v.Duration()), 10), true
+		}
 		return appendDuration(b, v.Duration()), true
 	case slog.KindFloat64:
+		if json {
+			return appendJSONFloat(b, v.Float64())
+		}
 		return strconv.AppendFloat(b, v.Float64(), 'g', -1, 64), true
 	case slog.KindTime:
+		if json {
+			return appendJSONTime(b, v.Time())
+		}
 		return appendTextTime(b, v.Time())
-	}
-	return b, false
-}
-
-func appendJSONValue(b []byte, v slog.Value) ([]byte, bool) {
-	switch v.Kind() {
-	case slog.KindString:
-		return appendJSONString(b, v.String()), true
-	case slog.KindInt64:
-		return strconv.AppendInt(b, v.Int64(), 10), true
-	case slog.KindUint64:
-		return strconv.AppendUint(b, v.Uint64(), 10), true
-	case slog.KindBool:
-		return strconv.AppendBool(b, v.Bool()), true
-	case slog.KindDuration:
-		// As encoding/json writes a time.Duration: its nanoseconds.
-		return strconv.AppendInt(b, int64(v.Duration()), 10), true
-	case slog.KindFloat64:
-		return appendJSONFloat(b, v.Float64())
-	case slog.KindTime:
-		return appendJSONTime(b, v.Time())
 	}
 	return b, false
 }

@@ -85,6 +85,14 @@ func (w *lineWrites) Write(p []byte) (int, error) {
 	return w.Buffer.Write(p)
 }
 
+// slogHandler is slog's own handler of the format, the reference.
+func slogHandler(w io.Writer, json bool) slog.Handler {
+	if json {
+		return slog.NewJSONHandler(w, nil)
+	}
+	return slog.NewTextHandler(w, nil)
+}
+
 // logSame formats r with slog's handler and with ours, both formats, and
 // fails unless the bytes and the single Write call agree. fast says
 // whether our handler must format r itself rather than hand it to slog:
@@ -94,10 +102,7 @@ func logSame(t testing.TB, r slog.Record, fast bool) {
 	t.Helper()
 	for _, json := range []bool{false, true} {
 		var want, got lineWrites
-		var ref slog.Handler = slog.NewTextHandler(&want, nil)
-		if json {
-			ref = slog.NewJSONHandler(&want, nil)
-		}
+		ref := slogHandler(&want, json)
 		h := newLogHandler(&got, json)
 		_, ok := h.appendRecord(nil, r)
 		if ok != fast {
@@ -179,10 +184,7 @@ func logSameEither(t *testing.T, r slog.Record) {
 	t.Helper()
 	for _, json := range []bool{false, true} {
 		var want, got lineWrites
-		var ref slog.Handler = slog.NewTextHandler(&want, nil)
-		if json {
-			ref = slog.NewJSONHandler(&want, nil)
-		}
+		ref := slogHandler(&want, json)
 		ref.Handle(context.Background(), r.Clone())
 		newLogHandler(&got, json).Handle(context.Background(), r.Clone())
 		if !bytes.Equal(got.Bytes(), want.Bytes()) || got.writes != 1 || want.writes != 1 {
@@ -229,10 +231,7 @@ func TestLogHandlerDerived(t *testing.T) {
 	attrs := []slog.Attr{slog.String("component", "admin"), slog.Int("n", 2)}
 	for _, json := range []bool{false, true} {
 		var want, got bytes.Buffer
-		var ref slog.Handler = slog.NewTextHandler(&want, nil)
-		if json {
-			ref = slog.NewJSONHandler(&want, nil)
-		}
+		ref := slogHandler(&want, json)
 		h := newLogHandler(&got, json)
 		for _, pair := range [][2]slog.Handler{
 			{ref.WithAttrs(attrs), h.WithAttrs(attrs)},
@@ -342,10 +341,7 @@ func TestLogHandlerLine(t *testing.T) {
 	for _, json := range []bool{false, true} {
 		for _, attrs := range cases {
 			var want, got lineWrites
-			var ref slog.Handler = slog.NewTextHandler(&want, nil)
-			if json {
-				ref = slog.NewJSONHandler(&want, nil)
-			}
+			ref := slogHandler(&want, json)
 			if err := ref.Handle(context.Background(), logRecord(slog.LevelInfo, "connection closed", attrs...)); err != nil {
 				t.Fatal(err)
 			}

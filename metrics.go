@@ -250,8 +250,9 @@ func (m *metrics) workerBusy(delta float64) {
 // and a failure of a remote store reported to its health.
 type timedStore struct {
 	Storage
-	m *metrics
-	h *health
+	m  *metrics
+	h  *health
+	wc writeCounter // Storage as a writeCounter, nil if it is none
 }
 
 // writeCounter is a store whose every write goes through it, so that a
@@ -261,10 +262,10 @@ type writeCounter interface{ Writes() uint64 }
 
 // writes is the store's count of writes, and false if it keeps none.
 func (t timedStore) writes() (uint64, bool) {
-	if wc, ok := t.Storage.(writeCounter); ok {
-		return wc.Writes(), true
+	if t.wc == nil {
+		return 0, false
 	}
-	return 0, false
+	return t.wc.Writes(), true
 }
 
 func (t timedStore) Get(name string) (Record, error) {

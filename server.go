@@ -98,7 +98,8 @@ func NewServer(cfg Config, store Storage, log *slog.Logger) *Server {
 		s.met = newMetrics(s)
 	}
 	s.health = newHealth(store, log)
-	s.store = timedStore{store, s.met, s.health}
+	wc, _ := store.(writeCounter)
+	s.store = timedStore{store, s.met, s.health, wc}
 	s.waits = newQueueWaits(cfg.QueueTimeout.Duration, s.queueExpired)
 	return s
 }
