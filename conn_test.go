@@ -270,7 +270,22 @@ func TestClientThatNeverReadsIsCut(t *testing.T) {
 	// a read timeout instead.
 	cfg.LineTimeout = Duration{time.Second}
 	cfg.QueueTimeout = Duration{10 * time.Second}
-	ts := startServer(t, cfg)
+	// Small socket buffers on both sides, so that the server's replies
+	// fill them within a few thousand PINGs: the server then blocks in a
+	// write. Left to grow (a server's send buffer reaches 4 MB here),
+	// they take tens of thousands, and Linux 6.18 meanwhile drops the
+	// segments that a client with a full receive buffer is sent, their
+	// acknowledgements with them, so the client's own writes stall and
+	// the server's read times out first.
+	store, err := OpenStore(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := serveStoreOn(t, cfg, store, smallSendBuffers{ln.(*net.TCPListener)})
 	rc, _ := dialRaw(t, ts.addr)
 	rc.nc.(*net.TCPConn).SetReadBuffer(4096)
 	pings := []byte(strings.Repeat("PING\n", 1024))
@@ -295,6 +310,19 @@ func TestClientThatNeverReadsIsCut(t *testing.T) {
 	if logs := ts.logs.String(); !strings.Contains(logs, "end=\"write failed\"") {
 		t.Fatalf("the cut connection is not logged as a failed write:\n%s", logs)
 	}
+}
+
+// smallSendBuffers is a listener whose connections have the smallest
+// send buffer Linux allows.
+type smallSendBuffers struct{ *net.TCPListener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err
+	}
+	c.SetWriteBuffer(4096)
+	return c, nil
 }
 
 func TestSessionTimeLimit(t *testing.T) {

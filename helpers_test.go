@@ -105,6 +105,12 @@ func serveStore(t testing.TB, cfg Config, store Storage) *testServer {
 		store.Close()
 		t.Fatal(err)
 	}
+	return serveStoreOn(t, cfg, store, ln)
+}
+
+// serveStoreOn is serveStore on a listener of the test's own.
+func serveStoreOn(t testing.TB, cfg Config, store Storage, ln net.Listener) *testServer {
+	t.Helper()
 	logs := &syncBuffer{}
 	srv := NewServer(cfg, store, slog.New(newLogHandler(logs, false)))
 	ts := &testServer{t: t, Server: srv, storage: store, addr: ln.Addr().String(), logs: logs, done: make(chan error, 1)}
