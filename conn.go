@@ -31,6 +31,7 @@ type conn struct {
 	remote  string
 	src     string // sourceKey of remote: the unit of throttling
 	started time.Time
+	readBy  time.Time // the read deadline set last (see readLine)
 	writeBy time.Time // the write deadline set last
 
 	mu   sync.Mutex // guards idle against Shutdown
@@ -170,11 +171,13 @@ func (c *conn) handshake(busy bool) error {
 	tc := tls.Server(c.raw, conf)
 	if busy {
 		c.writeBy = time.Now().Add(rejectWriteTimeout)
+		c.readBy = c.writeBy
 		c.raw.SetDeadline(c.writeBy)
 		c.nc = tc
 		return tc.Handshake()
 	}
 	c.writeBy = c.lineDeadline() // the greeting's write deadline too
+	c.readBy = c.writeBy
 	c.raw.SetDeadline(c.writeBy)
 	// Nothing is under way during a handshake: Shutdown may cut it as it
 	// cuts a connection waiting for its next command.
@@ -209,10 +212,21 @@ func boolIndex(b bool) int {
 }
 
 // lineDeadline is when the next line (or the handshake) must be complete:
-// a line deadline from now, and never past the session's end.
+// a line timeout and a sixteenth from now (see readLine), and never past
+// the session's end.
 func (c *conn) lineDeadline() time.Time {
-	return earlier(time.Now().Add(c.srv.cfg.LineTimeout.Duration), c.started.Add(c.srv.cfg.SessionTimeout.Duration))
+	lt := c.srv.cfg.LineTimeout.Duration
+	return earlier(time.Now().Add(lt+lt/lineSlack), c.started.Add(c.srv.cfg.SessionTimeout.Duration))
 }
+
+// lineSlack is the part of a line timeout by which a line's deadline may
+// be later than a line timeout from the moment the server starts waiting
+// for it. A deadline is set when less than a line timeout of the last one
+// is left, so lines that follow each other closely share one: each new
+// deadline is a timer update in the runtime, a tenth of a microsecond or
+// more, and a login reads three lines. A sixteenth of the default 10s is
+// 625ms.
+const lineSlack = 16
 
 // readLine reads one line within the line and session deadlines.
 func (c *conn) readLine() ([]byte, error) {
@@ -222,11 +236,16 @@ func (c *conn) readLine() ([]byte, error) {
 		return nil, errShutdown
 	}
 	c.idle = c.pending == nil
-	// One call sets the line's read deadline and its reply's write
-	// deadline (see write): each costs a timer update in the runtime.
-	d := c.lineDeadline()
-	c.nc.SetDeadline(d)
-	c.writeBy = d
+	// Every line has at least a line timeout: the deadline of an earlier
+	// line serves while that much of it is left (time.Until reads one
+	// clock, time.Now two). A new one is set in one call for the line's
+	// read and its reply's write (see write): each costs a timer update.
+	if time.Until(c.readBy) < c.srv.cfg.LineTimeout.Duration {
+		if d := c.lineDeadline(); !d.Equal(c.readBy) { // equal: the session's end
+			c.nc.SetDeadline(d)
+			c.readBy, c.writeBy = d, d
+		}
+	}
 	c.mu.Unlock()
 
 	line, err := ReadLine(c.r)
@@ -298,7 +317,7 @@ func (c *conn) drainAndClose() {
 }
 
 // write sends one line within a write deadline of at least half a line
-// timeout and at most a whole one; false if it failed. The deadline set
+// timeout and at most 17/16 of one; false if it failed. The deadline set
 // with the read of the command it answers serves when enough of it is
 // left, as it is unless the command was slow to arrive.
 func (c *conn) write(line string) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,9 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -257,6 +260,92 @@ func TestSilentClientTimesOut(t *testing.T) {
 		t.Fatalf("silent client got %q", got)
 	}
 	rc.expectClosed()
+}
+
+// TestLineDeadlines: every line has at least a line timeout from the
+// moment the server starts waiting for it, and at most a sixteenth more;
+// lines that follow closely share one deadline (one timer update, not one
+// a line). In a synctest bubble, over net.Pipe, whose deadlines run on the
+// bubble's clock, so the bounds are exact.
+func TestLineDeadlines(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.LineTimeout = Duration{1600 * time.Millisecond}
+	lt, slack := cfg.LineTimeout.Duration, cfg.LineTimeout.Duration/lineSlack
+	store, err := OpenStore(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	synctest.Test(t, func(t *testing.T) {
+		server, client := net.Pipe()
+		var senders sync.WaitGroup
+		defer senders.Wait() // each ends once the pipe is closed
+		defer server.Close()
+		defer client.Close()
+		c := &conn{srv: NewServer(cfg, store, nil), raw: server, nc: server, started: time.Now(), r: bufio.NewReader(server)}
+		// send writes parts, the given time apart; a write the server no
+		// longer reads fails when the pipe closes.
+		send := func(first string, after time.Duration, rest string) {
+			senders.Go(func() {
+				if _, err := io.WriteString(client, first); err != nil {
+					return
+				}
+				time.Sleep(after)
+				io.WriteString(client, rest)
+			})
+		}
+		readLine := func() (time.Duration, error) {
+			t.Helper()
+			start := time.Now()
+			_, err := c.readLine()
+			return time.Since(start), err
+		}
+
+		send("PING\n", 0, "")
+		if _, err := readLine(); err != nil {
+			t.Fatal(err)
+		}
+		first := c.readBy
+		if want := c.started.Add(lt + slack); !first.Equal(want) {
+			t.Fatalf("first deadline %v after the start, want %v", first.Sub(c.started), lt+slack)
+		}
+
+		// Just over a line timeout of it is left: the next line keeps it,
+		// and has that line timeout.
+		time.Sleep(slack - time.Millisecond)
+		send("PI", lt-time.Millisecond, "NG\n")
+		if took, err := readLine(); err != nil {
+			t.Fatalf("a line sent within a line timeout (%v) failed: %v", took, err)
+		}
+		if !c.readBy.Equal(first) {
+			t.Fatalf("a line that followed closely set a new deadline (%v later)", c.readBy.Sub(first))
+		}
+
+		// Less than a line timeout is left now (a millisecond or two), or
+		// later three quarters of one: the next line gets a new deadline
+		// each time, a line timeout and a sixteenth from now.
+		send("PING\n", 0, "")
+		if _, err := readLine(); err != nil {
+			t.Fatal(err)
+		}
+		second := c.readBy
+		if !second.After(first) {
+			t.Fatal("a line with less than a line timeout left kept the old deadline")
+		}
+		time.Sleep(slack + lt/4)
+		send("PI", lt-time.Millisecond, "NG\n")
+		if took, err := readLine(); err != nil {
+			t.Fatalf("a line sent within a line timeout (%v) failed: %v", took, err)
+		}
+		send("PI", lt+slack+time.Millisecond, "NG\n")
+		took, err := readLine()
+		if ne, ok := errors.AsType[net.Error](err); !ok || !ne.Timeout() {
+			t.Fatalf("a line slower than its deadline: %v after %v, want a timeout", err, took)
+		}
+		if took != lt+slack {
+			t.Fatalf("the line was cut after %v, want %v", took, lt+slack)
+		}
+	})
 }
 
 // A client that sends commands and never reads their replies fills the

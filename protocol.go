@@ -297,9 +297,7 @@ func AppendB64(dst, src []byte) []byte { return b64.AppendEncode(dst, src) }
 // DecodeB64 decodes a wire value, whoever sent it; failure is ERR BADREQ
 // (a client reading a server's reply words its own error).
 func DecodeB64(s string) ([]byte, error) {
-	// encoding/base64 skips CR and LF even in strict mode; here they would
-	// be a second spelling of the same value.
-	if strings.ContainsAny(s, "\r\n") {
+	if hasCRLF(s) {
 		return nil, protoErr(CodeBadReq, "not standard padded base64")
 	}
 	b, err := b64.DecodeString(s)
@@ -309,10 +307,18 @@ func DecodeB64(s string) ([]byte, error) {
 	return b, nil
 }
 
+// hasCRLF reports whether s holds a CR or an LF, which encoding/base64
+// skips even in strict mode: here they would be a second spelling of the
+// same value. Two IndexByte scans, not ContainsAny, which tests each byte
+// against a set: a tenth of a microsecond for a client-final.
+func hasCRLF(s string) bool {
+	return strings.IndexByte(s, '\r') >= 0 || strings.IndexByte(s, '\n') >= 0
+}
+
 // AppendDecodeB64 is DecodeB64 appending to dst: the same rules, for a
 // server that decodes into a reused buffer.
 func AppendDecodeB64(dst []byte, s string) ([]byte, error) {
-	if strings.ContainsAny(s, "\r\n") {
+	if hasCRLF(s) {
 		return nil, protoErr(CodeBadReq, "not standard padded base64")
 	}
 	b, err := b64.AppendDecode(dst, []byte(s))

@@ -111,7 +111,9 @@ func OpenStore(path string) (*Store, error) {
 	if err := privatizeEmptyDB(path); err != nil {
 		return nil, err
 	}
-	s, err := openBolt(path, &bolt.Options{Timeout: dbLockTimeout})
+	// NoStatistics: bbolt's transaction counters are read by nothing here,
+	// and each read transaction would take a lock to add to them.
+	s, err := openBolt(path, &bolt.Options{Timeout: dbLockTimeout, NoStatistics: true})
 	if err != nil {
 		return nil, err
 	}
