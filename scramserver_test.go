@@ -155,6 +155,17 @@ func TestHMACPadded(t *testing.T) {
 			t.Errorf("fakeSalt for a %d-byte name differs from crypto/hmac's", len(name))
 		}
 	}
+	// Two secrets in turn (two stores in one process): each salt is its
+	// own secret's.
+	other := bytes.Repeat([]byte{0xa5}, 32)
+	for i := range 4 {
+		key := [][]byte{secret, other}[i%2]
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte("seed\x00bob"))
+		if got := fakeSalt(nil, key, "seed", "bob"); !bytes.Equal(got, m.Sum(nil)) {
+			t.Errorf("fakeSalt under secret %d of two, in turn, differs from crypto/hmac's", i%2)
+		}
+	}
 	dst := make([]byte, 0, KeyLen)
 	if n := testing.AllocsPerRun(100, func() { fakeSalt(dst, secret, "scram", "alice") }); n != 0 {
 		t.Errorf("fakeSalt into a buffer with room: %v allocations, want 0", n)

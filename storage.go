@@ -6,8 +6,14 @@ package main
 // conformance suite every store passes.
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
+	"sync"
+	"sync/atomic"
 )
 
 // Storage is an account store.
@@ -89,11 +95,39 @@ func setLocked(s Storage, name string, locked bool) (bool, error) {
 // (a copied file, every server of a cluster), and cannot be told from a
 // random real salt.
 func fakeSalt(dst, secret []byte, label, name string) []byte {
-	// HMAC(secret, label 0 name), in a buffer on the stack: every login
-	// makes one, and hmac.New costs it several allocations.
-	var stack [hmacBlock + 128]byte
-	msg := append(stack[:hmacBlock], label...)
-	msg = append(append(msg, 0), name...)
-	sum := hmacPadded(secret, msg)
-	return append(dst, sum[:]...)
+	m := lastSaltMAC.Load()
+	if m == nil || !hmac.Equal(m.secret, secret) {
+		m = newSaltMAC(secret)
+		lastSaltMAC.Store(m)
+	}
+	h := m.hashes.Get().(*saltHash)
+	h.msg = append(append(append(h.msg[:0], label...), 0), name...)
+	h.mac.Reset()
+	h.mac.Write(h.msg)
+	dst = h.mac.Sum(dst)
+	m.hashes.Put(h)
+	return dst
+}
+
+// saltMAC is HMAC-SHA-256 under one secret, kept between logins: an HMAC
+// once reset starts from the hash states of its padded key, which saves
+// two of the four SHA-256 blocks a fake salt takes (0.14 against 0.27 µs).
+// A process serves one store, so the secret last used is the one kept;
+// another (a restore on etcd, tests) replaces it.
+type saltMAC struct {
+	secret []byte
+	hashes sync.Pool // of *saltHash
+}
+
+type saltHash struct {
+	mac hash.Hash
+	msg []byte // label 0 name: a buffer of the hash's, as Write's argument escapes
+}
+
+var lastSaltMAC atomic.Pointer[saltMAC]
+
+func newSaltMAC(secret []byte) *saltMAC {
+	m := &saltMAC{secret: bytes.Clone(secret)}
+	m.hashes.New = func() any { return &saltHash{mac: hmac.New(sha256.New, m.secret), msg: make([]byte, 0, 64)} }
+	return m
 }
