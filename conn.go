@@ -158,7 +158,9 @@ func (c *conn) offers(mech string) bool {
 
 // handshake runs the server's TLS handshake, if the server speaks TLS,
 // within the line deadline (spec §9.1), in the worker: the accept loop must
-// never wait on a client. It then reads the channel binding once.
+// never wait on a client. It then reads the channel binding once. Over
+// plain TCP it only sets the greeting's deadline, which is the first
+// line's too.
 //
 // busy is the handshake that only carries the ERR BUSY of a server
 // shutting down: it has rejectWriteTimeout, Shutdown does not track it,
@@ -166,6 +168,12 @@ func (c *conn) offers(mech string) bool {
 func (c *conn) handshake(busy bool) error {
 	conf := c.srv.tlsConf
 	if conf == nil {
+		if !busy {
+			// The greeting's write deadline, and the first line's.
+			c.readBy = c.lineDeadline()
+			c.writeBy = c.readBy
+			c.raw.SetDeadline(c.readBy)
+		}
 		return nil
 	}
 	tc := tls.Server(c.raw, conf)

@@ -384,9 +384,28 @@ var textBare = func() (t [256]bool) {
 // U+FFFD itself, a Unicode space or a rune that is not printable.
 func appendTextString(b []byte, s string) []byte {
 	if textNeedsQuotes(s) {
-		return strconv.AppendQuote(b, s)
+		return appendQuoted(b, s)
 	}
 	return append(b, s...)
+}
+
+// appendQuoted is strconv.AppendQuote, which for printable ASCII escapes
+// only '"' and '\\'; that case, the common one ("connection closed", an
+// end="write failed"), skips its rune-by-rune escaping.
+func appendQuoted(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			return strconv.AppendQuote(b, s)
+		}
+	}
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
 }
 
 func textNeedsQuotes(s string) bool {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -434,5 +435,23 @@ func BenchmarkLogHandler(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// TestAppendQuoted: the ASCII fast path quotes as strconv does, for every
+// string of two bytes and a few longer ones.
+func TestAppendQuoted(t *testing.T) {
+	check := func(s string) {
+		if got, want := string(appendQuoted([]byte("x"), s)), string(strconv.AppendQuote([]byte("x"), s)); got != want {
+			t.Fatalf("appendQuoted(%q) = %s, want %s", s, got, want)
+		}
+	}
+	for a := range 256 {
+		for b := range 256 {
+			check(string([]byte{byte(a), byte(b)}))
+		}
+	}
+	for _, s := range []string{"", "connection closed", `say "hi" \ bye`, "tab\there", "caf\u00e9 au lait", "\xff\xfe", "del\x7f"} {
+		check(s)
 	}
 }
