@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -182,6 +183,7 @@ func TestSessionCheckReadsAfterWritesOnly(t *testing.T) {
 	mustRegister(t, ts.addr, "alice", "alice-password")
 	mustRegister(t, ts.addr, "bob", "bob-password")
 	alice := loggedIn(t, ts.addr, "alice", "alice-password")
+	ts.store.countGets.Store(true)
 	reads := ts.store.gets.Load()
 	for range 3 {
 		if name, err := alice.Whoami(); err != nil || name != "alice" {
@@ -210,6 +212,47 @@ func TestSessionCheckReadsAfterWritesOnly(t *testing.T) {
 	}
 	if r, err := alice.Do("LOGOUT"); err != nil || r.Word != "OK" {
 		t.Fatalf("LOGOUT = %v, %v", r, err)
+	}
+}
+
+// TestSessionCheckAfterDamage: damage a read meets (here, a read whose
+// page does not decode, as the store's guard sees it) ends the trust the
+// session check puts in the write count: WHOAMI then reads, and fails,
+// rather than answering for an account the server can no longer read.
+func TestSessionCheckAfterDamage(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "alice-password")
+	alice := loggedIn(t, ts.addr, "alice", "alice-password")
+	if name, err := alice.Whoami(); err != nil || name != "alice" {
+		t.Fatalf("WHOAMI = %q, %v", name, err)
+	}
+	if err := ts.store.guard(func() error { panic("unexpected page type") }); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("a read that panics: %v, want ErrDamaged", err)
+	}
+	if r, err := alice.Do("WHOAMI"); code(err) != CodeInternal {
+		t.Fatalf("WHOAMI on a damaged store = %v, %v; want ERR %s", r, err, CodeInternal)
+	}
+}
+
+// TestFailedAuthEndsItsAttempt: an AUTH that fails after the throttle
+// counted it under way (here the store cannot read the account) is no
+// longer under way once answered.
+func TestFailedAuthEndsItsAttempt(t *testing.T) {
+	ts := startServer(t, testConfig(t))
+	mustRegister(t, ts.addr, "alice", "alice-password")
+	if err := ts.store.guard(func() error { panic("unexpected page type") }); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("a read that panics: %v, want ErrDamaged", err)
+	}
+	rc, _ := dialRaw(t, ts.addr)
+	rc.send("AUTH SCRAM-SHA-256 " + EncodeB64([]byte("n,,n=alice,r="+strings.Repeat("x", 32))) + "\n")
+	if got := rc.read(); !strings.HasPrefix(got, "ERR INTERNAL ") {
+		t.Fatalf("AUTH on a damaged store: %q", got)
+	}
+	ts.thr.mu.Lock()
+	n := len(ts.thr.inflight)
+	ts.thr.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d logins still under way after the failed AUTH was answered, want 0", n)
 	}
 }
 

@@ -70,7 +70,12 @@ func (s *Store) guard(op func() error) (err error) {
 		if cp, ok := r.(callerPanic); ok {
 			panic(cp.v)
 		}
-		s.damage.CompareAndSwap(nil, damaged(s.path, r))
+		if s.damage.CompareAndSwap(nil, damaged(s.path, r)) {
+			// Damage that a read met changes what every session stands
+			// on: counted as a write, it makes the next session check
+			// read, and fail, instead of trusting the last one.
+			s.writes.Add(1)
+		}
 		err = s.damage.Load()
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

@@ -48,6 +48,13 @@ type seedEx struct {
 func (c *conn) handleAuth(cmd Command) (string, error) {
 	c.authStart = c.srv.met.now()
 	reply, err := c.startAuth(cmd)
+	if err != nil {
+		// An AUTH that failed after its attempt began (the store, a
+		// client-first the exchange refused) ends it: left, it would
+		// count as a login under way until the connection's next AUTH
+		// or its end, against its pair's allowance.
+		c.endAttempt(false)
+	}
 	if len(cmd.Args) > 0 {
 		c.loginError(cmd.Args[0], err)
 	}

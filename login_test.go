@@ -319,6 +319,7 @@ func TestUnknownAndKnownUsersDoTheSameWork(t *testing.T) {
 	ts := startServer(t, testConfig(t))
 	mustRegister(t, ts.addr, "alice", "Secret123")
 	rc, _ := dialRaw(t, ts.addr)
+	ts.store.countGets.Store(true)
 
 	// The full exchange with a wrong password, for a real and a missing
 	// name: the same replies, the same store reads.
