@@ -281,6 +281,10 @@ func (c *conn) interruptIfIdle() {
 	defer c.mu.Unlock()
 	if c.idle {
 		c.raw.SetReadDeadline(time.Now())
+		// The read it cuts may have got its line first (and be an AUTH,
+		// whose RESPONSE is then read): that next line needs a deadline
+		// of its own, not the past one set here.
+		c.readBy = time.Time{}
 	}
 }
 

@@ -348,6 +348,45 @@ func TestLineDeadlines(t *testing.T) {
 	})
 }
 
+// TestLineAfterInterrupt: Shutdown cuts a connection waiting for a
+// command by setting its read deadline to now; if the read got its line
+// first and that line began an exchange, the exchange's next line is still
+// read, and gets a deadline of its own (it was once cut at once with ERR
+// TIMEOUT, as the deadline in the past was taken for the shared one).
+func TestLineAfterInterrupt(t *testing.T) {
+	cfg := testConfig(t)
+	store, err := OpenStore(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	synctest.Test(t, func(t *testing.T) {
+		server, client := net.Pipe()
+		defer client.Close()
+		defer server.Close()
+		c := &conn{srv: NewServer(cfg, store, nil), raw: server, nc: server, started: time.Now(), r: bufio.NewReader(server)}
+		go io.WriteString(client, "PING\n")
+		if _, err := c.readLine(); err != nil { // sets the deadline lines share
+			t.Fatal(err)
+		}
+		errs := make(chan error, 1)
+		go func() { _, err := c.readLine(); errs <- err }()
+		synctest.Wait() // the read waits, idle
+		c.interruptIfIdle()
+		if err := <-errs; err == nil {
+			t.Fatal("the interrupted read returned a line")
+		}
+		c.pending = &c.scram // as if the line had been an AUTH
+		go func() {
+			time.Sleep(time.Second)
+			io.WriteString(client, "RESPONSE x\n")
+		}()
+		if _, err := c.readLine(); err != nil {
+			t.Fatalf("the exchange's next line, a second after the interrupt: %v", err)
+		}
+	})
+}
+
 // A client that sends commands and never reads their replies fills the
 // socket buffers; the server's next write then fails within a line timeout
 // and the connection ends, freeing its worker for the next client.
