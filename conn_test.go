@@ -262,6 +262,26 @@ func TestSilentClientTimesOut(t *testing.T) {
 	rc.expectClosed()
 }
 
+// pipeConn is a conn of a server on a fresh store over one end of a
+// net.Pipe, for tests in a synctest bubble (the pipe's deadlines then run
+// on the bubble's clock); it returns the client's end. Call it inside the
+// bubble; the store is opened outside it, by the caller, with openStore.
+func pipeConn(cfg Config, store Storage) (*conn, net.Conn) {
+	server, client := net.Pipe()
+	return &conn{srv: NewServer(cfg, store, nil), raw: server, nc: server, started: time.Now(), r: bufio.NewReader(server)}, client
+}
+
+// openStore opens cfg's store for the test, closed when it ends.
+func openStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	store, err := OpenStore(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
 // TestLineDeadlines: every line has at least a line timeout from the
 // moment the server starts waiting for it, and at most a sixteenth more;
 // lines that follow closely share one deadline (one timer update, not one
@@ -271,18 +291,13 @@ func TestLineDeadlines(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.LineTimeout = Duration{1600 * time.Millisecond}
 	lt, slack := cfg.LineTimeout.Duration, cfg.LineTimeout.Duration/lineSlack
-	store, err := OpenStore(cfg.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := openStore(t, cfg)
 	synctest.Test(t, func(t *testing.T) {
-		server, client := net.Pipe()
+		c, client := pipeConn(cfg, store)
 		var senders sync.WaitGroup
 		defer senders.Wait() // each ends once the pipe is closed
-		defer server.Close()
+		defer c.raw.Close()
 		defer client.Close()
-		c := &conn{srv: NewServer(cfg, store, nil), raw: server, nc: server, started: time.Now(), r: bufio.NewReader(server)}
 		// send writes parts, the given time apart; a write the server no
 		// longer reads fails when the pipe closes.
 		send := func(first string, after time.Duration, rest string) {
@@ -355,16 +370,11 @@ func TestLineDeadlines(t *testing.T) {
 // TIMEOUT, as the deadline in the past was taken for the shared one).
 func TestLineAfterInterrupt(t *testing.T) {
 	cfg := testConfig(t)
-	store, err := OpenStore(cfg.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := openStore(t, cfg)
 	synctest.Test(t, func(t *testing.T) {
-		server, client := net.Pipe()
+		c, client := pipeConn(cfg, store)
 		defer client.Close()
-		defer server.Close()
-		c := &conn{srv: NewServer(cfg, store, nil), raw: server, nc: server, started: time.Now(), r: bufio.NewReader(server)}
+		defer c.raw.Close()
 		go io.WriteString(client, "PING\n")
 		if _, err := c.readLine(); err != nil { // sets the deadline lines share
 			t.Fatal(err)
@@ -405,7 +415,7 @@ func TestClientThatNeverReadsIsCut(t *testing.T) {
 	// segments that a client with a full receive buffer is sent, their
 	// acknowledgements with them, so the client's own writes stall and
 	// the server's read times out first.
-	store, err := OpenStore(cfg.DB)
+	store, err := OpenStore(cfg.DB) // serveStoreOn closes it
 	if err != nil {
 		t.Fatal(err)
 	}
