@@ -167,7 +167,9 @@ func TestHMACPadded(t *testing.T) {
 		}
 	}
 	dst := make([]byte, 0, KeyLen)
-	if n := testing.AllocsPerRun(100, func() { fakeSalt(dst, secret, "scram", "alice") }); n != 0 {
+	// Under the race detector sync.Pool drops some of what it is given,
+	// so the pooled HMACs are made again now and then.
+	if n := testing.AllocsPerRun(100, func() { fakeSalt(dst, secret, "scram", "alice") }); n != 0 && !raceEnabled {
 		t.Errorf("fakeSalt into a buffer with room: %v allocations, want 0", n)
 	}
 }
