@@ -158,35 +158,27 @@ func (c *conn) offers(mech string) bool {
 
 // handshake runs the server's TLS handshake, if the server speaks TLS,
 // within the line deadline (spec §9.1), in the worker: the accept loop must
-// never wait on a client. It then reads the channel binding once. Over
-// plain TCP it only sets the greeting's deadline, which is the first
-// line's too.
+// never wait on a client. It then reads the channel binding once. Either
+// way it sets the greeting's deadline, which is the first line's too.
 //
 // busy is the handshake that only carries the ERR BUSY of a server
 // shutting down: it has rejectWriteTimeout, Shutdown does not track it,
 // and it must not be cut for the shutdown it is there to announce.
 func (c *conn) handshake(busy bool) error {
+	if busy {
+		c.setDeadline(time.Now().Add(rejectWriteTimeout))
+	} else {
+		c.setDeadline(c.lineDeadline())
+	}
 	conf := c.srv.tlsConf
 	if conf == nil {
-		if !busy {
-			// The greeting's write deadline, and the first line's.
-			c.readBy = c.lineDeadline()
-			c.writeBy = c.readBy
-			c.raw.SetDeadline(c.readBy)
-		}
 		return nil
 	}
 	tc := tls.Server(c.raw, conf)
 	if busy {
-		c.writeBy = time.Now().Add(rejectWriteTimeout)
-		c.readBy = c.writeBy
-		c.raw.SetDeadline(c.writeBy)
 		c.nc = tc
 		return tc.Handshake()
 	}
-	c.writeBy = c.lineDeadline() // the greeting's write deadline too
-	c.readBy = c.writeBy
-	c.raw.SetDeadline(c.writeBy)
 	// Nothing is under way during a handshake: Shutdown may cut it as it
 	// cuts a connection waiting for its next command.
 	c.mu.Lock()
@@ -250,8 +242,7 @@ func (c *conn) readLine() ([]byte, error) {
 	// read and its reply's write (see write): each costs a timer update.
 	if time.Until(c.readBy) < c.srv.cfg.LineTimeout.Duration {
 		if d := c.lineDeadline(); !d.Equal(c.readBy) { // equal: the session's end
-			c.nc.SetDeadline(d)
-			c.readBy, c.writeBy = d, d
+			c.setDeadline(d)
 		}
 	}
 	c.mu.Unlock()
@@ -267,6 +258,13 @@ func (c *conn) readLine() ([]byte, error) {
 		}
 	}
 	return line, err
+}
+
+// setDeadline sets the read and write deadlines of the connection (of
+// the TCP connection under TLS, as tls.Conn's own do) and remembers them.
+func (c *conn) setDeadline(d time.Time) {
+	c.raw.SetDeadline(d)
+	c.readBy, c.writeBy = d, d
 }
 
 func earlier(a, b time.Time) time.Time {
@@ -330,8 +328,8 @@ func (c *conn) drainAndClose() {
 
 // write sends one line within a write deadline of at least half a line
 // timeout and at most 17/16 of one; false if it failed. The deadline set
-// with the read of the command it answers serves when enough of it is
-// left, as it is unless the command was slow to arrive.
+// last (with the read of the command it answers, or by an earlier reply)
+// serves when enough of it is left, as it is unless the command was slow.
 func (c *conn) write(line string) bool {
 	lt := c.srv.cfg.LineTimeout.Duration
 	// time.Until reads only the monotonic clock; time.Now reads both.
